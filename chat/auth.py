@@ -1,0 +1,108 @@
+"""
+Provides WebSocket authentication for /ws/: the origin check, then one of a
+token header, a single-use ticket or the session cookie.
+
+- A foreign Origin is refused at the handshake (HTTP 403): cross-site
+  WebSocket hijacking.
+- `Authorization: Token <key>` or `?ticket=…` authenticate any client.
+- The session cookie counts only when an allowed Origin is present, so a
+  cookie alone never authenticates a handshake without one.
+- No valid credentials: the consumer accepts and closes with 4401.
+"""
+
+import secrets
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from channels.security.websocket import WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from django.utils.http import is_same_domain
+from rest_framework.authtoken.models import Token
+
+from .models import WsTicket
+
+
+def origin_allowed(origin: str) -> bool:
+    """True for an origin whose host is in ALLOWED_HOSTS (exact, or a leading-dot
+    subdomain pattern) or listed in WS_ALLOWED_ORIGINS. 'null' never is."""
+    if origin in settings.WS_ALLOWED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return False
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal, as ALLOWED_HOSTS spells it
+        host = f"[{host}]"
+    allowed = settings.ALLOWED_HOSTS
+    return "*" in allowed or any(is_same_domain(host, pattern) for pattern in allowed)
+
+
+def ticket_issue(*, user: Any) -> str:
+    """A fresh single-use ticket for `user`; expired ones are swept on the way."""
+    WsTicket.objects.filter(created_at__lt=_ticket_cutoff()).delete()
+    key = secrets.token_urlsafe(32)
+    WsTicket.objects.create(key=key, user=user)
+    return key
+
+
+def ticket_redeem(key: str) -> Any | None:
+    """The ticket's user, once: the row is deleted by the first redeemer."""
+    ticket = (
+        WsTicket.objects.filter(key=key, created_at__gte=_ticket_cutoff())
+        .select_related("user")
+        .first()
+    )
+    if ticket is None:
+        return None
+    deleted, _ = WsTicket.objects.filter(pk=ticket.pk).delete()
+    if deleted != 1 or not ticket.user.is_active:
+        return None
+    return ticket.user
+
+
+def _ticket_cutoff():
+    return timezone.now() - timedelta(seconds=settings.WS_TICKET_TTL_SECONDS)
+
+
+def token_user(key: str) -> Any | None:
+    token = Token.objects.filter(key=key).select_related("user").first()
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
+
+
+class WebSocketAuthMiddleware:
+    """Origin check and authentication; sets scope['user']."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        headers = dict(scope.get("headers", []))
+        origin = headers.get(b"origin")
+        if origin is not None and not origin_allowed(origin.decode("latin-1")):
+            return await WebsocketDenier.as_asgi()(scope, receive, send)
+
+        user: Any = AnonymousUser()
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        ticket = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket")
+        if authorization:
+            scheme, _, key = authorization.partition(" ")
+            if scheme.lower() == "token" and key.strip():
+                user = await database_sync_to_async(token_user)(key.strip()) or user
+        elif ticket:
+            user = await database_sync_to_async(ticket_redeem)(ticket[0][:128]) or user
+        elif origin is not None:
+            user = await get_user(scope)
+        return await self.inner(dict(scope, user=user), receive, send)
+
+
+def websocket_auth_stack(inner: Any) -> Any:
+    """Cookies and session for the session path, then WebSocketAuthMiddleware."""
+    return CookieMiddleware(SessionMiddleware(WebSocketAuthMiddleware(inner)))

@@ -1,0 +1,438 @@
+"""
+Provides RealtimeConsumer, the one `/ws/` endpoint: every room, the user's
+notifications and presence over one connection.
+
+Delivery: each joined room keeps `delivered`, the highest seq this connection
+has been sent. Layer events are doorbells carrying the message; one that is
+already delivered is dropped, and one that arrives ahead of a gap first pulls
+the missing seqs from the database. So every connection gets each message once,
+in seq order, whatever the layer drops or reorders.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import Error as DatabaseError
+
+from presence import events as presence_events
+from presence.store import STATUSES
+from presence.store import store as presence_store
+
+from . import events, selectors, services
+from .errors import BadRequest, ClientError, Unavailable
+from .ratelimit import limiter
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+# daphne closes with 1009 itself (project/daphne_limits.py); an application may
+# not send 1009, so a server without that transport limit gets 4009 from here.
+CLOSE_TOO_LARGE = 4009
+TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
+MAX_SEQ = 2**63 - 1
+MAX_REF_CHARS = 128
+
+
+@dataclass
+class JoinedRoom:
+    room_id: int
+    slug: str
+    delivered: int
+    typing_lapse: asyncio.Task | None = field(default=None, repr=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_frame(text: str) -> dict[str, Any]:
+    """A client frame as a dict, or BadRequest saying what is wrong with it."""
+    try:
+        frame = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise BadRequest("frame must be a JSON object")
+    if not isinstance(frame.get("type"), str):
+        raise BadRequest("frame needs a string 'type'")
+    return frame
+
+
+def field_slug(frame: dict, name: str = "room") -> str:
+    value = frame.get(name)
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise BadRequest(f"'{name}' must be a room slug")
+    return value
+
+
+def field_seq(frame: dict, name: str, *, required: bool) -> int | None:
+    value = frame.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise BadRequest(f"'{name}' must be a non-negative integer")
+    return value
+
+
+async def db(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a service or selector off the event loop; a database outage is UNAVAILABLE."""
+    try:
+        return await database_sync_to_async(fn)(**kwargs)
+    except DatabaseError as exc:
+        logger.warning("database error in %s: %r", getattr(fn, "__name__", fn), exc)
+        raise Unavailable("storage is unavailable; retry shortly") from None
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    """One client connection: authenticate, dispatch frames, forward layer events."""
+
+    user: Any
+    joined: dict[int, JoinedRoom]
+    slugs: dict[str, int]
+    status: str
+
+    # --- connection ------------------------------------------------------------
+    async def connect(self) -> None:
+        """Accept an authenticated user; close anyone else with 4401."""
+        self.joined, self.slugs, self.status = {}, {}, "online"
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        """Leave every room and the user's group."""
+        if self.user is None or not self.user.is_authenticated:
+            return
+        for room in list(self.joined.values()):
+            await self._leave(room)
+        try:
+            await self.channel_layer.group_discard(
+                events.user_group(self.user.pk), self.channel_name
+            )
+        except Exception as exc:  # noqa: BLE001 - the socket is gone either way
+            logger.warning("group_discard on disconnect failed: %r", exc)
+
+    # --- client frames -----------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Validate one frame and dispatch it on its type; errors become error frames."""
+        ref = None
+        try:
+            if text_data is None:
+                raise BadRequest("binary frames are not supported; send JSON text")
+            if len(text_data) * 4 > settings.WS_MAX_FRAME_BYTES and (
+                len(text_data.encode("utf-8", "surrogatepass")) > settings.WS_MAX_FRAME_BYTES
+            ):
+                await self.close(code=CLOSE_TOO_LARGE)
+                return
+            frame = parse_frame(text_data)
+            ref = frame.get("ref")
+            if ref is not None and not (
+                (isinstance(ref, str) and len(ref) <= MAX_REF_CHARS)
+                or (isinstance(ref, int) and not isinstance(ref, bool) and abs(ref) <= MAX_SEQ)
+            ):
+                ref = None
+                raise BadRequest(
+                    f"'ref' must be a string of at most {MAX_REF_CHARS} characters or an integer"
+                )
+            handler = self.handlers.get(frame["type"])
+            if handler is None:
+                raise BadRequest(f"unknown frame type {frame['type'][:40]!r}")
+            await handler(self, frame, ref)
+        except ClientError as exc:
+            await self.send_frame(_error(exc, ref))
+        except Exception:  # noqa: BLE001 - never 1011: log it, tell the client, go on
+            logger.exception("unexpected error handling a frame from user %s", self.user.pk)
+            await self.send_frame(
+                {
+                    "type": "error",
+                    "code": "UNAVAILABLE",
+                    "message": "internal error; retry",
+                    **_ref(ref),
+                }
+            )
+
+    async def on_join(self, frame: dict, ref: Any) -> None:
+        """Subscribe to a room; with `since`, replay every later message once, in order."""
+        slug = field_slug(frame)
+        since = field_seq(frame, "since", required=False)
+        room, _membership = await db(services.room_join, user=self.user, slug=slug)
+        previous = self.joined.get(room.pk)
+        if previous is not None and since is None:
+            since = previous.delivered  # a repeated join resumes where it was
+        # Announce the join before subscribing, so the joiner is not told of
+        # itself: its `joined` list below already includes it.
+        change = presence_store.enter(
+            room_id=room.pk,
+            user_id=self.user.pk,
+            username=self.user.get_username(),
+            channel=self.channel_name,
+            status=self.status,
+        )
+        if change is not None:
+            await presence_events.broadcast_changes(
+                room_id=room.pk, room_slug=room.slug, changes=[change]
+            )
+        # Subscribe before reading the backlog: a message committed meanwhile
+        # arrives as a doorbell afterwards and is dropped or delivered by seq.
+        await self.channel_layer.group_add(events.room_group(room.pk), self.channel_name)
+        backlog, last_seq = await db(self._backlog, room_id=room.pk, since=since)
+        truncated = since is not None and last_seq - since > settings.CHAT_RESUME_MAX_MESSAGES
+        state = previous or JoinedRoom(room_id=room.pk, slug=room.slug, delivered=0)
+        # A `since` beyond the room's end (a client that outlived a database
+        # restore) resumes from the end rather than skipping future messages.
+        state.delivered = last_seq if since is None else min(since, last_seq)
+        self.joined[room.pk] = state
+        self.slugs[room.slug] = room.pk
+        await self.send_frame(
+            {
+                "type": "joined",
+                "room": room.slug,
+                "last_seq": last_seq,
+                "presence": presence_store.members(room_id=room.pk),
+                "truncated": truncated,
+                **_ref(ref),
+            }
+        )
+        for message in backlog:
+            if message.seq > state.delivered:
+                if not message.is_deleted:
+                    await self.send_frame(events.message_payload(message, room.slug))
+                state.delivered = message.seq
+        state.delivered = max(state.delivered, last_seq)
+
+    @staticmethod
+    def _backlog(*, room_id: int, since: int | None) -> tuple[list, int]:
+        last_seq = selectors.room_last_seq(room_id=room_id)
+        if since is None or since >= last_seq:
+            return [], last_seq
+        rows = selectors.messages_since(
+            room_id=room_id, since=since, until=last_seq, limit=settings.CHAT_RESUME_MAX_MESSAGES
+        )
+        return rows, last_seq
+
+    async def on_leave(self, frame: dict, ref: Any) -> None:
+        """Unsubscribe from a room → `left`."""
+        slug = field_slug(frame)
+        room = self.joined.get(self.slugs.get(slug, -1))
+        if room is not None:
+            await self._leave(room)
+        await self.send_frame({"type": "left", "room": slug, **_ref(ref)})
+
+    async def on_message(self, frame: dict, ref: Any) -> None:
+        """Store and broadcast a message; ack with its id and seq (idempotent by client_id)."""
+        slug = field_slug(frame)
+        if "client_id" not in frame:
+            raise BadRequest("'client_id' is required (a UUID the client keeps for retries)")
+        if "content" not in frame:
+            raise BadRequest("'content' is required")
+        result = await db(
+            services.message_send,
+            user=self.user,
+            slug=slug,
+            content=frame["content"],
+            client_id=frame["client_id"],
+        )
+        room = self.joined.get(result.message.room_id)
+        if room is not None:
+            await self._deliver(room, result.payload)
+        await self.send_frame(
+            {
+                "type": "ack",
+                "room": slug,
+                "client_id": result.payload["client_id"],
+                "id": result.message.pk,
+                "seq": result.message.seq,
+                **_ref(ref),
+            }
+        )
+
+    async def on_typing(self, frame: dict, ref: Any) -> None:
+        """Tell the room's other users; `true` lapses by itself after 6 s."""
+        room = self._joined_room(frame)
+        is_typing = frame.get("is_typing")
+        if not isinstance(is_typing, bool):
+            raise BadRequest("'is_typing' must be true or false")
+        if is_typing:
+            limiter.hit(("typing", self.user.pk, room.room_id), settings.CHAT_TYPING_RATE)
+        self._cancel_typing_lapse(room)
+        if is_typing:
+            room.typing_lapse = asyncio.create_task(self._typing_lapse(room))
+        await events.broadcast_typing(
+            room_id=room.room_id,
+            room_slug=room.slug,
+            user=events.user_payload(self.user),
+            is_typing=is_typing,
+        )
+
+    async def on_read(self, frame: dict, ref: Any) -> None:
+        """Move the read position; others get a `receipt`."""
+        slug = field_slug(frame)
+        seq = field_seq(frame, "seq", required=True)
+        await db(services.read_mark, user=self.user, slug=slug, seq=seq)
+
+    async def on_presence(self, frame: dict, ref: Any) -> None:
+        """Set this connection's status (online or away) in every joined room."""
+        status = frame.get("status")
+        if status not in STATUSES:
+            raise BadRequest("'status' must be 'online' or 'away'")
+        self.status = status
+        for room in self.joined.values():
+            change = presence_store.enter(
+                room_id=room.room_id,
+                user_id=self.user.pk,
+                username=self.user.get_username(),
+                channel=self.channel_name,
+                status=status,
+            )
+            if change is not None:
+                await presence_events.broadcast_changes(
+                    room_id=room.room_id, room_slug=room.slug, changes=[change]
+                )
+
+    async def on_ping(self, frame: dict, ref: Any) -> None:
+        """Answer `pong`."""
+        await self.send_frame({"type": "pong", **_ref(ref)})
+
+    # The allowlist of client frame types. Nothing else is ever dispatched, so a
+    # client cannot reach a layer handler by naming it.
+    handlers: dict[str, Callable[..., Awaitable[None]]] = {
+        "join": on_join,
+        "leave": on_leave,
+        "message": on_message,
+        "typing": on_typing,
+        "read": on_read,
+        "presence": on_presence,
+        "ping": on_ping,
+    }
+
+    # --- layer events --------------------------------------------------------------
+    async def chat_message(self, event: dict) -> None:
+        """A message was stored in a room: deliver it in seq order."""
+        room = self.joined.get(event["room_id"])
+        if room is not None:
+            await self._deliver(room, event["payload"])
+
+    async def chat_typing(self, event: dict) -> None:
+        """Someone is typing: forward, unless it is this user."""
+        payload = event["payload"]
+        if event["room_id"] in self.joined and payload["user"]["id"] != self.user.pk:
+            await self.send_frame(payload)
+
+    async def chat_receipt(self, event: dict) -> None:
+        """A read position moved."""
+        if event["room_id"] in self.joined:
+            await self.send_frame(event["payload"])
+
+    async def chat_message_deleted(self, event: dict) -> None:
+        """A moderator removed a message."""
+        if event["room_id"] in self.joined:
+            await self.send_frame(event["payload"])
+
+    async def chat_kicked(self, event: dict) -> None:
+        """This user was banned from a room: leave it and say so."""
+        room = self.joined.get(event["room_id"])
+        if room is not None:
+            await self._leave(room)
+        await self.send_frame(event["payload"])
+
+    async def presence_diff(self, event: dict) -> None:
+        """Someone joined, left or changed status in a joined room."""
+        if event["room_id"] in self.joined:
+            await self.send_frame(event["payload"])
+
+    # --- helpers ----------------------------------------------------------------------
+    async def send_frame(self, frame: dict) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    def _joined_room(self, frame: dict) -> JoinedRoom:
+        slug = field_slug(frame)
+        room = self.joined.get(self.slugs.get(slug, -1))
+        if room is None:
+            raise BadRequest(f"join {slug!r} first")
+        return room
+
+    async def _deliver(self, room: JoinedRoom, payload: dict) -> None:
+        seq = payload["seq"]
+        if seq <= room.delivered:
+            return  # a duplicate doorbell, or one the backlog already covered
+        if seq > room.delivered + 1:
+            await self._fill_gap(room, until=seq - 1)
+        await self.send_frame(payload)
+        room.delivered = seq
+
+    async def _fill_gap(self, room: JoinedRoom, until: int) -> None:
+        """Send seqs delivered+1..until from the database. Every one of them is
+        committed: seqs commit in order, and a later one has been seen."""
+        try:
+            rows = await db(
+                selectors.messages_since,
+                room_id=room.room_id,
+                since=room.delivered,
+                until=until,
+                limit=settings.CHAT_RESUME_MAX_MESSAGES,
+            )
+        except Unavailable:
+            return  # the client sees the seq jump and can fill it from REST
+        for message in rows:
+            if message.seq > room.delivered and not message.is_deleted:
+                await self.send_frame(events.message_payload(message, room.slug))
+            room.delivered = max(room.delivered, message.seq)
+
+    async def _leave(self, room: JoinedRoom) -> None:
+        self.joined.pop(room.room_id, None)
+        self.slugs.pop(room.slug, None)
+        if room.typing_lapse is not None:
+            self._cancel_typing_lapse(room)
+            await events.broadcast_typing(
+                room_id=room.room_id,
+                room_slug=room.slug,
+                user=events.user_payload(self.user),
+                is_typing=False,
+            )
+        try:
+            await self.channel_layer.group_discard(
+                events.room_group(room.room_id), self.channel_name
+            )
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("group_discard failed: %r", exc)
+        change = presence_store.exit(
+            room_id=room.room_id, user_id=self.user.pk, channel=self.channel_name
+        )
+        if change is not None:
+            await presence_events.broadcast_changes(
+                room_id=room.room_id, room_slug=room.slug, changes=[change]
+            )
+
+    def _cancel_typing_lapse(self, room: JoinedRoom) -> None:
+        if room.typing_lapse is not None:
+            room.typing_lapse.cancel()
+            room.typing_lapse = None
+
+    async def _typing_lapse(self, room: JoinedRoom) -> None:
+        await asyncio.sleep(TYPING_LAPSE_SECONDS)
+        room.typing_lapse = None
+        await events.broadcast_typing(
+            room_id=room.room_id,
+            room_slug=room.slug,
+            user=events.user_payload(self.user),
+            is_typing=False,
+        )
+
+
+def _ref(ref: Any) -> dict:
+    return {} if ref is None else {"ref": ref}
+
+
+def _error(exc: ClientError, ref: Any) -> dict:
+    return {"type": "error", "code": exc.code, "message": exc.message, **_ref(ref)}

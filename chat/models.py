@@ -1,0 +1,89 @@
+"""
+Provides the chat tables: rooms, memberships, messages and WebSocket tickets.
+
+Fields, constraints and indexes only; every write goes through chat.services.
+"""
+
+from django.conf import settings
+from django.db import models
+
+
+class Room(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    is_private = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The highest seq handed out; bumped under a row lock in the storing
+    # transaction, so seqs are gap-free and commit in order.
+    last_seq = models.PositiveBigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        MEMBER = "member", "Member"
+        MODERATOR = "moderator", "Moderator"
+        OWNER = "owner", "Owner"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    is_banned = models.BooleanField(default=False)
+    is_muted = models.BooleanField(default=False)
+    last_read_seq = models.PositiveBigIntegerField(default=0)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="membership_room_user_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room}"
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveBigIntegerField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages"
+    )
+    client_id = models.UUIDField()
+    content = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    is_deleted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["room", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_unique"),
+            # Idempotency: a retried send finds the original instead of a twin.
+            models.UniqueConstraint(
+                fields=["user", "client_id"], name="message_user_client_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room}#{self.seq}"
+
+
+class WsTicket(models.Model):
+    """A single-use, short-lived credential for /ws/?ticket=… (cross-origin browsers)."""
+
+    key = models.CharField(max_length=64, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"ticket for {self.user}"

@@ -1,0 +1,137 @@
+"""
+Provides the chat reads: rooms a user can see, the one access rule, history
+pages and read positions. Each selector owns its query cost.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Case, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
+
+from .errors import Forbidden, NotFound
+from .models import Membership, Message, Room
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one user may do in one room, decided by `room_access`."""
+
+    room: Room
+    membership: Membership | None
+    can_post: bool
+
+
+def room_get(*, slug: str) -> Room:
+    try:
+        return Room.objects.get(slug=slug)
+    except Room.DoesNotExist:
+        raise NotFound(f"no room {slug!r}") from None
+
+
+def room_access(*, user: AbstractBaseUser, room: Room) -> Access:
+    """The one access rule for HTTP and WebSocket.
+
+    Anyone may read a public room; a private room needs a membership. A banned
+    member may do nothing; a muted one may read but not post.
+    """
+    membership = Membership.objects.filter(room=room, user=user).first()
+    if membership is not None and membership.is_banned:
+        raise Forbidden(f"you are banned from {room.slug!r}")
+    if room.is_private and membership is None:
+        raise Forbidden(f"{room.slug!r} is private; ask a member to invite you")
+    return Access(
+        room=room,
+        membership=membership,
+        can_post=membership is None or not membership.is_muted,
+    )
+
+
+def room_access_by_slug(*, user: AbstractBaseUser, slug: str) -> Access:
+    return room_access(user=user, room=room_get(slug=slug))
+
+
+def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
+    """Public rooms and the private rooms the user belongs to, minus bans,
+    annotated with the user's `last_read_seq` and `unread_count` (one query)."""
+    mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
+    unread = (
+        Message.objects.filter(room=OuterRef("pk"), is_deleted=False)
+        .filter(seq__gt=OuterRef("last_read_seq"))
+        .exclude(user=user)
+        .order_by()
+        .values("room")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        Room.objects.filter(
+            Q(is_private=False) | Q(pk__in=Membership.objects.filter(user=user).values("room"))
+        )
+        .exclude(pk__in=Membership.objects.filter(user=user, is_banned=True).values("room"))
+        .annotate(
+            is_member=Coalesce(Subquery(mine.values("pk")[:1]), Value(0)),
+            last_read_seq=Coalesce(
+                Subquery(mine.values("last_read_seq")[:1]), Value(0), output_field=IntegerField()
+            ),
+        )
+        .annotate(
+            # Only members have unread messages; a public room one has never
+            # joined shows 0, as in Slack.
+            unread_count=Case(
+                When(is_member=0, then=Value(0)),
+                default=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("slug")
+    )
+
+
+def room_last_seq(*, room_id: int) -> int:
+    return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True)[0]
+
+
+def messages_page(
+    *, room: Room, before: int | None = None, after: int | None = None, limit: int = 50
+) -> tuple[list[Message], bool]:
+    """One history page and whether more lie beyond it.
+
+    With `after`, the page is the oldest messages after that seq, ascending;
+    otherwise the newest messages (before `before`, if given), descending.
+    """
+    qs = Message.objects.filter(room=room, is_deleted=False).select_related("user")
+    if before is not None:
+        qs = qs.filter(seq__lt=before)
+    if after is not None:
+        qs = qs.filter(seq__gt=after).order_by("seq")
+    else:
+        qs = qs.order_by("-seq")
+    rows = list(qs[: limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+def messages_since(*, room_id: int, since: int, until: int, limit: int) -> list[Message]:
+    """Messages with since < seq <= until, ascending, at most the newest `limit`
+    (deleted ones included, so the caller can advance past them)."""
+    rows = list(
+        Message.objects.filter(room_id=room_id, seq__gt=since, seq__lte=until)
+        .select_related("user")
+        .order_by("-seq")[:limit]
+    )
+    rows.reverse()
+    return rows
+
+
+def receipts(*, room: Room) -> list[dict[str, Any]]:
+    """Read positions of the room's members who have read anything."""
+    rows = (
+        Membership.objects.filter(room=room, is_banned=False, last_read_seq__gt=0)
+        .select_related("user")
+        .order_by("user__username")
+    )
+    return [
+        {"user": {"id": m.user_id, "username": m.user.get_username()}, "seq": m.last_read_seq}
+        for m in rows
+    ]

@@ -1,0 +1,86 @@
+"""
+Provides the DRF shapes of the chat API. Message output is built by
+chat.events.message_payload, the same function that builds the WebSocket
+frame; MessageSerializer describes that shape for the OpenAPI schema.
+"""
+
+from rest_framework import serializers
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class RoomSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120)
+    is_private = serializers.BooleanField(default=False)
+    last_seq = serializers.IntegerField(read_only=True)
+    unread_count = serializers.IntegerField(read_only=True, default=0)
+    last_read_seq = serializers.IntegerField(read_only=True, default=0)
+
+
+class InviteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+
+
+class MemberSerializer(serializers.Serializer):
+    user = UserSerializer()
+    role = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    type = serializers.CharField(read_only=True)
+    room = serializers.CharField(read_only=True)
+    id = serializers.IntegerField(read_only=True)
+    seq = serializers.IntegerField(read_only=True)
+    client_id = serializers.UUIDField()
+    user = UserSerializer(read_only=True)
+    content = serializers.CharField()
+    created_at = serializers.CharField(read_only=True)
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    # Validation of content happens in services.clean_content, shared with the
+    # WebSocket; here only the shape is declared (and unknown fields ignored).
+    content = serializers.JSONField()
+    client_id = serializers.JSONField(required=False)
+
+
+class MessagePageSerializer(serializers.Serializer):
+    results = MessageSerializer(many=True)
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+
+
+class ReadSerializer(serializers.Serializer):
+    seq = serializers.JSONField()
+
+
+class ReadPositionSerializer(serializers.Serializer):
+    room = serializers.CharField()
+    last_read_seq = serializers.IntegerField()
+
+
+class ReceiptSerializer(serializers.Serializer):
+    user = UserSerializer()
+    seq = serializers.IntegerField()
+
+
+class PresenceSerializer(serializers.Serializer):
+    user = UserSerializer()
+    status = serializers.CharField()
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField()
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class TicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField()

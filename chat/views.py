@@ -1,0 +1,237 @@
+"""
+Provides the chat REST API: thin DRF views over chat.selectors and
+chat.services, plus the exception handler that turns a ClientError into the
+same code a WebSocket client would see in its `error` frame.
+"""
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth import authenticate
+from django.db import Error as DatabaseError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from presence.store import store as presence_store
+
+from . import auth, events, selectors, services
+from .errors import BadRequest, ClientError, RateLimited
+from .serializers import (
+    CredentialsSerializer,
+    InviteSerializer,
+    MemberSerializer,
+    MessageCreateSerializer,
+    MessagePageSerializer,
+    MessageSerializer,
+    PresenceSerializer,
+    ReadPositionSerializer,
+    ReadSerializer,
+    ReceiptSerializer,
+    RoomSerializer,
+    TicketSerializer,
+    TokenSerializer,
+)
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """ClientError → its status and code; a database outage → 503 UNAVAILABLE."""
+    if isinstance(exc, ClientError):
+        response = Response({"detail": exc.message, "code": exc.code}, status=exc.status)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
+        return response
+    if isinstance(exc, DatabaseError):
+        return Response(
+            {"detail": "storage is unavailable; retry shortly", "code": "UNAVAILABLE"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    return drf_exception_handler(exc, context)
+
+
+def _body(request: Request) -> dict:
+    if not isinstance(request.data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return request.data
+
+
+class LoginThrottle(AnonRateThrottle):
+    scope = "anon"
+
+
+class TokenView(APIView):
+    """Exchange a username and password for an API token."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema(request=CredentialsSerializer, responses={200: TokenSerializer})
+    def post(self, request: Request) -> Response:
+        body = _body(request)
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ValidationError({"detail": "username and password are required"})
+        user = authenticate(request._request, username=username, password=password)
+        if user is None:
+            raise ValidationError({"detail": "unable to log in with those credentials"})
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+class TicketView(APIView):
+    """A single-use ticket for /ws/?ticket=…, valid 30 s."""
+
+    @extend_schema(request=None, responses={200: TicketSerializer})
+    def post(self, request: Request) -> Response:
+        return Response({"ticket": auth.ticket_issue(user=request.user)})
+
+
+class RoomListView(APIView):
+    """Rooms the user can see, with unread counts; create a room."""
+
+    @extend_schema(responses={200: RoomSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        rooms = selectors.rooms_visible(user=request.user)
+        return Response([_room_data(r) for r in rooms])
+
+    @extend_schema(request=RoomSerializer, responses={201: RoomSerializer})
+    def post(self, request: Request) -> Response:
+        body = _body(request)
+        room = services.room_create(
+            user=request.user,
+            slug=body.get("slug"),
+            name=body.get("name"),
+            is_private=body.get("is_private", False) is True,
+        )
+        data = {"slug": room.slug, "name": room.name, "is_private": room.is_private}
+        data.update(last_seq=0, unread_count=0, last_read_seq=0)
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+def _room_data(room: Any) -> dict:
+    return {
+        "slug": room.slug,
+        "name": room.name,
+        "is_private": room.is_private,
+        "last_seq": room.last_seq,
+        "unread_count": room.unread_count,
+        "last_read_seq": room.last_read_seq,
+    }
+
+
+class MemberView(APIView):
+    """Invite a user to a room (members of the room, or staff)."""
+
+    @extend_schema(request=InviteSerializer, responses={201: MemberSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        membership = services.member_invite(
+            inviter=request.user, slug=slug, username=_body(request).get("username")
+        )
+        return Response(
+            {"user": events.user_payload(membership.user), "role": membership.role},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"'{name}' must be a non-negative integer")
+    return int(raw)
+
+
+class MessageListView(APIView):
+    """History, cursor-paginated by seq; post a message."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("before", OpenApiTypes.INT, description="only seq < before"),
+            OpenApiParameter("after", OpenApiTypes.INT, description="only seq > after; ascending"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 100, default 50"),
+        ],
+        responses={200: MessagePageSerializer},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        room = selectors.room_access_by_slug(user=request.user, slug=slug).room
+        before, after = _int_param(request, "before"), _int_param(request, "after")
+        limit = _int_param(request, "limit", DEFAULT_PAGE)
+        if limit < 1:
+            raise BadRequest("'limit' must be at least 1")
+        limit = min(limit, MAX_PAGE)
+        rows, more = selectors.messages_page(room=room, before=before, after=after, limit=limit)
+        results = [events.message_payload(m, room.slug) for m in rows]
+        seqs = [m.seq for m in rows]
+        next_url = previous_url = None
+        if after is not None:  # ascending: next goes newer, previous older
+            if more:
+                next_url = self._link(request, after=seqs[-1], limit=limit)
+            if seqs and seqs[0] > 1:
+                previous_url = self._link(request, before=seqs[0], limit=limit)
+        else:  # descending: next goes older, previous newer
+            if more:
+                next_url = self._link(request, before=seqs[-1], limit=limit)
+            if seqs and seqs[0] < room.last_seq:
+                previous_url = self._link(request, after=seqs[0], limit=limit)
+        return Response({"results": results, "next": next_url, "previous": previous_url})
+
+    @staticmethod
+    def _link(request: Request, **params: int) -> str:
+        return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")
+
+    @extend_schema(request=MessageCreateSerializer, responses={201: MessageSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        body = _body(request)
+        if "content" not in body:
+            raise BadRequest("'content' is required")
+        client_id = body.get("client_id")
+        if client_id is None:
+            client_id = uuid.uuid4()  # a client that cannot retry needs none
+        result = services.message_send(
+            user=request.user, slug=slug, content=body["content"], client_id=client_id
+        )
+        response = Response(result.payload, status=status.HTTP_201_CREATED)
+        if not result.created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class ReadView(APIView):
+    """Move the read position forward (never back)."""
+
+    @extend_schema(request=ReadSerializer, responses={200: ReadPositionSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        body = _body(request)
+        position = services.read_mark(user=request.user, slug=slug, seq=body.get("seq"))
+        return Response({"room": slug, "last_read_seq": position})
+
+
+class ReceiptListView(APIView):
+    """Members' read positions."""
+
+    @extend_schema(responses={200: ReceiptSerializer(many=True)})
+    def get(self, request: Request, slug: str) -> Response:
+        room = selectors.room_access_by_slug(user=request.user, slug=slug).room
+        return Response(selectors.receipts(room=room))
+
+
+class PresenceView(APIView):
+    """Who is in the room now, online or away."""
+
+    @extend_schema(responses={200: PresenceSerializer(many=True)})
+    def get(self, request: Request, slug: str) -> Response:
+        room = selectors.room_access_by_slug(user=request.user, slug=slug).room
+        return Response(presence_store.members(room_id=room.pk))

@@ -1,0 +1,168 @@
+"""The consumer on its own, through WebsocketCommunicator and the in-memory layer:
+delivery order, gap filling and the frame allowlist."""
+
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from chat import events, services
+from chat.consumers import RealtimeConsumer
+from chat.models import Message, Room
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def connect(user) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(RealtimeConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def frames_until(communicator, type_, limit=50):
+    seen = []
+    for _ in range(limit):
+        frame = await communicator.receive_json_from(timeout=5)
+        seen.append(frame)
+        if frame["type"] == type_:
+            return seen
+    raise AssertionError(f"no {type_} in {seen}")
+
+
+def store_silently(room, user, n):
+    """Messages stored without a doorbell, as if the layer had dropped them."""
+    for _ in range(n):
+        seq = Room.objects.get(pk=room.pk).last_seq + 1
+        Message.objects.create(
+            room=room, seq=seq, user=user, client_id=uuid.uuid4(), content=f"silent {seq}"
+        )
+        Room.objects.filter(pk=room.pk).update(last_seq=seq)
+
+
+async def test_an_anonymous_connection_is_closed_with_4401():
+    from django.contrib.auth.models import AnonymousUser
+
+    communicator = WebsocketCommunicator(RealtimeConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = AnonymousUser()
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_output(timeout=2)) == {
+        "type": "websocket.close",
+        "code": 4401,
+    }
+
+
+async def test_a_lost_doorbell_is_filled_from_the_database(alice, bob, general):
+    """Messages 1-3 were stored but their broadcast was lost; when 4 rings,
+    the connection is sent 1, 2, 3 and 4, in order."""
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    assert (await ws.receive_json_from())["type"] == "joined"
+    await sync_to_async(store_silently)(general, alice, 3)
+    await sync_to_async(services.message_send)(
+        user=alice, slug="general", content="four", client_id=str(uuid.uuid4())
+    )
+    got = [(await ws.receive_json_from(timeout=5)) for _ in range(4)]
+    got = [f for f in got if f["type"] == "message"]
+    assert [f["seq"] for f in got] == [1, 2, 3, 4]
+    await ws.disconnect()
+
+
+async def test_a_duplicate_doorbell_is_dropped(alice, bob, general):
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    await ws.receive_json_from()
+    result = await sync_to_async(services.message_send)(
+        user=alice, slug="general", content="once", client_id=str(uuid.uuid4())
+    )
+    assert (await ws.receive_json_from(timeout=5))["seq"] == 1
+    await get_channel_layer().group_send(
+        events.room_group(general.pk),
+        {"type": events.MESSAGE, "room_id": general.pk, "payload": result.payload},
+    )
+    await ws.send_json_to({"type": "ping"})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "pong"  # not the duplicate
+    await ws.disconnect()
+
+
+async def test_a_client_cannot_invoke_a_layer_handler_by_type(alice, general):
+    ws = await connect(alice)
+    await ws.send_json_to(
+        {"type": "chat.kicked", "room_id": general.pk, "payload": {"type": "kicked"}}
+    )
+    frame = await ws.receive_json_from()
+    assert frame["type"] == "error" and frame["code"] == "BAD_REQUEST"
+    for name in ["chat_message", "websocket.disconnect", "presence.diff", "__init__"]:
+        await ws.send_json_to({"type": name})
+        assert (await ws.receive_json_from())["code"] == "BAD_REQUEST"
+    await ws.disconnect()
+
+
+async def test_join_since_beyond_the_end_still_gets_new_messages(alice, bob, general):
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general", "since": 500})
+    joined = await ws.receive_json_from()
+    assert joined["last_seq"] == 0
+    await sync_to_async(services.message_send)(
+        user=alice, slug="general", content="new", client_id=str(uuid.uuid4())
+    )
+    assert (await ws.receive_json_from(timeout=5))["seq"] == 1
+    await ws.disconnect()
+
+
+async def test_the_sender_gets_its_message_and_an_ack(alice, general):
+    ws = await connect(alice)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    await ws.receive_json_from()
+    cid = str(uuid.uuid4())
+    await ws.send_json_to(
+        {"type": "message", "room": "general", "content": "hi", "client_id": cid, "ref": 1}
+    )
+    frames = await frames_until(ws, "ack")
+    ack = frames[-1]
+    assert ack == {
+        "type": "ack",
+        "room": "general",
+        "client_id": cid,
+        "id": ack["id"],
+        "seq": 1,
+        "ref": 1,
+    }
+    messages = [f for f in frames if f["type"] == "message"]
+    assert [m["seq"] for m in messages] == [1]
+    await ws.disconnect()
+
+
+async def test_a_spoofed_user_field_is_ignored(alice, bob, general):
+    ws = await connect(alice)
+    await ws.send_json_to(
+        {
+            "type": "message",
+            "room": "general",
+            "content": "hi",
+            "client_id": str(uuid.uuid4()),
+            "user": {"id": bob.pk, "username": "bob"},
+        }
+    )
+    await frames_until(ws, "ack")
+    message = await Message.objects.select_related("user").aget()
+    assert message.user.username == "alice"
+    await ws.disconnect()
+
+
+async def test_leave_stops_delivery(alice, bob, general):
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    await ws.receive_json_from()
+    await ws.send_json_to({"type": "leave", "room": "general", "ref": "l"})
+    assert await ws.receive_json_from() == {"type": "left", "room": "general", "ref": "l"}
+    await sync_to_async(services.message_send)(
+        user=alice, slug="general", content="gone", client_id=str(uuid.uuid4())
+    )
+    await ws.send_json_to({"type": "ping"})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "pong"
+    await ws.disconnect()

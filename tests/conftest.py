@@ -1,0 +1,93 @@
+"""Shared fixtures: users, rooms, tokens, and real daphne processes."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from chat.models import Membership, Room
+from chat.ratelimit import limiter
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit windows are per process; each test starts with none."""
+    limiter._hits.clear()
+    yield
+    limiter._hits.clear()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str, *, password: str = "pw", is_staff: bool = False):
+        user = get_user_model().objects.create_user(
+            username=username, password=password, is_staff=is_staff
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def token_for(db):
+    def make(user) -> str:
+        return Token.objects.get_or_create(user=user)[0].key
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def carol(make_user):
+    return make_user("carol")
+
+
+@pytest.fixture
+def general(db):
+    return Room.objects.create(slug="general", name="General")
+
+
+@pytest.fixture
+def secret(db, alice):
+    """A private room whose only member is alice."""
+    room = Room.objects.create(slug="secret", name="Secret", is_private=True)
+    Membership.objects.create(room=room, user=alice, role=Membership.Role.OWNER)
+    return room
+
+
+@pytest.fixture
+def api(db):
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database, dropped at the end even though server processes and
+    sync_to_async threads may still hold connections to it."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

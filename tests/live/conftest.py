@@ -1,0 +1,228 @@
+"""
+Real daphne processes on real sockets, sharing the test PostgreSQL database
+and a real Redis. Tests here use `transactional_db`, so what they create is
+committed and visible to the server processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import websockets
+from django.conf import settings
+
+from tests.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]  # NAME is the test database by now
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    user = quote(db["USER"], safe="")
+    return f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class DaphneProcess:
+    """`daphne project.asgi:application` in a subprocess, as production runs it."""
+
+    def __init__(self, *, redis_url: str | None, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.redis_url = redis_url
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"daphne-{self.port}.log"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/"
+
+    def start(self) -> DaphneProcess:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        env.pop("REDIS_URL", None)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "project.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, timeout=60, proc=self.proc)
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["REALTIME_TEST_REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def server(django_db_setup, redis_url):
+    """One daphne on Redis for the session; rate limits as in production."""
+    proc = DaphneProcess(redis_url=redis_url).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def server_b(django_db_setup, redis_url):
+    """A second daphne on the same Redis and database, without message rate limits."""
+    proc = DaphneProcess(redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def unlimited_server(django_db_setup, redis_url):
+    """A daphne with CHAT_MESSAGE_RATE=off, for bursts."""
+    proc = DaphneProcess(redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}).start()
+    yield proc
+    proc.stop()
+
+
+class Ws:
+    """A WebSocket client over a real socket, speaking the JSON protocol."""
+
+    def __init__(self, conn: websockets.ClientConnection):
+        self.conn = conn
+        self.backlog: list[dict] = []
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, token: str | None = None, origin: str | None = None, **kwargs: Any
+    ) -> Ws:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        conn = await websockets.connect(
+            url, additional_headers=headers, origin=origin, open_timeout=10, **kwargs
+        )
+        return cls(conn)
+
+    async def send(self, frame: dict | str | bytes) -> None:
+        await self.conn.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> dict:
+        if self.backlog:
+            return self.backlog.pop(0)
+        raw = await asyncio.wait_for(self.conn.recv(), timeout)
+        return json.loads(raw)
+
+    async def recv_type(self, *types: str, timeout: float = 10.0) -> dict:
+        """The next frame of one of `types`; others are kept for later."""
+        deadline = time.monotonic() + timeout
+        for i, frame in enumerate(self.backlog):
+            if frame["type"] in types:
+                return self.backlog.pop(i)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {types} frame within {timeout} s; kept {self.backlog}")
+            frame = json.loads(await asyncio.wait_for(self.conn.recv(), remaining))
+            if frame["type"] in types:
+                return frame
+            self.backlog.append(frame)
+
+    async def request(self, frame: dict, *types: str, timeout: float = 10.0) -> dict:
+        await self.send(frame)
+        return await self.recv_type(*types, timeout=timeout)
+
+    async def join(self, room: str, since: int | None = None) -> dict:
+        frame: dict[str, Any] = {"type": "join", "room": room}
+        if since is not None:
+            frame["since"] = since
+        return await self.request(frame, "joined", "error")
+
+    async def post(self, room: str, content: str, client_id: str | None = None) -> dict:
+        return await self.request(
+            {
+                "type": "message",
+                "room": room,
+                "content": content,
+                "client_id": client_id or str(uuid.uuid4()),
+            },
+            "ack",
+            "error",
+        )
+
+    async def messages(self, room: str, count: int, timeout: float = 20.0) -> list[dict]:
+        """The next `count` message frames of a room."""
+        got = []
+        while len(got) < count:
+            frame = await self.recv_type("message", timeout=timeout)
+            if frame["room"] == room:
+                got.append(frame)
+            else:
+                self.backlog.append(frame)
+        return got
+
+    async def quiet(self, seconds: float = 0.5) -> list[dict]:
+        """Every frame that arrives within `seconds` (to check that none does)."""
+        frames, self.backlog = list(self.backlog), []
+        try:
+            while True:
+                frames.append(json.loads(await asyncio.wait_for(self.conn.recv(), seconds)))
+        except TimeoutError:
+            return frames
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+@pytest.fixture
+def http():
+    def make(server: DaphneProcess, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        return httpx.Client(base_url=server.http, headers=headers, timeout=10)
+
+    return make
