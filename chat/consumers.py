@@ -12,6 +12,8 @@ in seq order, whatever the layer drops or reorders.
 import asyncio
 import json
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,17 +26,16 @@ from django.db import Error as DatabaseError
 from presence import events as presence_events
 from presence.store import STATUSES
 from presence.store import store as presence_store
+from project import drain, metrics
 
 from . import events, selectors, services
-from .errors import BadRequest, ClientError, Unavailable
+from .errors import BadRequest, ClientError, RateLimited, Unavailable
 from .ratelimit import limiter
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
-# daphne closes with 1009 itself (project/daphne_limits.py); an application may
-# not send 1009, so a server without that transport limit gets 4009 from here.
-CLOSE_TOO_LARGE = 4009
+CLOSE_TOO_LARGE = 1009  # daphne applies the limit first (project/daphne_transport.py)
 TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
 MAX_SEQ = 2**63 - 1
 MAX_REF_CHARS = 128
@@ -102,18 +103,28 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Accept an authenticated user; close anyone else with 4401."""
         self.joined, self.slugs, self.status = {}, {}, "online"
+        self.refresher: asyncio.Task | None = None
+        # Serialises delivery between the dispatch loop and the refresher task.
+        self.delivery_lock = asyncio.Lock()
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
+        await self._group_add(events.user_group(self.user.pk))
         await self.accept()
+        metrics.CONNECTIONS.inc()
+        drain.register(self)
+        self.refresher = asyncio.create_task(self._refresh_loop())
 
     async def disconnect(self, code: int) -> None:
         """Leave every room and the user's group."""
         if self.user is None or not self.user.is_authenticated:
             return
+        drain.unregister(self)
+        metrics.CONNECTIONS.dec()
+        if self.refresher is not None:
+            self.refresher.cancel()
         for room in list(self.joined.values()):
             await self._leave(room)
         try:
@@ -126,7 +137,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # --- client frames -----------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Validate one frame and dispatch it on its type; errors become error frames."""
-        ref = None
+        ref = frame = None
         try:
             if text_data is None:
                 raise BadRequest("binary frames are not supported; send JSON text")
@@ -146,11 +157,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     f"'ref' must be a string of at most {MAX_REF_CHARS} characters or an integer"
                 )
             handler = self.handlers.get(frame["type"])
+            metrics.FRAMES_IN.labels(frame["type"] if handler else "unknown").inc()
             if handler is None:
                 raise BadRequest(f"unknown frame type {frame['type'][:40]!r}")
             await handler(self, frame, ref)
         except ClientError as exc:
-            await self.send_frame(_error(exc, ref))
+            error = _error(exc, ref)
+            if isinstance(exc, RateLimited):
+                metrics.RATE_LIMITED.labels(frame["type"]).inc()
+                error["retry_after"] = round(exc.retry_after_seconds, 1)
+            if frame is not None and frame["type"] == "message":
+                # A client matches a refused send to its outbox entry by this.
+                client_id = frame.get("client_id")
+                if isinstance(client_id, str) and len(client_id) <= 64:
+                    error["client_id"] = client_id
+            await self.send_frame(error)
         except Exception:  # noqa: BLE001 - never 1011: log it, tell the client, go on
             logger.exception("unexpected error handling a frame from user %s", self.user.pk)
             await self.send_frame(
@@ -185,31 +206,35 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
         # Subscribe before reading the backlog: a message committed meanwhile
         # arrives as a doorbell afterwards and is dropped or delivered by seq.
-        await self.channel_layer.group_add(events.room_group(room.pk), self.channel_name)
+        await self._group_add(events.room_group(room.pk))
         backlog, last_seq = await db(self._backlog, room_id=room.pk, since=since)
         truncated = since is not None and last_seq - since > settings.CHAT_RESUME_MAX_MESSAGES
-        state = previous or JoinedRoom(room_id=room.pk, slug=room.slug, delivered=0)
-        # A `since` beyond the room's end (a client that outlived a database
-        # restore) resumes from the end rather than skipping future messages.
-        state.delivered = last_seq if since is None else min(since, last_seq)
-        self.joined[room.pk] = state
-        self.slugs[room.slug] = room.pk
-        await self.send_frame(
-            {
-                "type": "joined",
-                "room": room.slug,
-                "last_seq": last_seq,
-                "presence": presence_store.members(room_id=room.pk),
-                "truncated": truncated,
-                **_ref(ref),
-            }
-        )
-        for message in backlog:
-            if message.seq > state.delivered:
-                if not message.is_deleted:
-                    await self.send_frame(events.message_payload(message, room.slug))
-                state.delivered = message.seq
-        state.delivered = max(state.delivered, last_seq)
+        if since is not None:
+            metrics.RESUMES.inc()
+            metrics.RESUME_REPLAYED.inc(sum(1 for m in backlog if not m.is_deleted))
+        async with self.delivery_lock:
+            state = previous or JoinedRoom(room_id=room.pk, slug=room.slug, delivered=0)
+            # A `since` beyond the room's end (a client that outlived a database
+            # restore) resumes from the end rather than skipping future messages.
+            state.delivered = last_seq if since is None else min(since, last_seq)
+            self.joined[room.pk] = state
+            self.slugs[room.slug] = room.pk
+            await self.send_frame(
+                {
+                    "type": "joined",
+                    "room": room.slug,
+                    "last_seq": last_seq,
+                    "presence": presence_store.members(room_id=room.pk),
+                    "truncated": truncated,
+                    **_ref(ref),
+                }
+            )
+            for message in backlog:
+                if message.seq > state.delivered:
+                    if not message.is_deleted:
+                        await self.send_frame(events.message_payload(message, room.slug))
+                    state.delivered = message.seq
+            state.delivered = max(state.delivered, last_seq)
 
     @staticmethod
     def _backlog(*, room_id: int, since: int | None) -> tuple[list, int]:
@@ -322,6 +347,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         room = self.joined.get(event["room_id"])
         if room is not None:
             await self._deliver(room, event["payload"])
+            if "sent_at" in event:
+                metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
 
     async def chat_typing(self, event: dict) -> None:
         """Someone is typing: forward, unless it is this user."""
@@ -354,6 +381,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # --- helpers ----------------------------------------------------------------------
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+        metrics.FRAMES_OUT.inc()
 
     def _joined_room(self, frame: dict) -> JoinedRoom:
         slug = field_slug(frame)
@@ -363,6 +391,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return room
 
     async def _deliver(self, room: JoinedRoom, payload: dict) -> None:
+        async with self.delivery_lock:
+            await self._deliver_locked(room, payload)
+
+    async def _deliver_locked(self, room: JoinedRoom, payload: dict) -> None:
         seq = payload["seq"]
         if seq <= room.delivered:
             return  # a duplicate doorbell, or one the backlog already covered
@@ -387,7 +419,64 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         for message in rows:
             if message.seq > room.delivered and not message.is_deleted:
                 await self.send_frame(events.message_payload(message, room.slug))
+                metrics.GAP_FILLS.inc()
             room.delivered = max(room.delivered, message.seq)
+
+    async def _group_add(self, group: str) -> bool:
+        """Join a layer group, bounded in time; on failure the refresher retries."""
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_add(group, self.channel_name),
+                timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
+            )
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the database still serves resumes
+            logger.warning("group_add %s failed: %r", group, exc)
+            metrics.LAYER_ERRORS.labels("group_add").inc()
+            note_failure = getattr(self.channel_layer, "note_failure", None)
+            if note_failure is not None:
+                note_failure()
+            return False
+
+    async def _refresh_loop(self) -> None:
+        """Re-add layer groups and catch up from the database, every
+        GROUP_REFRESH_SECONDS (jittered) and at once when Redis comes back."""
+        layer = self.channel_layer
+        epoch = getattr(layer, "epoch", 0)
+        due = asyncio.get_running_loop().time() + settings.GROUP_REFRESH_SECONDS * random.uniform(
+            0.5, 1.0
+        )
+        while True:
+            await asyncio.sleep(min(1.0, settings.GROUP_REFRESH_SECONDS))
+            now = asyncio.get_running_loop().time()
+            current = getattr(layer, "epoch", 0)
+            if current == epoch and now < due:
+                continue
+            try:
+                if await self._refresh():
+                    epoch = current
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - try again next round
+                logger.exception("refresh failed for user %s", self.user.pk)
+            due = now + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
+
+    async def _refresh(self) -> bool:
+        groups = [events.user_group(self.user.pk)]
+        groups += [events.room_group(room_id) for room_id in self.joined]
+        added = [await self._group_add(group) for group in groups]
+        if not all(added):
+            return False
+        if self.joined:
+            last = await db(selectors.rooms_last_seq, room_ids=list(self.joined))
+            async with self.delivery_lock:
+                for room_id, last_seq in last.items():
+                    room = self.joined.get(room_id)
+                    if room is not None and last_seq > room.delivered:
+                        await self._fill_gap(room, until=last_seq)
+        return True
 
     async def _leave(self, room: JoinedRoom) -> None:
         self.joined.pop(room.room_id, None)

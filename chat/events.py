@@ -10,12 +10,15 @@ connection fills a `seq` gap from the database.
 import asyncio
 import concurrent.futures
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from project import metrics
 
 from .models import Message
 
@@ -74,6 +77,10 @@ async def send_to_group(group: str, event: dict[str, Any]) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - a broadcast is best-effort by design
         logger.warning("layer group_send to %s failed: %r", group, exc)
+        metrics.LAYER_ERRORS.labels("group_send").inc()
+        note_failure = getattr(layer, "note_failure", None)
+        if note_failure is not None:
+            note_failure()
 
 
 _in_flight: set[concurrent.futures.Future] = set()
@@ -97,9 +104,9 @@ def send_to_group_sync(group: str, event: dict[str, Any]) -> None:
 
 
 def broadcast_message(*, room_id: int, payload: dict[str, Any]) -> None:
-    send_to_group_sync(
-        room_group(room_id), {"type": MESSAGE, "room_id": room_id, "payload": payload}
-    )
+    metrics.MESSAGES_STORED.inc()
+    event = {"type": MESSAGE, "room_id": room_id, "payload": payload, "sent_at": time.time()}
+    send_to_group_sync(room_group(room_id), event)
 
 
 def broadcast_receipt(*, room_id: int, room_slug: str, user: dict[str, Any], seq: int) -> None:

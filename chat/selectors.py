@@ -52,6 +52,22 @@ def room_access_by_slug(*, user: AbstractBaseUser, slug: str) -> Access:
     return room_access(user=user, room=room_get(slug=slug))
 
 
+def users_who_may_read(*, room: Room, user_ids: list[int]) -> set[int]:
+    """Which of `user_ids` `room_access` lets read `room`, in one query: the
+    same rule for many users (public: anyone not banned; private: members
+    not banned)."""
+    if not user_ids:
+        return set()
+    memberships = dict(
+        Membership.objects.filter(room=room, user_id__in=user_ids).values_list(
+            "user_id", "is_banned"
+        )
+    )
+    if room.is_private:
+        return {uid for uid, banned in memberships.items() if not banned}
+    return {uid for uid in user_ids if not memberships.get(uid, False)}
+
+
 def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
     """Public rooms and the private rooms the user belongs to, minus bans,
     annotated with the user's `last_read_seq` and `unread_count` (one query)."""
@@ -91,6 +107,10 @@ def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
 
 def room_last_seq(*, room_id: int) -> int:
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True)[0]
+
+
+def rooms_last_seq(*, room_ids: list[int]) -> dict[int, int]:
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))
 
 
 def messages_page(

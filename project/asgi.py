@@ -13,10 +13,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from project.daphne_limits import limit_daphne_frames  # noqa: E402
+from project.daphne_transport import tune_daphne  # noqa: E402
+from project.drain import install_daphne_drain  # noqa: E402
 from project.routing import websocket_application  # noqa: E402
 
-limit_daphne_frames(settings.WS_MAX_FRAME_BYTES)
+tune_daphne(max_frame_bytes=settings.WS_MAX_FRAME_BYTES)
+install_daphne_drain()
 
 http_application = django_asgi_app
 if settings.SERVE_STATIC:

@@ -44,6 +44,10 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (deploy/nginx.conf
+# does), so that absolute links such as history's `next` say https.
+if env_bool("USE_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -119,7 +123,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "project.layers.ResilientRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -141,6 +145,9 @@ if REDIS_URL:
                 # and the client's seq gap is then filled from the database.
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
                 "expiry": 60,
+                # Memberships older than this vanish (channels#999); consumers
+                # re-add theirs every GROUP_REFRESH_SECONDS, well inside it.
+                "group_expiry": env_int("CHANNEL_GROUP_EXPIRY_SECONDS", 86400),
             },
         }
     }
@@ -218,6 +225,10 @@ WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 # How long a broadcast may wait on the channel layer before it is given up
 # (the message is stored already; clients fill the gap from the database).
 LAYER_SEND_TIMEOUT_SECONDS = float(os.environ.get("LAYER_SEND_TIMEOUT_SECONDS", "2"))
+# Every connection re-adds its layer groups and checks its rooms against the
+# database this often (jittered), and at once when Redis comes back: a Redis
+# restarted empty, an expired group or a dropped doorbell heals within it.
+GROUP_REFRESH_SECONDS = float(os.environ.get("GROUP_REFRESH_SECONDS", "30"))
 
 LOGGING = {
     "version": 1,

@@ -38,9 +38,17 @@ def database_url() -> str:
 class DaphneProcess:
     """`daphne project.asgi:application` in a subprocess, as production runs it."""
 
-    def __init__(self, *, redis_url: str | None, env: dict[str, str] | None = None):
-        self.port = free_port()
+    def __init__(
+        self,
+        *,
+        redis_url: str | None,
+        env: dict[str, str] | None = None,
+        database: str | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.redis_url = redis_url
+        self.database = database
         self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"daphne-{self.port}.log"
@@ -56,7 +64,7 @@ class DaphneProcess:
     def start(self) -> DaphneProcess:
         env = {
             **os.environ,
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": self.database or database_url(),
             "DJANGO_SETTINGS_MODULE": "project.settings",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",

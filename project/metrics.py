@@ -1,0 +1,28 @@
+"""
+Provides the Prometheus metrics of one server process, served at /metrics.
+
+Each process exposes its own; scrape every process (they are labelled by the
+scraper's instance). Names follow Prometheus conventions (units in names,
+`_total` for counters).
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Gauge("realtime_connections", "Open authenticated WebSocket connections")
+FRAMES_IN = Counter("realtime_frames_in_total", "Client frames received", ["type"])
+FRAMES_OUT = Counter("realtime_frames_out_total", "Frames sent to clients")
+MESSAGES_STORED = Counter("realtime_messages_stored_total", "Chat messages stored")
+FANOUT_SECONDS = Histogram(
+    "realtime_fanout_latency_seconds",
+    "From a message's broadcast to its delivery to one connection",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAYER_ERRORS = Counter("realtime_layer_errors_total", "Channel layer calls that failed", ["op"])
+RATE_LIMITED = Counter("realtime_rate_limited_total", "Refusals by a rate limit", ["kind"])
+RESUMES = Counter("realtime_resumes_total", "Joins with `since`")
+RESUME_REPLAYED = Counter(
+    "realtime_resume_replayed_messages_total", "Messages replayed by joins with `since`"
+)
+GAP_FILLS = Counter(
+    "realtime_gap_fill_messages_total", "Messages a connection read from the database to fill a gap"
+)
