@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate seed lint bench clean
+.PHONY: run test install migrate seed lint bench clean browser-deps
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,31 @@ run: seed
 	@echo "Serving on http://$(HOST):$(PORT)/ (alice, bob, carol / demo; admin / admin)"
 	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The browser tests drive the OS's Chromium (Playwright's own downloads are
+# never used), the client's unit tests run on Node and the proxy test on nginx:
+# as root with apt-get (CI), missing packages are installed; otherwise we say
+# which ones to install.
+CHROMIUM ?= /usr/bin/chromium
+
+browser-deps:
+	@missing=""; \
+	[ -x "$(CHROMIUM)" ] || missing=" chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing the OS packages:$$missing (browser, client and proxy tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+		echo "NOTE: the browser and client tests need the OS packages:$$missing"; \
+		echo "      (Debian/Ubuntu: sudo apt-get install$$missing); without them they are skipped."; \
+	fi
+
+test: install browser-deps
+	CHROMIUM_PATH=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python bench/loadtest.py $(BENCH_ARGS)
 
 clean:

@@ -10,6 +10,7 @@ token header, a single-use ticket or the session cookie.
 - No valid credentials: the consumer accepts and closes with 4401.
 """
 
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,16 @@ def origin_allowed(origin: str) -> bool:
     parts = urlsplit(origin)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return False
+    # An origin is scheme://host[:port] and nothing else: no user info (the
+    # host a parser finds after an '@' is not the one a browser means), path,
+    # query, fragment or malformed port.
+    if "@" in parts.netloc or parts.path or parts.query or parts.fragment:
+        return False
+    try:
+        if parts.port == 0:
+            return False
+    except ValueError:  # not a number, or out of range
+        return False
     host = parts.hostname
     if ":" in host:  # IPv6 literal, as ALLOWED_HOSTS spells it
         host = f"[{host}]"
@@ -53,6 +64,8 @@ def ticket_issue(*, user: Any) -> str:
 
 def ticket_redeem(key: str) -> Any | None:
     """The ticket's user, once: the row is deleted by the first redeemer."""
+    if not _KEY_RE.fullmatch(key):
+        return None  # never a ticket; a NUL in it would fail in the database
     ticket = (
         WsTicket.objects.filter(key=key, created_at__gte=_ticket_cutoff())
         .select_related("user")
@@ -66,11 +79,17 @@ def ticket_redeem(key: str) -> Any | None:
     return ticket.user
 
 
+# Tickets are token_urlsafe(32); DRF tokens are 40 hex digits.
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 def _ticket_cutoff():
     return timezone.now() - timedelta(seconds=settings.WS_TICKET_TTL_SECONDS)
 
 
 def token_user(key: str) -> Any | None:
+    if not _KEY_RE.fullmatch(key):
+        return None
     token = Token.objects.filter(key=key).select_related("user").first()
     if token is None or not token.user.is_active:
         return None

@@ -14,28 +14,35 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import Error as DatabaseError
 
 from presence import events as presence_events
+from presence import transitions as presence_transitions
 from presence.store import STATUSES
 from presence.store import store as presence_store
 from project import drain, metrics
+from project.logcontext import log_room, log_user
 
 from . import events, selectors, services
 from .errors import BadRequest, ClientError, RateLimited, Unavailable
-from .ratelimit import limiter
+from .ratelimit import SlidingWindowLimiter, limiter
+from .strictjson import check_text
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_LARGE = 1009  # daphne applies the limit first (project/daphne_transport.py)
+CLOSE_FLOODING = 4408  # refused with RATE_LIMITED more than WS_FLOOD_CLOSE_RATE allows
+CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER in this process
 TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
 MAX_SEQ = 2**63 - 1
 MAX_REF_CHARS = 128
@@ -61,6 +68,7 @@ def parse_frame(text: str) -> dict[str, Any]:
         raise BadRequest("frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise BadRequest("frame must be a JSON object")
+    check_text(frame)  # no NUL, no lone surrogate in any string: it could not be echoed
     if not isinstance(frame.get("type"), str):
         raise BadRequest("frame needs a string 'type'")
     return frame
@@ -82,10 +90,20 @@ def field_seq(frame: dict, name: str, *, required: bool) -> int | None:
     return value
 
 
+# Open connections per user in this process (WS_MAX_CONNECTIONS_PER_USER).
+_open_connections: Counter[int] = Counter()
+
+
 async def db(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run a service or selector off the event loop; a database outage is UNAVAILABLE."""
+    """Run a service or selector off the event loop; a database outage is UNAVAILABLE.
+
+    The calls of all connections run side by side on a pool of threads (each
+    with its own database connection) rather than queueing on the one shared
+    thread that Channels uses by default; one connection's calls still run
+    one at a time, because its consumer awaits each.
+    """
     try:
-        return await database_sync_to_async(fn)(**kwargs)
+        return await database_sync_to_async(fn, thread_sensitive=False)(**kwargs)
     except DatabaseError as exc:
         logger.warning("database error in %s: %r", getattr(fn, "__name__", fn), exc)
         raise Unavailable("storage is unavailable; retry shortly") from None
@@ -99,10 +117,40 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     slugs: dict[str, int]
     status: str
 
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch, minus its database cleanup before every handler.
+
+        Channels 4.2+ hops to its one shared sync thread before each message
+        to close stale database connections: 50-70 µs serialised across every
+        connection of the process, for frames that mostly touch no database.
+        Here the queries run through `db()`, which cleans up around each call
+        in its own thread.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     # --- connection ------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        # The connection's slot is given back however the consumer ends.
+        self.counted_user: int | None = None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.counted_user is not None:
+                _open_connections[self.counted_user] -= 1
+                if _open_connections[self.counted_user] <= 0:
+                    del _open_connections[self.counted_user]
+                self.counted_user = None
+
     async def connect(self) -> None:
-        """Accept an authenticated user; close anyone else with 4401."""
+        """Accept an authenticated user; close anyone else with 4401, and a
+        user's connection beyond WS_MAX_CONNECTIONS_PER_USER with 4429."""
         self.joined, self.slugs, self.status = {}, {}, "online"
+        self.admitted = self.closing = False
+        # This connection's RATE_LIMITED refusals, to close a flooder (4408).
+        self.refusals = SlidingWindowLimiter(max_keys=1)
         self.refresher: asyncio.Task | None = None
         # Serialises delivery between the dispatch loop and the refresher task.
         self.delivery_lock = asyncio.Lock()
@@ -111,15 +159,29 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        cap = settings.WS_MAX_CONNECTIONS_PER_USER
+        if cap and _open_connections[self.user.pk] >= cap:
+            await self.accept()
+            await self.close(
+                code=CLOSE_TOO_MANY_CONNECTIONS, reason=f"policy: at most {cap} connections"
+            )
+            return
+        log_user.set(str(self.user.pk))  # on every log line of this connection
+        _open_connections[self.user.pk] += 1
+        self.counted_user = self.user.pk
+        self.admitted = True
         await self._group_add(events.user_group(self.user.pk))
         await self.accept()
         metrics.CONNECTIONS.inc()
         drain.register(self)
+        await presence_store.connect(
+            user_id=self.user.pk, username=self.user.get_username(), channel=self.channel_name
+        )
         self.refresher = asyncio.create_task(self._refresh_loop())
 
     async def disconnect(self, code: int) -> None:
         """Leave every room and the user's group."""
-        if self.user is None or not self.user.is_authenticated:
+        if not getattr(self, "admitted", False):
             return
         drain.unregister(self)
         metrics.CONNECTIONS.dec()
@@ -133,11 +195,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
         except Exception as exc:  # noqa: BLE001 - the socket is gone either way
             logger.warning("group_discard on disconnect failed: %r", exc)
+        departure = await presence_store.disconnect(user_id=self.user.pk, channel=self.channel_name)
+        await presence_transitions.announce_departure(user_id=self.user.pk, departure=departure)
 
     # --- client frames -----------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Validate one frame and dispatch it on its type; errors become error frames."""
         ref = frame = None
+        if self.closing:
+            return  # closed for flooding; what was queued behind it is dropped
         try:
             if text_data is None:
                 raise BadRequest("binary frames are not supported; send JSON text")
@@ -147,6 +213,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_TOO_LARGE)
                 return
             frame = parse_frame(text_data)
+            room_name = frame.get("room")
+            log_room.set(room_name[:64] if isinstance(room_name, str) else "-")
             ref = frame.get("ref")
             if ref is not None and not (
                 (isinstance(ref, str) and len(ref) <= MAX_REF_CHARS)
@@ -163,15 +231,20 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await handler(self, frame, ref)
         except ClientError as exc:
             error = _error(exc, ref)
+            flooding = False
             if isinstance(exc, RateLimited):
                 metrics.RATE_LIMITED.labels(frame["type"]).inc()
                 error["retry_after"] = round(exc.retry_after_seconds, 1)
+                flooding = self._flooding()
             if frame is not None and frame["type"] == "message":
                 # A client matches a refused send to its outbox entry by this.
                 client_id = frame.get("client_id")
                 if isinstance(client_id, str) and len(client_id) <= 64:
                     error["client_id"] = client_id
             await self.send_frame(error)
+            if flooding:
+                self.closing = True
+                await self.close(code=CLOSE_FLOODING, reason="policy: too many requests")
         except Exception:  # noqa: BLE001 - never 1011: log it, tell the client, go on
             logger.exception("unexpected error handling a frame from user %s", self.user.pk)
             await self.send_frame(
@@ -187,14 +260,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Subscribe to a room; with `since`, replay every later message once, in order."""
         slug = field_slug(frame)
         since = field_seq(frame, "since", required=False)
+        limiter.hit(("join", self.user.pk), settings.CHAT_JOIN_RATE)
         room, _membership = await db(services.room_join, user=self.user, slug=slug)
         previous = self.joined.get(room.pk)
         if previous is not None and since is None:
             since = previous.delivered  # a repeated join resumes where it was
-        # Announce the join before subscribing, so the joiner is not told of
-        # itself: its `joined` list below already includes it.
-        change = presence_store.enter(
+        # Announce the join; the joiner itself is skipped, since its `joined`
+        # list below already includes it.
+        change = await presence_store.enter(
             room_id=room.pk,
+            room_slug=room.slug,
             user_id=self.user.pk,
             username=self.user.get_username(),
             channel=self.channel_name,
@@ -202,7 +277,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         )
         if change is not None:
             await presence_events.broadcast_changes(
-                room_id=room.pk, room_slug=room.slug, changes=[change]
+                room_id=room.pk,
+                room_slug=room.slug,
+                changes=[change],
+                # The pub/sub layer may deliver it after the group_add below.
+                skip_channel=self.channel_name,
             )
         # Subscribe before reading the backlog: a message committed meanwhile
         # arrives as a doorbell afterwards and is dropped or delivered by seq.
@@ -212,6 +291,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if since is not None:
             metrics.RESUMES.inc()
             metrics.RESUME_REPLAYED.inc(sum(1 for m in backlog if not m.is_deleted))
+        presence = await presence_store.members(room_id=room.pk)
         async with self.delivery_lock:
             state = previous or JoinedRoom(room_id=room.pk, slug=room.slug, delivered=0)
             # A `since` beyond the room's end (a client that outlived a database
@@ -224,7 +304,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     "type": "joined",
                     "room": room.slug,
                     "last_seq": last_seq,
-                    "presence": presence_store.members(room_id=room.pk),
+                    "presence": presence,
                     "truncated": truncated,
                     **_ref(ref),
                 }
@@ -293,6 +373,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._cancel_typing_lapse(room)
         if is_typing:
             room.typing_lapse = asyncio.create_task(self._typing_lapse(room))
+        await self._typing_lease(room, is_typing=is_typing)
         await events.broadcast_typing(
             room_id=room.room_id,
             room_slug=room.slug,
@@ -313,8 +394,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise BadRequest("'status' must be 'online' or 'away'")
         self.status = status
         for room in self.joined.values():
-            change = presence_store.enter(
+            change = await presence_store.enter(
                 room_id=room.room_id,
+                room_slug=room.slug,
                 user_id=self.user.pk,
                 username=self.user.get_username(),
                 channel=self.channel_name,
@@ -374,11 +456,25 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.send_frame(event["payload"])
 
     async def presence_diff(self, event: dict) -> None:
-        """Someone joined, left or changed status in a joined room."""
-        if event["room_id"] in self.joined:
+        """Someone joined, left or changed status in a joined room (not this
+        connection's own join: its `joined` list had it)."""
+        if event["room_id"] in self.joined and event.get("skip_channel") != self.channel_name:
             await self.send_frame(event["payload"])
 
+    async def notify_notification(self, event: dict) -> None:
+        """A notification for this user (notifications.events): forward it."""
+        await self.send_frame(event["payload"])
+
     # --- helpers ----------------------------------------------------------------------
+    def _flooding(self) -> bool:
+        """Count a RATE_LIMITED refusal; True once there were too many."""
+        try:
+            self.refusals.hit(("rate_limited",), settings.WS_FLOOD_CLOSE_RATE)
+        except RateLimited:
+            logger.info("closing a flooding connection of user %s (4408)", self.user.pk)
+            return True
+        return False
+
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
         metrics.FRAMES_OUT.inc()
@@ -483,6 +579,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.slugs.pop(room.slug, None)
         if room.typing_lapse is not None:
             self._cancel_typing_lapse(room)
+            await self._typing_lease(room, is_typing=False)
             await events.broadcast_typing(
                 room_id=room.room_id,
                 room_slug=room.slug,
@@ -495,7 +592,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
         except Exception as exc:  # noqa: BLE001
             logger.warning("group_discard failed: %r", exc)
-        change = presence_store.exit(
+        change = await presence_store.exit(
             room_id=room.room_id, user_id=self.user.pk, channel=self.channel_name
         )
         if change is not None:
@@ -511,12 +608,30 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _typing_lapse(self, room: JoinedRoom) -> None:
         await asyncio.sleep(TYPING_LAPSE_SECONDS)
         room.typing_lapse = None
-        await events.broadcast_typing(
-            room_id=room.room_id,
-            room_slug=room.slug,
-            user=events.user_payload(self.user),
-            is_typing=False,
-        )
+        # False when a sweep in another process announced the lapse already
+        # (this process stalled past the lease).
+        if await self._typing_lease(room, is_typing=False):
+            await events.broadcast_typing(
+                room_id=room.room_id,
+                room_slug=room.slug,
+                user=events.user_payload(self.user),
+                is_typing=False,
+            )
+
+    async def _typing_lease(self, room: JoinedRoom, *, is_typing: bool) -> bool:
+        """Start or end the typist's lease in the presence store, so that the
+        lapse is announced by a sweep if this process dies. Ending it says
+        whether it was still running (whether the `false` is ours to send)."""
+        who = {
+            "room_id": room.room_id,
+            "room_slug": room.slug,
+            "user_id": self.user.pk,
+            "username": self.user.get_username(),
+        }
+        if is_typing:
+            await presence_store.typing_start(**who, ttl_seconds=TYPING_LAPSE_SECONDS)
+            return True
+        return await presence_store.typing_stop(**who)
 
 
 def _ref(ref: Any) -> dict:

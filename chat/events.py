@@ -86,6 +86,18 @@ async def send_to_group(group: str, event: dict[str, Any]) -> None:
 _in_flight: set[concurrent.futures.Future] = set()
 
 
+# Sends in flight at once from one send_to_groups call, so a fan-out to
+# thousands of groups (an announcement) never exhausts the layer's pool.
+SEND_BATCH = 100
+
+
+async def send_to_groups(sends: list[tuple[str, dict[str, Any]]]) -> None:
+    """send_to_group to many groups, SEND_BATCH at a time."""
+    for start in range(0, len(sends), SEND_BATCH):
+        batch = sends[start : start + SEND_BATCH]
+        await asyncio.gather(*(send_to_group(group, event) for group, event in batch))
+
+
 def send_to_group_sync(group: str, event: dict[str, Any]) -> None:
     """The same, from synchronous code (services, on_commit callbacks).
 
@@ -94,13 +106,19 @@ def send_to_group_sync(group: str, event: dict[str, Any]) -> None:
     only, never on the layer. Outside one (a management command, a worker) it
     runs to completion before returning.
     """
+    send_to_groups_sync([(group, event)])
+
+
+def send_to_groups_sync(sends: list[tuple[str, dict[str, Any]]]) -> None:
+    """send_to_group_sync for many groups in one trip to the event loop (a
+    worker sending 1000 notifications pays for one loop, not 1000)."""
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if loop is not None and loop.is_running():
-        future = asyncio.run_coroutine_threadsafe(send_to_group(group, event), loop)
+        future = asyncio.run_coroutine_threadsafe(send_to_groups(sends), loop)
         _in_flight.add(future)
         future.add_done_callback(_in_flight.discard)
     else:
-        async_to_sync(send_to_group)(group, event)
+        async_to_sync(send_to_groups)(sends)
 
 
 def broadcast_message(*, room_id: int, payload: dict[str, Any]) -> None:

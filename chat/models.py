@@ -87,3 +87,41 @@ class WsTicket(models.Model):
 
     def __str__(self) -> str:
         return f"ticket for {self.user}"
+
+
+class ModerationAction(models.Model):
+    """One moderator's act, kept for the audit trail: who did what, to whom, where, why.
+
+    Foreign keys are SET_NULL so the trail outlives the rows it names.
+    """
+
+    class Action(models.TextChoices):
+        MESSAGE_DELETE = "message_delete", "Delete message"
+        BAN = "ban", "Ban"
+        UNBAN = "unban", "Unban"
+        MUTE = "mute", "Mute"
+        UNMUTE = "unmute", "Unmute"
+        REMOVE = "remove", "Remove member"
+
+    moderator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    room = models.ForeignKey(
+        Room, null=True, on_delete=models.SET_NULL, related_name="moderation_actions"
+    )
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["room", "-created_at"], name="moderation_room_created")]
+
+    def __str__(self) -> str:
+        return f"{self.moderator} {self.action} in {self.room}"

@@ -66,6 +66,13 @@ class SlidingWindowLimiter:
                 )
             window.append(now)
 
+    def refund(self, key: tuple) -> None:
+        """Take back the latest hit of `key` (it turned out not to count)."""
+        with self._lock:
+            window = self._hits.get(key)
+            if window:
+                window.pop()
+
     def _evict(self, now: float) -> None:
         # Drop windows whose newest hit is older than an hour; if that frees
         # nothing, drop everything (a flood of distinct keys is itself abuse).

@@ -4,6 +4,7 @@ chat.events.message_payload, the same function that builds the WebSocket
 frame; MessageSerializer describes that shape for the OpenAPI schema.
 """
 
+from django.conf import settings
 from rest_framework import serializers
 
 
@@ -44,8 +45,8 @@ class MessageSerializer(serializers.Serializer):
 class MessageCreateSerializer(serializers.Serializer):
     # Validation of content happens in services.clean_content, shared with the
     # WebSocket; here only the shape is declared (and unknown fields ignored).
-    content = serializers.JSONField()
-    client_id = serializers.JSONField(required=False)
+    content = serializers.CharField(max_length=settings.CHAT_MAX_CONTENT_CHARS)
+    client_id = serializers.UUIDField(required=False)
 
 
 class MessagePageSerializer(serializers.Serializer):
@@ -55,7 +56,7 @@ class MessagePageSerializer(serializers.Serializer):
 
 
 class ReadSerializer(serializers.Serializer):
-    seq = serializers.JSONField()
+    seq = serializers.IntegerField(min_value=0)
 
 
 class ReadPositionSerializer(serializers.Serializer):
@@ -70,7 +71,9 @@ class ReceiptSerializer(serializers.Serializer):
 
 class PresenceSerializer(serializers.Serializer):
     user = UserSerializer()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=["online", "away", "offline"])
+    # Only with ?offline=1, on members who are not here (null: never seen).
+    last_seen_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
 class CredentialsSerializer(serializers.Serializer):

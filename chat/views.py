@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlencode
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth import authenticate
 from django.db import Error as DatabaseError
 from drf_spectacular.types import OpenApiTypes
@@ -21,7 +22,9 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from presence import selectors as presence_selectors
 from presence.store import store as presence_store
+from project.logcontext import RequestContextMiddleware
 
 from . import auth, events, selectors, services
 from .errors import BadRequest, ClientError, RateLimited
@@ -47,6 +50,9 @@ DEFAULT_PAGE = 50
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """ClientError → its status and code; a database outage → 503 UNAVAILABLE."""
+    # `_user`, not `user`: reading `user` would authenticate again, and the
+    # error being handled may be the database failing to do just that.
+    RequestContextMiddleware.note_user(getattr(context.get("request"), "_user", None))
     if isinstance(exc, ClientError):
         response = Response({"detail": exc.message, "code": exc.code}, status=exc.status)
         if isinstance(exc, RateLimited):
@@ -149,7 +155,7 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int |
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True
         raise BadRequest(f"'{name}' must be a non-negative integer")
     return int(raw)
 
@@ -229,9 +235,25 @@ class ReceiptListView(APIView):
 
 
 class PresenceView(APIView):
-    """Who is in the room now, online or away."""
+    """Who is in the room now, online or away; with `offline=1`, then the
+    members who are not, with their last-seen time."""
 
-    @extend_schema(responses={200: PresenceSerializer(many=True)})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "offline",
+                OpenApiTypes.BOOL,
+                description="1: also list up to 100 members not here, with last_seen_at",
+            )
+        ],
+        responses={200: PresenceSerializer(many=True)},
+    )
     def get(self, request: Request, slug: str) -> Response:
         room = selectors.room_access_by_slug(user=request.user, slug=slug).room
-        return Response(presence_store.members(room_id=room.pk))
+        # The shared store, as every process's WebSocket `joined` reads it.
+        present = async_to_sync(presence_store.members)(room_id=room.pk)
+        if request.query_params.get("offline") in ("1", "true"):
+            present += presence_selectors.room_members_offline(
+                room_id=room.pk, present_user_ids=[p["user"]["id"] for p in present], limit=MAX_PAGE
+            )
+        return Response(present)

@@ -1,31 +1,31 @@
 """
-Provides the presence store: who is in a room, and whether online or away.
+Provides the presence store: who is in a room, and whether online or away;
+plus typing leases, which lapse by themselves.
 
 A user is present while at least one of their connections has joined the room
 (several tabs count once); they are `away` only when every such connection
 said so. Every method returns the transitions it caused, so callers broadcast
 diffs and never the heartbeat-level churn beneath them.
 
-This backend keeps the state in the process. It is exact for the embedded
-one-process default; several processes need a shared backend.
+Two backends share one async interface, chosen at call time by the settings:
+presence.local (in the process; exact for the embedded one-process default,
+REDIS_URL unset) and presence.redis_store (shared by every process on one
+Redis; leases that expire when their process dies). No method raises on a
+storage failure: it logs, and presence is best-effort until storage is back.
 """
 
-import threading
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+
+from . import conf
 
 ONLINE = "online"
 AWAY = "away"
 STATUSES = (ONLINE, AWAY)
-
-
-@dataclass
-class _UserInRoom:
-    username: str
-    connections: dict[str, str] = field(default_factory=dict)  # channel name -> status
-
-    @property
-    def status(self) -> str:
-        return ONLINE if ONLINE in self.connections.values() else AWAY
 
 
 @dataclass(frozen=True)
@@ -36,61 +36,104 @@ class Change:
     user_id: int
     username: str
     status: str | None  # None when the user left
+    room_slug: str = ""
 
 
-class LocalPresenceStore:
-    def __init__(self) -> None:
-        self._rooms: dict[int, dict[int, _UserInRoom]] = {}
-        self._lock = threading.Lock()
+@dataclass(frozen=True)
+class Departure:
+    """What closing one connection caused: leaves (or status changes) in the
+    rooms it had not left yet, and whether it was the user's last connection."""
 
-    def enter(
-        self, *, room_id: int, user_id: int, username: str, channel: str, status: str
+    changes: list[Change] = field(default_factory=list)
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class TypingLapse:
+    """A typist whose `is_typing: true` ran out with nobody left to say so."""
+
+    room_id: int
+    room_slug: str
+    user_id: int
+    username: str
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one sweep of expired leases caused, to be announced once."""
+
+    changes: list[Change] = field(default_factory=list)
+    offline_user_ids: list[int] = field(default_factory=list)
+    typing_lapses: list[TypingLapse] = field(default_factory=list)
+
+
+class PresenceStore(Protocol):
+    """The interface both backends implement. `channel` names one connection."""
+
+    async def connect(self, *, user_id: int, username: str, channel: str) -> None:
+        """A connection of the user opened."""
+
+    async def disconnect(self, *, user_id: int, channel: str) -> Departure:
+        """The connection closed: drop it from every room it is still in."""
+
+    async def enter(
+        self,
+        *,
+        room_id: int,
+        room_slug: str,
+        user_id: int,
+        username: str,
+        channel: str,
+        status: str,
     ) -> Change | None:
-        with self._lock:
-            users = self._rooms.setdefault(room_id, {})
-            entry = users.get(user_id)
-            before = entry.status if entry else None
-            if entry is None:
-                entry = users[user_id] = _UserInRoom(username=username)
-            entry.connections[channel] = status
-            after = entry.status
-        return None if before == after else Change(room_id, user_id, username, after)
+        """The connection joined the room, or set its status there."""
 
-    def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
-        with self._lock:
-            users = self._rooms.get(room_id, {})
-            entry = users.get(user_id)
-            if entry is None or channel not in entry.connections:
-                return None
-            before = entry.status
-            del entry.connections[channel]
-            if not entry.connections:
-                del users[user_id]
-                if not users:
-                    self._rooms.pop(room_id, None)
-                return Change(room_id, user_id, entry.username, None)
-            after = entry.status
-        return None if before == after else Change(room_id, user_id, entry.username, after)
+    async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
+        """The connection left the room."""
 
-    def set_status(
-        self, *, room_ids: list[int], user_id: int, username: str, channel: str, status: str
-    ) -> list[Change]:
-        changes = []
-        for room_id in room_ids:
-            change = self.enter(
-                room_id=room_id, user_id=user_id, username=username, channel=channel, status=status
-            )
-            if change is not None:
-                changes.append(change)
-        return changes
+    async def members(self, *, room_id: int) -> list[dict[str, Any]]:
+        """`[{"user": {"id", "username"}, "status"}]`, ordered by username."""
 
-    def members(self, *, room_id: int) -> list[dict]:
-        with self._lock:
-            users = dict(self._rooms.get(room_id, {}))
-            return [
-                {"user": {"id": uid, "username": e.username}, "status": e.status}
-                for uid, e in sorted(users.items(), key=lambda kv: kv[1].username)
-            ]
+    async def typing_start(
+        self, *, room_id: int, room_slug: str, user_id: int, username: str, ttl_seconds: float
+    ) -> None:
+        """The user types; unless refreshed or stopped it lapses after `ttl_seconds`."""
+
+    async def typing_stop(
+        self, *, room_id: int, room_slug: str, user_id: int, username: str
+    ) -> bool:
+        """End the typing lease; False if it had already ended (someone announced it)."""
+
+    async def aclose(self) -> None:
+        """Stop background work and close connections (tests, shutdown)."""
 
 
-store = LocalPresenceStore()
+_backends: dict[tuple[str, str], PresenceStore] = {}
+
+
+def get_store() -> PresenceStore:
+    """The backend the settings select now: Redis when REDIS_URL is set."""
+    url = getattr(settings, "REDIS_URL", "") or ""
+    key = (url, conf.redis_prefix() if url else "")
+    backend = _backends.get(key)
+    if backend is None:
+        if url:
+            from .redis_store import RedisPresenceStore
+
+            backend = RedisPresenceStore(url=url, prefix=key[1])
+        else:
+            from .local import LocalPresenceStore
+
+            backend = LocalPresenceStore()
+        backend = _backends.setdefault(key, backend)
+    return backend
+
+
+class _Selected:
+    """`store.enter(...)` and so on, on whichever backend get_store() selects."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_store(), name)
+
+
+store: Any = _Selected()

@@ -1,6 +1,13 @@
 """
-Provides ResilientRedisChannelLayer: channels_redis' core layer, made to
-survive Redis dying, hanging or restarting empty.
+Provides the Redis channel layers, made to survive Redis dying, hanging or
+restarting empty: ResilientRedisPubSubChannelLayer (the default) and
+ResilientRedisChannelLayer (channels_redis' core layer).
+
+The pub/sub layer subscribes each process once per group and fans out to its
+local consumers, so a message costs one PUBLISH however many members a room
+has; it keeps no messages in Redis, so it loses those published while Redis
+is away, which is why every consumer catches up from the database whenever
+`epoch` moves.
 
 Stock, a Redis outage makes every consumer's `receive()` raise, the consumer
 dies and its client gets 1011. Here `receive()` waits out the outage instead
@@ -15,6 +22,11 @@ import asyncio
 import logging
 
 from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +80,92 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
     def note_failure(self) -> None:
         """A send or group call failed: probe before trusting memberships again."""
         self.healthy = False
+
+
+class ResilientRedisPubSubChannelLayer(RedisPubSubChannelLayer):
+    """channels_redis' pub/sub layer with an `epoch` that moves when Redis
+    answers again after a failure, seen by the receiver or by a send."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+        self.healthy = True
+        self._prober: asyncio.Task | None = None
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        fresh = loop not in self._layers
+        layer = super()._get_layer()
+        if fresh:
+            layer._shards = [_WatchedShard(shard.host, layer, self) for shard in layer._shards]
+        return layer
+
+    def note_failure(self) -> None:
+        """A send or group call failed: probe Redis until it answers, then bump the epoch."""
+        self.healthy = False
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.ensure_future(self._probe_until_healthy())
+
+    def note_recovered(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            self.epoch += 1
+            logger.warning("channel layer: Redis answers again (epoch %d)", self.epoch)
+
+    async def _probe_until_healthy(self) -> None:
+        """PING until Redis answers. Only a recovery from a PING that failed moves
+        the epoch: a send that timed out because this process was busy, with
+        Redis answering at once, is no outage, and a catch-up storm in every
+        consumer would only make the process busier."""
+        delay = BACKOFF_START_SECONDS
+        outage = False
+        while not self.healthy:
+            shard = self._get_layer()._shards[0]
+            try:
+                shard._ensure_redis()
+                await asyncio.wait_for(shard._redis.ping(), PROBE_TIMEOUT_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                outage = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+                continue
+            if outage:
+                self.note_recovered()
+            else:
+                self.healthy = True
+
+
+class _WatchedShard(RedisSingleShardConnection):
+    """A shard whose receive loop reports failures and recoveries to the layer.
+    redis-py re-subscribes by itself when it reconnects; what was published in
+    between is lost, and the epoch tells consumers to catch up."""
+
+    def __init__(self, host, loop_layer, watcher: ResilientRedisPubSubChannelLayer):
+        super().__init__(host, loop_layer)
+        self.watcher = watcher
+
+    async def _do_receiving(self):
+        failed = False
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=0.1
+                    )
+                    if failed:  # reconnected (and re-subscribed) after a failure
+                        failed = False
+                        self.watcher.healthy = False
+                        self.watcher.note_recovered()
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - redis-py raises many kinds
+                if not failed:
+                    logger.warning("channel layer receive failed, waiting for Redis: %r", exc)
+                failed = True
+                self.watcher.healthy = False
+                await asyncio.sleep(0.5)

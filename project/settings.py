@@ -37,6 +37,12 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float_or_none(name: str) -> float | None:
+    """A number from the environment, or None for "the application's default"."""
+    value = os.environ.get(name)
+    return float(value) if value else None
+
+
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
@@ -73,6 +79,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "project.logcontext.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -97,7 +104,17 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Persistent connections: consumers run their queries on a pool of threads, and
+# opening a PostgreSQL connection per frame would cost more than the query.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE_SECONDS", 60),
+        # No health check: it costs a SELECT 1 before every consumer query. A
+        # connection that broke fails one query (UNAVAILABLE) and is replaced.
+        conn_health_checks=False,
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead
@@ -120,37 +137,49 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# How this process talks to Redis, for the channel layer.
+_REDIS_HOST = {
+    "address": REDIS_URL,
+    # redis-py 8 defaults to a 5 s read timeout, the same as channels_redis'
+    # 5 s BZPOPMIN, so an idle consumer's read times out and the consumer dies
+    # (channels_redis#422). Reads must outlast the blocking pop, yet stay bounded.
+    "socket_timeout": env_int("REDIS_SOCKET_TIMEOUT_SECONDS", 10),
+    "socket_connect_timeout": env_int("REDIS_CONNECT_TIMEOUT_SECONDS", 3),
+    # redis-py's pool raises "Too many connections" past 100, which a burst of
+    # joins reaches; one process never needs more than this many at once.
+    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
+    "health_check_interval": 30,
+}
+# CHANNEL_LAYER_BACKEND: "pubsub-resilient" (the default: one subscription per
+# room per process and a local fan-out, so one PUBLISH per message) or
+# "core-resilient" (channels_redis' list-based layer). "core" and "pubsub" are
+# channels_redis' layers as shipped, kept for the benchmark's comparison with
+# the Channels tutorial; never run the project on them.
+CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub-resilient")
+_LAYER_CONFIGS = {
+    "pubsub-resilient": (
+        "project.layers.ResilientRedisPubSubChannelLayer",
+        {"hosts": [_REDIS_HOST]},
+    ),
+    "core-resilient": (
+        "project.layers.ResilientRedisChannelLayer",
+        {
+            "hosts": [_REDIS_HOST],
+            # A consumer's inbox; messages over it are dropped by the layer,
+            # and the client's seq gap is then filled from the database.
+            "capacity": env_int("CHANNEL_CAPACITY", 1000),
+            "expiry": 60,
+            # Memberships older than this vanish (channels#999); consumers
+            # re-add theirs every GROUP_REFRESH_SECONDS, well inside it.
+            "group_expiry": env_int("CHANNEL_GROUP_EXPIRY_SECONDS", 86400),
+        },
+    ),
+    "core": ("channels_redis.core.RedisChannelLayer", {"hosts": [REDIS_URL]}),
+    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {"hosts": [REDIS_URL]}),
+}
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "project.layers.ResilientRedisChannelLayer",
-            "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        # redis-py 8 defaults to a 5 s read timeout, the same as
-                        # channels_redis' 5 s BZPOPMIN: an idle consumer's read
-                        # then times out and the consumer dies (#422). Reads must
-                        # outlast the 5 s blocking pop, yet stay bounded.
-                        "socket_timeout": env_int("REDIS_SOCKET_TIMEOUT_SECONDS", 10),
-                        "socket_connect_timeout": env_int("REDIS_CONNECT_TIMEOUT_SECONDS", 3),
-                        # redis-py's pool raises "Too many connections" past 100,
-                        # which a burst of joins reaches; one process never needs
-                        # more than this many at once.
-                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
-                        "health_check_interval": 30,
-                    }
-                ],
-                # A consumer's inbox; messages over it are dropped by the layer,
-                # and the client's seq gap is then filled from the database.
-                "capacity": env_int("CHANNEL_CAPACITY", 1000),
-                "expiry": 60,
-                # Memberships older than this vanish (channels#999); consumers
-                # re-add theirs every GROUP_REFRESH_SECONDS, well inside it.
-                "group_expiry": env_int("CHANNEL_GROUP_EXPIRY_SECONDS", 86400),
-            },
-        }
-    }
+    _backend, _config = _LAYER_CONFIGS[CHANNEL_LAYER_BACKEND]
+    CHANNEL_LAYERS = {"default": {"BACKEND": _backend, "CONFIG": _config}}
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -189,7 +218,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON whose strings hold no NUL and no lone surrogate (chat/strictjson.py).
+    "DEFAULT_PARSER_CLASSES": ["chat.strictjson.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chat.views.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
@@ -215,6 +245,14 @@ SPECTACULAR_SETTINGS = {
 # --- Realtime limits (documented in docs/protocol.md) --------------------------
 CHAT_MESSAGE_RATE = os.environ.get("CHAT_MESSAGE_RATE", "20/10s")
 CHAT_TYPING_RATE = os.environ.get("CHAT_TYPING_RATE", "1/1s")
+# `join` frames per user (all rooms, per process); `off` disables it.
+CHAT_JOIN_RATE = os.environ.get("CHAT_JOIN_RATE", "30/10s")
+# Open WebSocket connections per user per process; one more is accepted and
+# closed at once with 4429 (0: no cap).
+WS_MAX_CONNECTIONS_PER_USER = env_int("WS_MAX_CONNECTIONS_PER_USER", 20)
+# A connection refused with RATE_LIMITED more often than this is closed with
+# 4408 (a client that keeps sending regardless); `off` disables it.
+WS_FLOOD_CLOSE_RATE = os.environ.get("WS_FLOOD_CLOSE_RATE", "100/10s")
 CHAT_MAX_CONTENT_CHARS = env_int("CHAT_MAX_CONTENT_CHARS", 4000)
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536)
 # A resume replays at most this many messages; older ones come from REST.
@@ -224,17 +262,47 @@ WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
 WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 # How long a broadcast may wait on the channel layer before it is given up
 # (the message is stored already; clients fill the gap from the database).
-LAYER_SEND_TIMEOUT_SECONDS = float(os.environ.get("LAYER_SEND_TIMEOUT_SECONDS", "2"))
+LAYER_SEND_TIMEOUT_SECONDS = float(os.environ.get("LAYER_SEND_TIMEOUT_SECONDS", "5"))
 # Every connection re-adds its layer groups and checks its rooms against the
 # database this often (jittered), and at once when Redis comes back: a Redis
 # restarted empty, an expired group or a dropped doorbell heals within it.
 GROUP_REFRESH_SECONDS = float(os.environ.get("GROUP_REFRESH_SECONDS", "30"))
+# SSE streams (notifications/sse.py): a comment line after this much silence,
+# so proxies that cut idle connections (often at 30-60 s) keep them open.
+SSE_KEEPALIVE_SECONDS = float(os.environ.get("SSE_KEEPALIVE_SECONDS", "15"))
+# Open streams per user per process; more get 429 (0: no cap).
+SSE_MAX_STREAMS_PER_USER = env_int("SSE_MAX_STREAMS_PER_USER", 20)
+# A stream ends after about this long (jittered) and the client reconnects
+# with Last-Event-ID, so credentials and access are checked again (0: never).
+SSE_MAX_STREAM_SECONDS = env_int("SSE_MAX_STREAM_SECONDS", 3600)
+
+# --- Presence across processes (docs/protocol.md) -------------------------------
+# presence/conf.py holds each default and why it is what it is; here the
+# environment may override them. None means that default.
+PRESENCE_TTL_SECONDS = env_float_or_none("PRESENCE_TTL_SECONDS")
+PRESENCE_HEARTBEAT_SECONDS = env_float_or_none("PRESENCE_HEARTBEAT_SECONDS")
+PRESENCE_SWEEP_SECONDS = env_float_or_none("PRESENCE_SWEEP_SECONDS")
+PRESENCE_REDIS_TIMEOUT_SECONDS = env_float_or_none("PRESENCE_REDIS_TIMEOUT_SECONDS")
+PRESENCE_REDIS_MAX_CONNECTIONS = env_float_or_none("PRESENCE_REDIS_MAX_CONNECTIONS")
+PRESENCE_REDIS_PREFIX = os.environ.get("PRESENCE_REDIS_PREFIX") or None
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "project.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s user=%(user)s room=%(room)s %(message)s"
+        },
+        "json": {"()": "project.logcontext.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if os.environ.get("LOG_FORMAT") == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

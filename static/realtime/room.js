@@ -238,6 +238,7 @@ function scheduleSeen() {
  * seen it. A reader is not shown under their own message.
  */
 function renderSeen() {
+  const stick = nearBottom(); // a "Seen by" line under the last message must not push it out of view
   const items = [...messagesEl.querySelectorAll('.msg[data-seq]')];
   for (const li of messagesEl.querySelectorAll('.msg-seen')) {
     li.hidden = true;
@@ -270,6 +271,7 @@ function renderSeen() {
     seen.textContent = `Seen by ${names.join(', ')}`;
     seen.hidden = false;
   }
+  if (stick) scrollToBottom();
 }
 
 function setReceipt(user, seq) {
@@ -286,6 +288,39 @@ async function loadReceipts() {
     if (ok && Array.isArray(data)) for (const r of data) setReceipt(r.user, r.seq);
   } catch {
     // offline: live receipts and the next join bring them
+  }
+}
+
+/**
+ * After a reconnect, drop the shown messages a moderator hid while we were
+ * away: their `message_deleted` went to no one, and a resume only replays
+ * newer seqs. REST history leaves hidden messages out, so a shown message in
+ * the page's newest RECHECK_LIMIT that REST does not return was hidden.
+ */
+const RECHECK_LIMIT = 100;
+async function dropHiddenWhileAway() {
+  const shown = [...byId.values()].map((li) => Number(li.dataset.seq)).sort((a, b) => a - b);
+  if (!shown.length) return;
+  const after = shown[Math.max(0, shown.length - RECHECK_LIMIT)] - 1;
+  try {
+    const url = `/api/rooms/${encodeURIComponent(slug)}/messages/?after=${after}&limit=${RECHECK_LIMIT}`;
+    const { ok, data } = await api('GET', url);
+    if (!ok || !data || !Array.isArray(data.results)) return;
+    const kept = new Set(data.results.map((m) => m.id));
+    // Judge only what this page covers, and only what was shown when it was
+    // asked for (a live message may arrive meanwhile).
+    const pageEnd = data.next && data.results.length ? data.results[data.results.length - 1].seq : Infinity;
+    const covered = Math.min(pageEnd, shown[shown.length - 1]);
+    for (const [id, li] of byId) {
+      const seq = Number(li.dataset.seq);
+      if (seq > after && seq <= covered && !kept.has(id)) {
+        li.remove();
+        byId.delete(id);
+      }
+    }
+    scheduleSeen();
+  } catch {
+    // offline again: the next reconnect checks again
   }
 }
 
@@ -444,12 +479,15 @@ client.on('state', renderState);
 client.on('message', onLiveMessage);
 client.on('typing', onTyping);
 
+let joinedBefore = false;
 client.on('joined', (f) => {
   if (f.room !== slug) return;
   presence.clear();
   for (const p of f.presence || []) presence.set(p.user.id, p);
   renderPresence();
   loadReceipts(); // positions may have moved while we were away
+  if (joinedBefore) dropHiddenWhileAway();
+  joinedBefore = true;
   markRead();
 });
 
@@ -495,7 +533,14 @@ client.on('outbox_overflow', ({ dropped }) => {
 });
 
 client.on('kicked', (f) => {
-  if (f.room === slug) showAlert(`You were removed from this room${f.reason ? `: ${f.reason}` : '.'}`, { disable: true });
+  if (f.room !== slug) return;
+  showAlert(`You were removed from this room${f.reason ? `: ${f.reason}` : '.'}`, { disable: true });
+  // No more presence or typing frames come for this room: do not show a frozen list.
+  presence.clear();
+  renderPresence();
+  for (const t of typists.values()) clearTimeout(t.timer);
+  typists.clear();
+  renderTyping();
 });
 
 client.on('error', (f) => {

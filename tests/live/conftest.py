@@ -111,6 +111,24 @@ class DaphneProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def manage_shell(code: str, *, redis_url: str) -> str:
+    """Run Python in `manage.py shell` as a separate process on the test
+    database and the given Redis (an operator's shell, a worker): what it
+    broadcasts reaches the daphne processes. Returns its stdout."""
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis_url}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py shell failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ["REALTIME_TEST_REDIS_URL"]

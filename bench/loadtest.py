@@ -1,0 +1,675 @@
+"""
+The load tool: N real WebSocket clients over R rooms, one or more senders per
+room at a fixed rate, measuring what every member receives.
+
+    python bench/loadtest.py                         # the realtime stack, defaults
+    python bench/loadtest.py --target all --sweep 10,20,40,60
+    python bench/loadtest.py --mode idle --clients 2000
+    python bench/loadtest.py --mode storm --clients 1000
+
+Targets, each started here on throwaway servers (PostgreSQL and Redis from the
+local binaries, as the test suite does), the same client measuring all:
+  realtime         this project: authenticated, every message stored and sequenced
+  tutorial-core    the Channels tutorial chat on RedisChannelLayer, nothing stored
+  tutorial-pubsub  the same on RedisPubSubChannelLayer
+  bare             a bare `websockets` broadcast server (the ceiling for Python)
+
+With two or more cores the server is pinned to core 0 and the load client,
+Redis and PostgreSQL to core 1, so CPU per delivery compares between runs; a
+run whose client used over 90 % of its core is marked client-bound.
+Traffic stays on 127.0.0.1; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
+
+TARGETS = ["realtime", "tutorial-core", "tutorial-pubsub", "bare"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the server side -------------------------------------------------------------
+
+
+def pinned(cmd: list[str], core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core), *cmd] if core is not None else cmd
+
+
+class Stack:
+    """The servers one target needs, started and stopped together."""
+
+    def __init__(self, target: str, pin: bool, users: int, rooms: int, server: str = "daphne"):
+        self.target, self.users, self.rooms, self.server_kind = target, users, rooms, server
+        self.server_core = 0 if pin else None
+        self.side_core = 1 if pin else None
+        self.procs: list = []
+        self.port = free_port()
+        self.tokens: list[str] = []
+
+    def start(self) -> Stack:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "CHAT_MESSAGE_RATE": "off",
+            "CHAT_TYPING_RATE": "off",
+            "WS_MAX_CONNECTIONS_PER_USER": "100000",
+            "CHAT_JOIN_RATE": "off",
+            "LOG_LEVEL": "WARNING",
+        }
+        if self.target == "bare":
+            cmd = [sys.executable, str(ROOT / "bench/baselines/bare.py"), str(self.port)]
+        else:
+            self.redis = RedisServer()
+            self.redis.start()
+            self.procs.append(self.redis)
+            if self.side_core is not None:
+                subprocess.run(
+                    ["taskset", "-pc", str(self.side_core), str(self.redis.proc.pid)],
+                    capture_output=True,
+                )
+            env["REDIS_URL"] = self.redis.url
+            if self.target == "realtime":
+                self.pg = PostgresServer().start()
+                self.procs.append(self.pg)
+                env["DATABASE_URL"] = self.pg.url
+                self._prepare_database(env)
+                app = "project.asgi:application"
+            else:
+                env["CHANNEL_LAYER_BACKEND"] = self.target.split("-")[1]
+                env["DATABASE_URL"] = "sqlite:///:memory:"
+                app = "bench.baselines.tutorial:application"
+            if self.server_kind == "uvicorn":
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    app,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--ws",
+                    "websockets",
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ]
+            else:
+                cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), app]
+        self.log = open(f"/tmp/loadtest-{self.target}-{self.port}.log", "w")
+        self.server = subprocess.Popen(
+            pinned(cmd, self.server_core),
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, timeout=60, proc=self.server)
+        return self
+
+    def _prepare_database(self, env: dict) -> None:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+        )
+        script = f"""
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from chat.models import Room
+User.objects.bulk_create([User(username=f"load{{i}}") for i in range({self.users})])
+users = list(User.objects.order_by("id"))
+Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in users])
+Room.objects.bulk_create([Room(slug=f"room{{r}}", name=f"Room {{r}}") for r in range({self.rooms})])
+print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
+"""
+        out = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", script],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        self.tokens = out.stdout.strip().splitlines()[-1].split()
+
+    def server_stats(self) -> tuple[float, int]:
+        """(CPU seconds, RSS bytes) of the server process."""
+        pid = self.server.pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        rss = 0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+        return cpu, rss
+
+    def server_metrics(self) -> dict:
+        """A few counters from the realtime server's /metrics (nothing for the others)."""
+        found: dict = {}
+        if self.target != "bare":
+            import redis
+
+            stats = redis.Redis.from_url(self.redis.url).info("commandstats")
+            found["redis_calls"] = {
+                k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
+            }
+        if self.target != "realtime":
+            return found
+        import urllib.request
+
+        wanted = (
+            "realtime_gap_fill_messages_total",
+            "realtime_layer_errors_total",
+            "realtime_resume_replayed_messages_total",
+        )
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
+        for line in text.decode().splitlines():
+            if line.startswith(wanted):
+                name, value = line.rsplit(" ", 1)
+                found[name] = float(value)
+        return found
+
+    def stop(self) -> None:
+        self.server.terminate()
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+        self.log.close()
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+# --- the client side ---------------------------------------------------------------
+
+
+class Protocol:
+    """How one target spells joining, sending and a received message."""
+
+    def __init__(self, target: str, port: int):
+        self.target, self.port = target, port
+
+    def url(self, room: int) -> str:
+        if self.target == "realtime":
+            return f"ws://127.0.0.1:{self.port}/ws/"
+        if self.target == "bare":
+            return f"ws://127.0.0.1:{self.port}/room{room}"
+        return f"ws://127.0.0.1:{self.port}/ws/chat/room{room}/"
+
+    def join(self, room: int, since: int | None = None) -> str | None:
+        if self.target != "realtime":
+            return None
+        frame = {"type": "join", "room": f"room{room}"}
+        if since is not None:
+            frame["since"] = since
+        return json.dumps(frame)
+
+    def send(self, room: int, content: str) -> str:
+        if self.target == "realtime":
+            return json.dumps(
+                {
+                    "type": "message",
+                    "room": f"room{room}",
+                    "content": content,
+                    "client_id": str(uuid.uuid4()),
+                }
+            )
+        if self.target == "bare":
+            return content
+        return json.dumps({"message": content})
+
+    def received(self, raw: str) -> dict | None:
+        """The message a frame carries ({content, seq?}), or None for other frames."""
+        if self.target == "bare":
+            return {"content": raw}
+        frame = json.loads(raw)
+        if self.target == "realtime":
+            return frame if frame.get("type") == "message" else None
+        return {"content": frame["message"]}
+
+
+@dataclass
+class Result:
+    target: str
+    server: str
+    mode: str
+    clients: int
+    rooms: int
+    rate_per_room: float
+    duration_seconds: float
+    connected: int = 0
+    setup_seconds: float = 0.0
+    setup_rate: float = 0.0
+    sent: int = 0
+    expected: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    loss_percent: float = 0.0
+    deliveries_per_second: float = 0.0
+    latency_ms: dict = field(default_factory=dict)
+    server_cpu_percent: float = 0.0
+    server_cpu_us_per_delivery: float = 0.0
+    server_rss_mb: float = 0.0
+    server_rss_kb_per_connection: float = 0.0
+    client_cpu_percent: float = 0.0
+    client_bound: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def percentiles(samples: list[float]) -> dict:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+    return {
+        "p50": pick(0.50),
+        "p90": pick(0.90),
+        "p99": pick(0.99),
+        "max": round(ordered[-1] * 1000, 2),
+        "mean": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+class Client:
+    def __init__(self, index: int, room: int, protocol: Protocol, token: str | None):
+        self.index, self.room, self.protocol, self.token = index, room, protocol, token
+        self.ws = None
+        self.latencies: list[float] = []
+        self.seen: set[str] = set()
+        self.duplicates = self.out_of_order = 0
+        self.last_seq = 0
+        self.reader: asyncio.Task | None = None
+
+    async def connect(self, since: int | None = None) -> None:
+        headers = {"Authorization": f"Token {self.token}"} if self.token else {}
+        self.ws = await websockets.connect(
+            self.protocol.url(self.room),
+            additional_headers=headers,
+            open_timeout=60,
+            ping_interval=None,
+            max_size=2**20,
+        )
+        join = self.protocol.join(self.room, since)
+        if join:
+            await self.ws.send(join)
+            while json.loads(await asyncio.wait_for(self.ws.recv(), 60))["type"] != "joined":
+                pass
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        try:
+            async for raw in self.ws:
+                message = self.protocol.received(raw)
+                if message is None:
+                    continue
+                now = time.time()
+                content = message["content"]
+                if content in self.seen:
+                    self.duplicates += 1
+                    continue
+                self.seen.add(content)
+                seq = message.get("seq")
+                if seq is not None:
+                    if seq <= self.last_seq:
+                        self.out_of_order += 1
+                    self.last_seq = max(self.last_seq, seq)
+                self.latencies.append(now - float(content.rsplit(":", 1)[1]))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            await asyncio.wait([self.reader], timeout=5)
+
+
+def progress(label: str, done: float, total: float, extra: str = "") -> None:
+    width = 30
+    filled = int(width * min(1.0, done / total)) if total else width
+    sys.stderr.write(f"\r{label:<16} [{'#' * filled}{'.' * (width - filled)}] {extra:<50}")
+    sys.stderr.flush()
+
+
+async def connect_all(clients: list[Client], concurrency: int = 50) -> float:
+    start = time.monotonic()
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(client: Client) -> None:
+        nonlocal done
+        async with gate:
+            await client.connect()
+        done += 1
+        if done % 50 == 0 or done == len(clients):
+            progress("connecting", done, len(clients), f"{done}/{len(clients)}")
+
+    await asyncio.gather(*(one(c) for c in clients))
+    sys.stderr.write("\n")
+    return time.monotonic() - start
+
+
+async def run_traffic(args, stack: Stack, rate: float) -> Result:
+    protocol = Protocol(args.target, stack.port)
+    clients = [
+        Client(i, i % args.rooms, protocol, stack.tokens[i] if stack.tokens else None)
+        for i in range(args.clients)
+    ]
+    result = Result(
+        args.target, args.server, "traffic", args.clients, args.rooms, rate, args.duration
+    )
+    result.setup_seconds = round(await connect_all(clients), 2)
+    result.connected = len(clients)
+    result.setup_rate = round(len(clients) / max(result.setup_seconds, 1e-9), 1)
+    members = [sum(1 for c in clients if c.room == r) for r in range(args.rooms)]
+    senders = [[c for c in clients if c.room == r][: args.senders] for r in range(args.rooms)]
+    await asyncio.sleep(0.5)
+
+    cpu0, _ = stack.server_stats()
+    client_cpu0, wall0 = time.process_time(), time.monotonic()
+    sent_per_room = [0] * args.rooms
+    stop_at = time.monotonic() + args.duration
+
+    async def sender(client: Client, per_second: float) -> None:
+        interval = 1.0 / per_second
+        next_at = time.monotonic() + random.random() * interval
+        n = 0
+        while next_at < stop_at:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await client.ws.send(protocol.send(client.room, f"{client.index}-{n}:{time.time()}"))
+            n += 1
+            sent_per_room[client.room] += 1
+            next_at += interval
+
+    async def report() -> None:
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(1)
+            delivered = sum(len(c.latencies) for c in clients)
+            progress(
+                f"{args.target} {rate:g}/s",
+                args.duration - (stop_at - time.monotonic()),
+                args.duration,
+                f"sent {sum(sent_per_room)} delivered {delivered}",
+            )
+
+    per_sender = rate / args.senders
+    await asyncio.gather(report(), *(sender(c, per_sender) for room in senders for c in room))
+    # Every message is owed to every member of its room, its sender included.
+    expected = sum(n * members[room] for room, n in enumerate(sent_per_room))
+    sent = sum(sent_per_room)
+    deadline = time.monotonic() + args.drain
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        delivered = sum(len(c.latencies) for c in clients)
+        if delivered >= expected:
+            break
+        if delivered != last:
+            last, last_change = delivered, time.monotonic()
+        elif time.monotonic() - last_change > 3:
+            break
+        await asyncio.sleep(0.2)
+    sys.stderr.write("\n")
+    cpu1, rss = stack.server_stats()
+    client_cpu = time.process_time() - client_cpu0
+    wall = time.monotonic() - wall0
+    latencies = [x for c in clients for x in c.latencies]
+    result.sent = sent
+    result.expected = expected
+    result.delivered = len(latencies)
+    result.duplicates = sum(c.duplicates for c in clients)
+    result.out_of_order = sum(c.out_of_order for c in clients)
+    result.loss_percent = round(100 * (1 - result.delivered / expected), 3) if expected else 0.0
+    result.deliveries_per_second = round(result.delivered / args.duration, 1)
+    result.latency_ms = percentiles(latencies)
+    server_cpu = cpu1 - cpu0
+    result.server_cpu_percent = round(100 * server_cpu / wall, 1)
+    result.server_cpu_us_per_delivery = (
+        round(1e6 * server_cpu / result.delivered, 1) if result.delivered else 0.0
+    )
+    result.server_rss_mb = round(rss / 2**20, 1)
+    result.client_cpu_percent = round(100 * client_cpu / wall, 1)
+    result.client_bound = result.client_cpu_percent > 90
+    result.extra = stack.server_metrics()
+    await asyncio.gather(*(c.close() for c in clients))
+    return result
+
+
+async def run_idle(args, stack: Stack) -> Result:
+    """Memory per idle, authenticated, joined connection."""
+    protocol = Protocol(args.target, stack.port)
+    clients = [
+        Client(i, i % args.rooms, protocol, stack.tokens[i] if stack.tokens else None)
+        for i in range(args.clients)
+    ]
+    result = Result(args.target, args.server, "idle", args.clients, args.rooms, 0, args.duration)
+    await asyncio.sleep(1)
+    _, rss0 = stack.server_stats()
+    result.setup_seconds = round(await connect_all(clients), 2)
+    result.connected = len(clients)
+    result.setup_rate = round(len(clients) / max(result.setup_seconds, 1e-9), 1)
+    await asyncio.sleep(max(2.0, args.duration))
+    cpu0, _ = stack.server_stats()
+    await asyncio.sleep(2)
+    cpu1, rss1 = stack.server_stats()
+    result.server_rss_mb = round(rss1 / 2**20, 1)
+    result.server_rss_kb_per_connection = round((rss1 - rss0) / 1024 / len(clients), 1)
+    result.server_cpu_percent = round(100 * (cpu1 - cpu0) / 2, 1)
+    result.extra = {"rss_before_mb": round(rss0 / 2**20, 1)}
+    await asyncio.gather(*(c.close() for c in clients))
+    return result
+
+
+async def run_storm(args, stack: Stack) -> Result:
+    """A reconnect storm: every client drops, M messages are posted meanwhile,
+    then all reconnect at once with `since`; time until all have all of them."""
+    if args.target != "realtime":
+        raise SystemExit("--mode storm needs --target realtime (resume is a realtime feature)")
+    protocol = Protocol(args.target, stack.port)
+    clients = [Client(i, i % args.rooms, protocol, stack.tokens[i]) for i in range(args.clients)]
+    result = Result(args.target, args.server, "storm", args.clients, args.rooms, 0, 0)
+    await connect_all(clients)
+    await asyncio.gather(*(c.close() for c in clients))
+    poster = Client(0, 0, protocol, stack.tokens[0])
+    poster.ws = await websockets.connect(
+        protocol.url(0),
+        additional_headers={"Authorization": f"Token {stack.tokens[0]}"},
+        ping_interval=None,
+    )
+    per_room = args.storm_messages
+    for room in range(args.rooms):
+        for n in range(per_room):
+            await poster.ws.send(protocol.send(room, f"storm-{room}-{n}:{time.time()}"))
+    acks = 0
+    while acks < per_room * args.rooms:
+        acks += json.loads(await asyncio.wait_for(poster.ws.recv(), 30))["type"] == "ack"
+    await poster.ws.close()
+    for c in clients:
+        c.latencies, c.seen = [], set()
+    start = time.monotonic()
+    gate = asyncio.Semaphore(args.clients)
+
+    async def back(client: Client) -> None:
+        async with gate:
+            await client.connect(since=0)
+
+    await asyncio.gather(*(back(c) for c in clients))
+    deadline = start + 60
+    while time.monotonic() < deadline:
+        if all(len(c.latencies) >= per_room for c in clients):
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - start
+    got = sum(min(len(c.latencies), per_room) for c in clients)
+    result.connected = len(clients)
+    result.expected = per_room * len(clients)
+    result.delivered = got
+    result.duplicates = sum(c.duplicates for c in clients)
+    result.loss_percent = round(100 * (1 - got / result.expected), 3)
+    result.extra = {"recovered_seconds": round(elapsed, 2), "messages_per_room": per_room}
+    _, rss = stack.server_stats()
+    result.server_rss_mb = round(rss / 2**20, 1)
+    await asyncio.gather(*(c.close() for c in clients))
+    return result
+
+
+def plot(results: list[Result], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (make bench installs it); no plot", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for target in dict.fromkeys(r.target for r in results):
+        rows = [r for r in results if r.target == target and r.latency_ms]
+        ax.plot(
+            [r.deliveries_per_second for r in rows],
+            [r.latency_ms["p99"] for r in rows],
+            marker="o",
+            label=target,
+        )
+    ax.set_xlabel("delivered frames per second")
+    ax.set_ylabel("p99 end-to-end latency (ms)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("Latency against delivered rate (200 clients, 10 rooms of 20)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}", file=sys.stderr)
+
+
+def summary_line(r: Result) -> str:
+    lat = r.latency_ms
+    if r.mode == "idle":
+        return (
+            f"{r.target:16} idle {r.connected} conns: {r.server_rss_kb_per_connection} KB/conn, "
+            f"RSS {r.server_rss_mb} MB, setup {r.setup_rate}/s"
+        )
+    if r.mode == "storm":
+        return (
+            f"{r.target:16} storm {r.connected} clients: recovered in "
+            f"{r.extra['recovered_seconds']} s, loss {r.loss_percent} %, dup {r.duplicates}"
+        )
+    bound = " CLIENT-BOUND" if r.client_bound else ""
+    return (
+        f"{r.target:16} {r.rate_per_room:>6g}/s/room: {r.deliveries_per_second:>9,.0f} del/s "
+        f"p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms, "
+        f"loss {r.loss_percent} %, dup {r.duplicates}, ooo {r.out_of_order}, "
+        f"server {r.server_cpu_percent} % CPU {r.server_cpu_us_per_delivery} us/del, "
+        f"client {r.client_cpu_percent} %{bound}"
+    )
+
+
+async def main_async(args) -> list[Result]:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    pin = args.pin and os.cpu_count() and os.cpu_count() >= 2
+    if pin:
+        os.sched_setaffinity(0, {1})
+    targets = TARGETS if args.target == "all" else args.target.split(",")
+    rates = [float(x) for x in args.sweep.split(",")] if args.sweep else [args.rate]
+    results = []
+    for target in targets:
+        args.target = target
+        stack = Stack(
+            target, bool(pin), users=args.clients, rooms=args.rooms, server=args.server
+        ).start()
+        try:
+            if args.mode == "idle":
+                results.append(await run_idle(args, stack))
+            elif args.mode == "storm":
+                results.append(await run_storm(args, stack))
+            else:
+                for rate in rates:
+                    results.append(await run_traffic(args, stack, rate))
+                    print(summary_line(results[-1]), flush=True)
+                    if results[-1].loss_percent > 5 and args.stop_on_loss:
+                        break
+            if args.mode != "traffic":
+                print(summary_line(results[-1]), flush=True)
+        finally:
+            stack.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--target", default="realtime", help=f"one of {', '.join(TARGETS)}, a comma list, or all"
+    )
+    parser.add_argument("--mode", choices=["traffic", "idle", "storm"], default="traffic")
+    parser.add_argument(
+        "--server",
+        choices=["daphne", "uvicorn"],
+        default="daphne",
+        help="the ASGI server (uvicorn needs `make bench`'s extras)",
+    )
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--senders", type=int, default=1, help="senders per room")
+    parser.add_argument("--rate", type=float, default=30, help="messages per second per room")
+    parser.add_argument("--sweep", default="", help="comma list of rates per room")
+    parser.add_argument("--duration", type=float, default=10, help="seconds of traffic per rate")
+    parser.add_argument("--drain", type=float, default=10, help="seconds to wait for stragglers")
+    parser.add_argument("--storm-messages", type=int, default=20, help="per room, for --mode storm")
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--stop-on-loss", action="store_true")
+    parser.add_argument("--json", default="", help="write the results here")
+    parser.add_argument("--plot", default="", help="write a PNG of p99 against rate here")
+    args = parser.parse_args()
+    if args.duration > 600 or args.clients > 20000:
+        raise SystemExit("bounded: at most 600 s per rate and 20,000 clients")
+    results = asyncio.run(main_async(args))
+    payload = {"machine": machine(), "args": vars(args), "results": [asdict(r) for r in results]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    else:
+        print(json.dumps(payload["results"], indent=2))
+    if args.plot:
+        plot(results, args.plot)
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""
+Provides the notifications admin: notifications browsable, searchable by
+recipient and filterable by kind and read state, and the "Send an
+announcement" action on users.
+
+Notifications are not added here: notifications.services is the only writer,
+and the action goes through it, so an announcement reaches open connections
+like any other notification.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from chat.events import user_payload
+
+from . import services
+from .models import Notification
+
+
+class ReadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Read"), ("no", "Unread")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(read_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(read_at__isnull=True)
+        return queryset
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["id", "recipient", "kind", "created_at", "is_read"]
+    list_filter = ["kind", ReadFilter]
+    search_fields = ["recipient__username"]
+    list_select_related = ["recipient"]
+    readonly_fields = ["recipient", "kind", "data", "created_at", "read_at"]
+    ordering = ["-id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # written by notifications.services only
+
+    @admin.display(boolean=True, description="read")
+    def is_read(self, notification: Notification) -> bool:
+        return notification.read_at is not None
+
+
+class AnnouncementForm(forms.Form):
+    text = forms.CharField(
+        label="Announcement",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 70}),
+    )
+
+
+User = get_user_model()
+
+
+class UserAdmin(DjangoUserAdmin):
+    """Django's user admin, plus the announcement action."""
+
+    actions = ["send_announcement"]
+
+    @admin.action(description="Send an announcement")
+    def send_announcement(
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> TemplateResponse | None:
+        """Ask for the text (an intermediate page), then notify the chosen users."""
+        form = AnnouncementForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            sent = services.notify_many(
+                recipients=queryset,
+                kind=services.ANNOUNCEMENT,
+                data={"text": form.cleaned_data["text"], "from": user_payload(request.user)},
+            )
+            self.message_user(request, f"Announcement sent to {len(sent)} users.", messages.SUCCESS)
+            return None
+        return TemplateResponse(
+            request,
+            "admin/notifications/announce.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Send an announcement",
+                "opts": self.model._meta,
+                "form": form,
+                "users": queryset,
+                "action": "send_announcement",
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "select_across": request.POST.get("select_across", "0"),
+            },
+        )
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, UserAdmin)

@@ -1,0 +1,29 @@
+"""
+Provides the DRF shapes of the notifications API, for the OpenAPI schema.
+Output is built by notifications.events.notification_payload, the same
+function that builds the `notification` frame of the WebSocket.
+"""
+
+from rest_framework import serializers
+
+
+class NotificationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    data = serializers.JSONField()
+    created_at = serializers.CharField()
+    read = serializers.BooleanField()
+
+
+class NotificationPageSerializer(serializers.Serializer):
+    results = NotificationSerializer(many=True)
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+
+
+class UnreadCountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+
+
+class MarkedSerializer(serializers.Serializer):
+    marked = serializers.IntegerField()

@@ -1,0 +1,20 @@
+"""
+Provides the presence admin: last-seen times, searchable by user.
+"""
+
+from django.contrib import admin
+
+from .models import UserPresence
+
+
+@admin.register(UserPresence)
+class UserPresenceAdmin(admin.ModelAdmin):
+    list_display = ["user", "last_seen_at"]
+    search_fields = ["user__username"]
+    list_filter = ["last_seen_at"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "last_seen_at"]
+    date_hierarchy = "last_seen_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False  # written by presence.services only

@@ -1,0 +1,40 @@
+"""
+Provides the presence writes: a user's last-seen time.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .models import UserPresence
+
+# A last-seen time is worth less than anything it could hold up. Giving up on
+# a lock after this long, well inside PostgreSQL's deadlock_timeout (1 s),
+# makes this write, never the other party (a TRUNCATE, a migration), the one
+# that yields when the two lock the user and presence tables in opposite order.
+LOCK_TIMEOUT_MS = 200
+
+
+def last_seen_record(*, user_ids: Iterable[int], at: datetime | None = None) -> int:
+    """Set the users' last-seen time (now by default); users that no longer
+    exist are skipped. Returns how many rows were written."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms"]
+                )
+        existing = list(
+            get_user_model().objects.filter(pk__in=set(user_ids)).values_list("pk", flat=True)
+        )
+        UserPresence.objects.bulk_create(
+            [UserPresence(user_id=pk, last_seen_at=at) for pk in existing],
+            update_conflicts=True,
+            unique_fields=["user"],
+            update_fields=["last_seen_at"],
+        )
+    return len(existing)
