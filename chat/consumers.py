@@ -265,24 +265,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         previous = self.joined.get(room.pk)
         if previous is not None and since is None:
             since = previous.delivered  # a repeated join resumes where it was
-        # Announce the join; the joiner itself is skipped, since its `joined`
-        # list below already includes it.
-        change = await presence_store.enter(
-            room_id=room.pk,
-            room_slug=room.slug,
-            user_id=self.user.pk,
-            username=self.user.get_username(),
-            channel=self.channel_name,
-            status=self.status,
-        )
-        if change is not None:
-            await presence_events.broadcast_changes(
-                room_id=room.pk,
-                room_slug=room.slug,
-                changes=[change],
-                # The pub/sub layer may deliver it after the group_add below.
-                skip_channel=self.channel_name,
-            )
+        # Announce the join; the joiner itself is skipped (the pub/sub layer
+        # may deliver the diff after the group_add below), since its `joined`
+        # list already includes it.
+        await self._enter_presence(room.pk, room.slug, skip_self=True)
         # Subscribe before reading the backlog: a message committed meanwhile
         # arrives as a doorbell afterwards and is dropped or delivered by seq.
         await self._group_add(events.room_group(room.pk))
@@ -394,18 +380,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise BadRequest("'status' must be 'online' or 'away'")
         self.status = status
         for room in self.joined.values():
-            change = await presence_store.enter(
-                room_id=room.room_id,
-                room_slug=room.slug,
-                user_id=self.user.pk,
-                username=self.user.get_username(),
-                channel=self.channel_name,
-                status=status,
-            )
-            if change is not None:
-                await presence_events.broadcast_changes(
-                    room_id=room.room_id, room_slug=room.slug, changes=[change]
-                )
+            await self._enter_presence(room.room_id, room.slug)
 
     async def on_ping(self, frame: dict, ref: Any) -> None:
         """Answer `pong`."""
@@ -517,6 +492,25 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await self.send_frame(events.message_payload(message, room.slug))
                 metrics.GAP_FILLS.inc()
             room.delivered = max(room.delivered, message.seq)
+
+    async def _enter_presence(self, room_id: int, room_slug: str, *, skip_self: bool = False):
+        """Put this connection in the room's presence with its status; a
+        transition of the user's presence there is broadcast as a diff."""
+        change = await presence_store.enter(
+            room_id=room_id,
+            room_slug=room_slug,
+            user_id=self.user.pk,
+            username=self.user.get_username(),
+            channel=self.channel_name,
+            status=self.status,
+        )
+        if change is not None:
+            await presence_events.broadcast_changes(
+                room_id=room_id,
+                room_slug=room_slug,
+                changes=[change],
+                skip_channel=self.channel_name if skip_self else None,
+            )
 
     async def _group_add(self, group: str) -> bool:
         """Join a layer group, bounded in time; on failure the refresher retries."""
