@@ -151,7 +151,7 @@ class MemberView(APIView):
         )
 
 
-def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -173,8 +173,8 @@ class MessageListView(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         room = selectors.room_access_by_slug(user=request.user, slug=slug).room
-        before, after = _int_param(request, "before"), _int_param(request, "after")
-        limit = _int_param(request, "limit", DEFAULT_PAGE)
+        before, after = int_param(request, "before"), int_param(request, "after")
+        limit = int_param(request, "limit", DEFAULT_PAGE)
         if limit < 1:
             raise BadRequest("'limit' must be at least 1")
         limit = min(limit, MAX_PAGE)

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat.errors import BadRequest, NotFound
-from chat.views import DEFAULT_PAGE, MAX_PAGE, _int_param
+from chat.views import DEFAULT_PAGE, MAX_PAGE, int_param
 
 from . import events, selectors, services
 from .serializers import (
@@ -43,8 +43,8 @@ class NotificationListView(APIView):
         unread = request.query_params.get("unread", "").lower()
         if unread not in TRUE | FALSE:
             raise BadRequest("'unread' must be 1 or 0")
-        before, after = _int_param(request, "before"), _int_param(request, "after")
-        limit = _int_param(request, "limit", DEFAULT_PAGE)
+        before, after = int_param(request, "before"), int_param(request, "after")
+        limit = int_param(request, "limit", DEFAULT_PAGE)
         if limit < 1:
             raise BadRequest("'limit' must be at least 1")
         limit = min(limit, MAX_PAGE)

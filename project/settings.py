@@ -233,7 +233,10 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "django-realtime API",
-    "DESCRIPTION": "Rooms, history, read positions and receipts. See docs/protocol.md.",
+    "DESCRIPTION": (
+        "Rooms, history, read positions, receipts, presence and notifications."
+        " WebSocket and SSE: see docs/protocol.md."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
