@@ -40,7 +40,7 @@ from .strictjson import check_text
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_TOO_LARGE = 1009  # daphne applies the limit first (project/daphne_transport.py)
+CLOSE_TOO_LARGE = 1009  # sendable under daphne thanks to project/daphne_transport.py
 CLOSE_FLOODING = 4408  # refused with RATE_LIMITED more than WS_FLOOD_CLOSE_RATE allows
 CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER in this process
 TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
@@ -433,8 +433,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def presence_diff(self, event: dict) -> None:
         """Someone joined, left or changed status in a joined room (not this
         connection's own join: its `joined` list had it)."""
-        if event["room_id"] in self.joined and event.get("skip_channel") != self.channel_name:
-            await self.send_frame(event["payload"])
+        if event["room_id"] not in self.joined:
+            return
+        payload = event["payload"]
+        me = event.get("joiners", {}).get(self.channel_name)
+        if me is not None:
+            payload = {**payload, "joins": [j for j in payload["joins"] if j["user"]["id"] != me]}
+            if not payload["joins"] and not payload["leaves"]:
+                return
+        await self.send_frame(payload)
 
     async def notify_notification(self, event: dict) -> None:
         """A notification for this user (notifications.events): forward it."""

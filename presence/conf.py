@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     # Every presence key starts with this, so several sites (or test runs) can
     # share one Redis.
     "PRESENCE_REDIS_PREFIX": "presence:",
+    # A room's first diff after a quiet spell goes out at once; the diffs that
+    # follow within this window are merged into one. A join storm in a room of
+    # a thousand then costs one diff (fanned out to every member) per window
+    # instead of one per join: a thousand joins were a million frames.
+    "PRESENCE_DIFF_COALESCE_SECONDS": 0.5,
 }
 
 
@@ -53,6 +58,10 @@ def sweep_seconds() -> float:
 
 def redis_timeout_seconds() -> float:
     return float(value("PRESENCE_REDIS_TIMEOUT_SECONDS"))
+
+
+def diff_coalesce_seconds() -> float:
+    return float(value("PRESENCE_DIFF_COALESCE_SECONDS"))
 
 
 def redis_max_connections() -> int:

@@ -17,7 +17,7 @@ from project.daphne_transport import tune_daphne  # noqa: E402
 from project.drain import install_daphne_drain  # noqa: E402
 from project.routing import websocket_application  # noqa: E402
 
-tune_daphne(max_frame_bytes=settings.WS_MAX_FRAME_BYTES)
+tune_daphne()
 install_daphne_drain()
 
 http_application = django_asgi_app

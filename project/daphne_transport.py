@@ -1,9 +1,11 @@
 """
 Provides the project's adjustments to daphne's WebSocket transport.
 
-- The frame limit. A frame over WS_MAX_FRAME_BYTES closes the connection with
-  1009 (message too big). It is set on daphne's autobahn factory, so daphne
-  refuses the frame as it arrives instead of buffering it for the consumer.
+- The frame limit stays where daphne puts it (1 MiB), for autobahn applies
+  it to frames in both directions: at 64 KiB, a `joined` frame listing a
+  thousand present users could not be sent. The consumer closes a client
+  frame over WS_MAX_FRAME_BYTES with 1009 itself, which the close codes
+  below make possible.
 - Close frames, not dropped sockets. autobahn fails a connection by dropping
   TCP unless told otherwise, which clients see as 1006 with no reason.
 - Close reasons. daphne drops the `reason` of an ASGI `websocket.close`; it
@@ -20,13 +22,12 @@ it builds its Server, so `daphne -b HOST -p PORT project.asgi:application`
 needs no extra flag. Under another ASGI server these are no-ops.
 """
 
-import functools
 import sys
 
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1011, 1012, 1013})
 
 
-def tune_daphne(*, max_frame_bytes: int) -> None:
+def tune_daphne() -> None:
     if "daphne.server" not in sys.modules:
         # Not under daphne (uvicorn, tests): importing daphne.server would
         # install a Twisted reactor for nothing. The consumer's checks apply.
@@ -35,20 +36,9 @@ def tune_daphne(*, max_frame_bytes: int) -> None:
     from daphne import server as daphne_server
     from daphne.ws_protocol import WebSocketProtocol
 
-    Server = daphne_server.Server
-    already = getattr(Server, "_realtime_frame_limit", None) is not None
-    Server._realtime_frame_limit = max_frame_bytes
-    if already:
+    if getattr(WebSocketProtocol, "_realtime_tuned", False):
         return
-
-    original_init = Server.__init__
-
-    @functools.wraps(original_init)
-    def __init__(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        limit = Server._realtime_frame_limit
-        self.websocket_max_message_size = min(self.websocket_max_message_size or limit, limit)
-        self.websocket_max_frame_size = min(self.websocket_max_frame_size or limit, limit)
+    WebSocketProtocol._realtime_tuned = True
 
     class WebSocketFactory(daphne_server.WebSocketFactory):
         def __init__(self, *args, **kwargs):
@@ -82,7 +72,6 @@ def tune_daphne(*, max_frame_bytes: int) -> None:
         else:
             original_server_close(self, code=code)
 
-    Server.__init__ = __init__
     daphne_server.WebSocketFactory = WebSocketFactory
     WebSocketProtocol.handle_reply = handle_reply
     WebSocketProtocol.serverClose = serverClose
