@@ -7,6 +7,7 @@
  * error texts) reaches the DOM through textContent, never innerHTML.
  */
 import { RealtimeClient } from './client.js';
+import { api, errorText } from './http.js';
 
 const TYPING_SEND_EVERY_MS = 2000; // one `typing: true` per 2 s while keys are pressed
 const TYPING_IDLE_MS = 5000; // say "stopped" after 5 s without input
@@ -32,43 +33,6 @@ function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined && text !== null) node.textContent = String(text);
   return node;
-}
-
-function csrfToken() {
-  const input = document.querySelector('input[name="csrfmiddlewaretoken"]');
-  if (input && input.value) return input.value;
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return m ? decodeURIComponent(m[1]) : '';
-}
-
-async function api(method, url, body) {
-  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
-  if (body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.headers['X-CSRFToken'] = csrfToken();
-    init.body = JSON.stringify(body);
-  }
-  const res = await fetch(url, init);
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    // an empty or non-JSON body
-  }
-  return { ok: res.ok, status: res.status, data };
-}
-
-function errorText(data, status) {
-  if (data && typeof data.detail === 'string') return data.detail;
-  if (data && typeof data === 'object') {
-    const parts = [];
-    for (const [field, value] of Object.entries(data)) {
-      const text = Array.isArray(value) ? value.join(' ') : String(value);
-      parts.push(field === 'non_field_errors' ? text : `${field}: ${text}`);
-    }
-    if (parts.length) return parts.join(' ');
-  }
-  return `Request failed (HTTP ${status}).`;
 }
 
 const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
