@@ -21,9 +21,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 import websockets
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from tests.servers import free_port, wait_for_port
+from tests.servers import RedisServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -252,3 +253,49 @@ def http():
         return httpx.Client(base_url=server.http, headers=headers, timeout=10)
 
     return make
+
+
+@pytest.fixture
+def redis_server():
+    """A Redis of the test's own, for tests that break it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def daphnes():
+    """Start daphne processes for one test; all are stopped after it."""
+    started: list[DaphneProcess] = []
+
+    def start(**kwargs) -> DaphneProcess:
+        proc = DaphneProcess(**kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _set_password(user, password: str) -> None:
+    user.set_password(password)
+    user.save()
+
+
+async def session_cookie(server: DaphneProcess, user, password: str = "pw") -> str:
+    """Log `user` in through the login form, as a browser does: the session cookie."""
+    await sync_to_async(_set_password)(user, password)
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as client:
+        await client.get("/accounts/login/")
+        response = await client.post(
+            "/accounts/login/",
+            data={
+                "username": user.get_username(),
+                "password": password,
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            },
+            headers={"Referer": server.http + "/accounts/login/"},
+        )
+        assert response.status_code == 302, response.text
+        return f"sessionid={client.cookies['sessionid']}"

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Membership, Message, Room
 
-from .conftest import Ws
+from .conftest import Ws, session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -79,24 +79,11 @@ async def test_a_same_host_origin_with_a_token_is_accepted(server, people):
     await ws.close()
 
 
-async def test_a_session_cookie_works_with_an_allowed_origin_only(server, people, http):
+async def test_a_session_cookie_works_with_an_allowed_origin_only(server, people):
     """The browser path: a session cookie with the site's Origin; without an
     Origin the same cookie is not enough (4401)."""
     alice, _ = people["users"]
-    await sync_to_async(_set_password)(alice, "pw")
-    with http(server) as client:
-        client.get("/accounts/login/")
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": "alice",
-                "password": "pw",
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-            headers={"Referer": server.http + "/accounts/login/"},
-        )
-        assert response.status_code == 302, response.text
-        cookie = f"sessionid={client.cookies['sessionid']}"
+    cookie = await session_cookie(server, alice)
     ws = await websockets.connect(
         server.ws, origin=server.http, additional_headers={"Cookie": cookie}
     )
@@ -111,33 +98,15 @@ async def test_a_session_cookie_works_with_an_allowed_origin_only(server, people
 
 @pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
 async def test_a_session_cookie_from_a_foreign_or_lookalike_origin_is_refused_at_the_handshake(
-    server, people, http, origin
+    server, people, origin
 ):
     """Cross-site WebSocket hijacking: the victim's browser sends its cookie
     with the attacker's page as the Origin."""
     alice, _ = people["users"]
-    await sync_to_async(_set_password)(alice, "pw")
-    with http(server) as client:
-        client.get("/accounts/login/")
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": "alice",
-                "password": "pw",
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-            headers={"Referer": server.http + "/accounts/login/"},
-        )
-        assert response.status_code == 302, response.text
-        cookie = f"sessionid={client.cookies['sessionid']}"
+    cookie = await session_cookie(server, alice)
     with pytest.raises(websockets.exceptions.InvalidStatus) as info:
         await websockets.connect(server.ws, origin=origin, additional_headers={"Cookie": cookie})
     assert info.value.response.status_code in {400, 403}
-
-
-def _set_password(user, password):
-    user.set_password(password)
-    user.save()
 
 
 async def test_a_ticket_works_once(server, people, http):

@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Message, Room
 from tests.servers import PostgresServer, RedisServer
 
-from .conftest import ROOT, DaphneProcess, Ws
+from .conftest import ROOT, Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -29,31 +29,10 @@ FAST = {"GROUP_REFRESH_SECONDS": "1", "CHAT_MESSAGE_RATE": "off"}
 
 
 @pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def people(make_user, token_for):
     alice, bob = make_user("alice"), make_user("bob")
     Room.objects.create(slug="general", name="General")
     return {"alice": token_for(alice), "bob": token_for(bob)}
-
-
-@pytest.fixture
-def daphnes():
-    started: list[DaphneProcess] = []
-
-    def start(**kwargs) -> DaphneProcess:
-        proc = DaphneProcess(**kwargs).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 async def seqs_until(ws: Ws, room: str, upto: int, timeout: float = 20.0) -> list[int]:

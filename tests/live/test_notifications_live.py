@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Membership, Message, Room
 from notifications.models import Notification
 
-from .conftest import ROOT, DaphneProcess, Ws, database_url
+from .conftest import ROOT, DaphneProcess, Ws, database_url, session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -456,30 +456,12 @@ async def test_a_banned_user_is_refused_403(server, people):
     assert response.status_code == 403
 
 
-async def test_a_session_cookie_authenticates_a_stream(server, people, http):
+async def test_a_session_cookie_authenticates_a_stream(server, people):
     alice, _ = people["users"]
-    await sync_to_async(_set_password)(alice, "pw")
-    with http(server) as client:
-        client.get("/accounts/login/")
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": "alice",
-                "password": "pw",
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-            headers={"Referer": server.http + "/accounts/login/"},
-        )
-        assert response.status_code == 302, response.text
-        cookie = f"sessionid={client.cookies['sessionid']}"
+    cookie = await session_cookie(server, alice)
     sse = await Sse.open(notifications_url(server), headers={"Cookie": cookie})
     assert sse.response.status_code == 200
     await sse.close()
-
-
-def _set_password(user, password):
-    user.set_password(password)
-    user.save()
 
 
 async def test_sse_headers_disable_caching_and_proxy_buffering(server, people):

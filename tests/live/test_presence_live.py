@@ -13,9 +13,8 @@ from django.utils import timezone
 
 from chat.models import Room
 from presence.models import UserPresence
-from tests.servers import RedisServer
 
-from .conftest import DaphneProcess, Ws
+from .conftest import Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -34,27 +33,6 @@ def people(make_user, token_for):
     alice, bob = make_user("alice"), make_user("bob")
     Room.objects.create(slug="general", name="General")
     return {"alice": token_for(alice), "bob": token_for(bob), "users": (alice, bob)}
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def daphnes():
-    started: list[DaphneProcess] = []
-
-    def start(**kwargs) -> DaphneProcess:
-        proc = DaphneProcess(**kwargs).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def listed(entries: list[dict]) -> dict[str, str]:
