@@ -160,6 +160,15 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
     return int(raw)
 
 
+def page_params(request: Request) -> tuple[int | None, int | None, int]:
+    """A cursor page's `before`, `after` and `limit` (1 to 100, larger capped)."""
+    before, after = int_param(request, "before"), int_param(request, "after")
+    limit = int_param(request, "limit", DEFAULT_PAGE)
+    if limit < 1:
+        raise BadRequest("'limit' must be at least 1")
+    return before, after, min(limit, MAX_PAGE)
+
+
 class MessageListView(APIView):
     """History, cursor-paginated by seq; post a message."""
 
@@ -173,11 +182,7 @@ class MessageListView(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         room = selectors.room_access_by_slug(user=request.user, slug=slug).room
-        before, after = int_param(request, "before"), int_param(request, "after")
-        limit = int_param(request, "limit", DEFAULT_PAGE)
-        if limit < 1:
-            raise BadRequest("'limit' must be at least 1")
-        limit = min(limit, MAX_PAGE)
+        before, after, limit = page_params(request)
         rows, more = selectors.messages_page(room=room, before=before, after=after, limit=limit)
         results = [events.message_payload(m, room.slug) for m in rows]
         seqs = [m.seq for m in rows]

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat.errors import BadRequest, NotFound
-from chat.views import DEFAULT_PAGE, MAX_PAGE, int_param
+from chat.views import page_params
 
 from . import events, selectors, services
 from .serializers import (
@@ -43,11 +43,7 @@ class NotificationListView(APIView):
         unread = request.query_params.get("unread", "").lower()
         if unread not in TRUE | FALSE:
             raise BadRequest("'unread' must be 1 or 0")
-        before, after = int_param(request, "before"), int_param(request, "after")
-        limit = int_param(request, "limit", DEFAULT_PAGE)
-        if limit < 1:
-            raise BadRequest("'limit' must be at least 1")
-        limit = min(limit, MAX_PAGE)
+        before, after, limit = page_params(request)
         rows, more = selectors.notifications_page(
             user=request.user, unread=unread in TRUE, before=before, after=after, limit=limit
         )
