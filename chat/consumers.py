@@ -34,6 +34,8 @@ from project.logcontext import log_room, log_user
 
 from . import events, selectors, services
 from .errors import BadRequest, ClientError, RateLimited, Unavailable
+from .fanout import fanout
+from .models import Room
 from .ratelimit import SlidingWindowLimiter, limiter
 from .strictjson import check_text
 
@@ -148,6 +150,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Accept an authenticated user; close anyone else with 4401, and a
         user's connection beyond WS_MAX_CONNECTIONS_PER_USER with 4429."""
         self.joined, self.slugs, self.status = {}, {}, "online"
+        # Room events that arrive while a join of that room is under way wait
+        # here, and are delivered by seq once the join has sent its backlog.
+        self.joining: dict[int, list[dict]] = {}
+        # Deliveries that had to wait for the lock (a gap fill, a join): tasks.
+        self.waiting: set[asyncio.Task] = set()
         self.admitted = self.closing = False
         # This connection's RATE_LIMITED refusals, to close a flooder (4408).
         self.refusals = SlidingWindowLimiter(max_keys=1)
@@ -187,6 +194,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         metrics.CONNECTIONS.dec()
         if self.refresher is not None:
             self.refresher.cancel()
+        for task in list(self.waiting):
+            task.cancel()
         for room in list(self.joined.values()):
             await self._leave(room)
         try:
@@ -271,7 +280,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self._enter_presence(room.pk, room.slug, skip_self=True)
         # Subscribe before reading the backlog: a message committed meanwhile
         # arrives as a doorbell afterwards and is dropped or delivered by seq.
-        await self._group_add(events.room_group(room.pk))
+        self.joining.setdefault(room.pk, [])
+        try:
+            await fanout().subscribe(room.pk, self)
+            await self._join_room(room, since, previous, ref)
+        finally:
+            self.joining.pop(room.pk, None)
+            if room.pk not in self.joined:  # the join failed: no half membership
+                await fanout().unsubscribe(room.pk, self)
+
+    async def _join_room(
+        self, room: Room, since: int | None, previous: JoinedRoom | None, ref: Any
+    ) -> None:
         backlog, last_seq = await db(self._backlog, room_id=room.pk, since=since)
         truncated = since is not None and last_seq - since > settings.CHAT_RESUME_MAX_MESSAGES
         if since is not None:
@@ -301,6 +321,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                         await self.send_frame(events.message_payload(message, room.slug))
                     state.delivered = message.seq
             state.delivered = max(state.delivered, last_seq)
+            for event in self.joining.pop(room.pk, []):
+                await self._handle_room_event(event)
 
     @staticmethod
     def _backlog(*, room_id: int, since: int | None) -> tuple[list, int]:
@@ -397,6 +419,51 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         "presence": on_presence,
         "ping": on_ping,
     }
+
+    # --- room events, from the process's fan-out (chat/fanout.py) -----------------------
+    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> None:
+        """A message stored in a joined room, serialised once for the process:
+        sent at once when it is the next seq and nothing else is being sent."""
+        if room_id in self.joining:
+            self.joining[room_id].append(message_event(room_id, payload))
+            return
+        room = self.joined.get(room_id)
+        if room is None or seq <= room.delivered:
+            return
+        if seq == room.delivered + 1 and not self.delivery_lock.locked():
+            room.delivered = seq
+            await self.base_send({"type": "websocket.send", "text": text})
+            return
+        self._wait_for_lock(message_event(room_id, payload))
+
+    async def fanout_event(self, event: dict) -> None:
+        """Any other room event (typing, receipt, deletion, presence diff)."""
+        if event["room_id"] in self.joining:
+            self.joining[event["room_id"]].append(event)
+        elif self.delivery_lock.locked():
+            self._wait_for_lock(event)
+        else:
+            await self._handle_room_event(event)
+
+    def _wait_for_lock(self, event: dict) -> None:
+        """Deliver after what holds the delivery lock (in order: the lock is FIFO)."""
+
+        async def deliver() -> None:
+            async with self.delivery_lock:
+                await self._handle_room_event(event)
+
+        task = asyncio.create_task(deliver())
+        self.waiting.add(task)
+        task.add_done_callback(self.waiting.discard)
+
+    async def _handle_room_event(self, event: dict) -> None:
+        """A room event, with the delivery lock held or not needed."""
+        if event["type"] == events.MESSAGE:
+            room = self.joined.get(event["room_id"])
+            if room is not None:
+                await self._deliver_locked(room, event["payload"])
+        else:
+            await self.dispatch(event)
 
     # --- layer events --------------------------------------------------------------
     async def chat_message(self, event: dict) -> None:
@@ -561,9 +628,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             due = now + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
 
     async def _refresh(self) -> bool:
-        groups = [events.user_group(self.user.pk)]
-        groups += [events.room_group(room_id) for room_id in self.joined]
-        added = [await self._group_add(group) for group in groups]
+        added = [await self._group_add(events.user_group(self.user.pk))]
+        hub, max_age = fanout(), settings.GROUP_REFRESH_SECONDS / 2
+        added += [await hub.ensure(room_id, max_age=max_age) for room_id in list(self.joined)]
         if not all(added):
             return False
         if self.joined:
@@ -587,12 +654,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 user=events.user_payload(self.user),
                 is_typing=False,
             )
-        try:
-            await self.channel_layer.group_discard(
-                events.room_group(room.room_id), self.channel_name
-            )
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("group_discard failed: %r", exc)
+        await fanout().unsubscribe(room.room_id, self)
         change = await presence_store.exit(
             room_id=room.room_id, user_id=self.user.pk, channel=self.channel_name
         )
@@ -633,6 +695,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await presence_store.typing_start(**who, ttl_seconds=TYPING_LAPSE_SECONDS)
             return True
         return await presence_store.typing_stop(**who)
+
+
+def message_event(room_id: int, payload: dict) -> dict:
+    return {"type": events.MESSAGE, "room_id": room_id, "payload": payload}
 
 
 def _ref(ref: Any) -> dict:

@@ -8,8 +8,10 @@ documented in docs/protocol.md, and can be overridden by an environment
 variable of the same name.
 """
 
+import fnmatch
 import logging
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -155,6 +157,9 @@ _REDIS_HOST = {
 # "core-resilient" (channels_redis' list-based layer). "core" and "pubsub" are
 # channels_redis' layers as shipped, kept for the benchmark's comparison with
 # the Channels tutorial; never run the project on them.
+# The room fan-out's channel (chat/fanout.py) takes every room event of its
+# process, so the layers that cap a channel give it far more room.
+_FANOUT_CAPACITY = {"*fanout*": env_int("FANOUT_CHANNEL_CAPACITY", 100_000)}
 CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub-resilient")
 _LAYER_CONFIGS = {
     "pubsub-resilient": (
@@ -168,6 +173,7 @@ _LAYER_CONFIGS = {
             # A consumer's inbox; messages over it are dropped by the layer,
             # and the client's seq gap is then filled from the database.
             "capacity": env_int("CHANNEL_CAPACITY", 1000),
+            "channel_capacity": _FANOUT_CAPACITY,
             "expiry": 60,
             # Memberships older than this vanish (channels#999); consumers
             # re-add theirs every GROUP_REFRESH_SECONDS, well inside it.
@@ -184,7 +190,15 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 1000)},
+            "CONFIG": {
+                "capacity": env_int("CHANNEL_CAPACITY", 1000),
+                # This layer never compiles its channel_capacity (channels 4.3):
+                # it takes (regex, capacity) pairs as they are.
+                "channel_capacity": [
+                    (re.compile(fnmatch.translate(glob)), cap)
+                    for glob, cap in _FANOUT_CAPACITY.items()
+                ],
+            },
         }
     }
 

@@ -1,6 +1,7 @@
 """The consumer on its own, through WebsocketCommunicator and the in-memory layer:
 delivery order, gap filling and the frame allowlist."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -165,4 +166,30 @@ async def test_leave_stops_delivery(alice, bob, general):
     )
     await ws.send_json_to({"type": "ping"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "pong"
+    await ws.disconnect()
+
+
+async def test_a_message_stored_while_a_join_reads_its_backlog_is_delivered_at_once(
+    alice, bob, general, monkeypatch
+):
+    """The join has read the backlog (last_seq 0) when alice posts; the
+    doorbell rings before the join has finished. bob gets the message right
+    after `joined`, not at the next message or refresh."""
+    from chat import consumers
+
+    members = consumers.presence_store.members
+
+    async def members_while_alice_posts(**kwargs):
+        await sync_to_async(services.message_send)(
+            user=alice, slug="general", content="during the join", client_id=str(uuid.uuid4())
+        )
+        await asyncio.sleep(0.2)  # the doorbell reaches bob's fan-out meanwhile
+        return await members(**kwargs)
+
+    monkeypatch.setattr(consumers.presence_store, "members", members_while_alice_posts)
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    frames = await frames_until(ws, "message")
+    assert frames[0]["type"] == "joined" and frames[0]["last_seq"] == 0
+    assert (frames[-1]["seq"], frames[-1]["content"]) == (1, "during the join")
     await ws.disconnect()

@@ -1,0 +1,190 @@
+"""
+Provides the room fan-out: one layer subscription per room per process, and a
+local fan-out from it to every connection of the process that joined the room.
+
+A room's events reach a process once, on the fan-out's own layer channel,
+whatever the number of its members there. A message frame is serialised once
+and handed to each member connection directly (`RealtimeConsumer.fanout_message`),
+which sends it at once when it is the next seq, without the per-connection
+layer queue, dispatch and JSON encoding a layer event per member would cost.
+Other room events (typing, receipts, deletions, presence diffs) go to the same
+handlers a per-connection layer event would reach.
+
+A member is added before its join reads the backlog: `subscribe()` returns only
+once the process's subscription to the room is live, so a message committed
+during the join arrives as a doorbell after it and is delivered or dropped by
+seq. The layer is still only a doorbell: a lost event costs latency, never a
+message, because each connection fills a seq gap from the database.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from project import metrics
+
+from . import events
+
+logger = logging.getLogger(__name__)
+
+# The fan-out's channel takes every room event of the process; an in-memory or
+# core Redis layer drops what is over a channel's capacity, so it gets more.
+CHANNEL_PREFIX = "fanout"
+RECEIVE_RETRY_SECONDS = 0.5
+
+
+class Member(Protocol):
+    """What the fan-out needs of a connection (RealtimeConsumer)."""
+
+    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> None: ...
+
+    async def fanout_event(self, event: dict) -> None: ...
+
+
+class RoomFanout:
+    """The rooms this process's connections joined, and who joined each."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.members: dict[int, set[Member]] = {}
+        self.channel: str | None = None
+        # room id -> (layer epoch, loop time) of its last successful group_add
+        self.added: dict[int, tuple[int, float]] = {}
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.receiver: asyncio.Task | None = None
+        self.starting = asyncio.Lock()
+
+    # --- membership ----------------------------------------------------------------
+    async def subscribe(self, room_id: int, member: Member) -> bool:
+        """Add a member; True once the process is subscribed to the room's events
+        (False when the layer failed: the member's refresher retries)."""
+        self.members.setdefault(room_id, set()).add(member)
+        await self._start()
+        return await self.ensure(room_id)
+
+    async def unsubscribe(self, room_id: int, member: Member) -> None:
+        """Remove a member; the last one out ends the process's subscription."""
+        members = self.members.get(room_id)
+        if members is None:
+            return
+        members.discard(member)
+        if members:
+            return
+        async with self._lock(room_id):
+            if self.members.get(room_id):
+                return  # someone joined while we waited
+            self.members.pop(room_id, None)
+            self.added.pop(room_id, None)
+            self.locks.pop(room_id, None)
+            try:
+                await asyncio.wait_for(
+                    self.layer.group_discard(events.room_group(room_id), self.channel),
+                    timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
+                )
+            except Exception as exc:  # noqa: BLE001 - an extra doorbell is harmless
+                logger.warning("group_discard of room %s failed: %r", room_id, exc)
+
+    async def ensure(self, room_id: int, *, max_age: float | None = None) -> bool:
+        """Make sure the room's group has this process's channel: added in the
+        layer's current epoch (a restarted Redis forgot it), and, with max_age,
+        no longer than that ago (memberships expire in the core layer)."""
+        async with self._lock(room_id):
+            if room_id not in self.members:
+                return True  # everyone left meanwhile
+            epoch = getattr(self.layer, "epoch", 0)
+            now = asyncio.get_running_loop().time()
+            added = self.added.get(room_id)
+            if added is not None and added[0] == epoch:
+                if max_age is None or now - added[1] < max_age:
+                    return True
+            try:
+                await asyncio.wait_for(
+                    self.layer.group_add(events.room_group(room_id), self.channel),
+                    timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database still serves resumes
+                logger.warning("group_add of room %s failed: %r", room_id, exc)
+                metrics.LAYER_ERRORS.labels("group_add").inc()
+                note_failure = getattr(self.layer, "note_failure", None)
+                if note_failure is not None:
+                    note_failure()
+                return False
+            self.added[room_id] = (epoch, now)
+            return True
+
+    def _lock(self, room_id: int) -> asyncio.Lock:
+        lock = self.locks.get(room_id)
+        if lock is None:
+            lock = self.locks[room_id] = asyncio.Lock()
+        return lock
+
+    # --- receiving -------------------------------------------------------------------
+    async def _start(self) -> None:
+        async with self.starting:  # one channel, however many join at once
+            if self.channel is None:
+                self.channel = await self.layer.new_channel(prefix=f"{CHANNEL_PREFIX}.")
+        if self.receiver is None or self.receiver.done():
+            self.receiver = asyncio.create_task(self._receive_loop(), name="room-fanout")
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the refreshers catch up afterwards
+                logger.warning("fan-out receive failed: %r", exc)
+                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+                continue
+            try:
+                await self.dispatch(event)
+            except Exception:  # noqa: BLE001 - one bad event must not end the fan-out
+                logger.exception("fan-out of a %s event failed", event.get("type"))
+
+    async def dispatch(self, event: dict[str, Any]) -> None:
+        """Hand one room event to every member connection of the process."""
+        members = self.members.get(event.get("room_id"))
+        if not members:
+            return
+        if event["type"] != events.MESSAGE:
+            for member in list(members):
+                await _guarded(member.fanout_event(event))
+            return
+        payload = event["payload"]
+        room_id, seq = event["room_id"], payload["seq"]
+        text = json.dumps(payload, ensure_ascii=False)
+        for member in list(members):
+            await _guarded(member.fanout_message(room_id, seq, payload, text))
+        metrics.FRAMES_OUT.inc(len(members))
+        if "sent_at" in event:
+            metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
+
+
+async def _guarded(delivery: Any) -> None:
+    """One connection's failure (its socket just went) is not the others'."""
+    try:
+        await delivery
+    except Exception as exc:  # noqa: BLE001
+        logger.debug("fan-out to a connection failed: %r", exc)
+
+
+_fanouts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomFanout]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def fanout() -> RoomFanout:
+    """The running event loop's fan-out (one per server process)."""
+    loop = asyncio.get_running_loop()
+    hub = _fanouts.get(loop)
+    if hub is None:
+        hub = _fanouts[loop] = RoomFanout()
+    return hub
