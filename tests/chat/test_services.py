@@ -5,10 +5,20 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from chat import services
 from chat.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
 from chat.models import Membership, Message
+
+
+@pytest.fixture(autouse=True, params=["one statement", "general path"])
+def send_path(request, monkeypatch):
+    """Every test here runs on both ways message_send stores a message on
+    PostgreSQL: the one-statement common case and the general ORM path (taken
+    for mentions, and on other databases)."""
+    monkeypatch.setattr(services, "ONE_STATEMENT_SEND", request.param == "one statement")
+    return request.param
 
 
 def send(user, slug="general", content="hi", client_id=None):
@@ -222,3 +232,26 @@ def test_concurrent_retries_of_one_client_id_store_one_message(alice):
     assert errors == []
     assert len(set(results)) == 1 and len(results) == 6
     assert Message.objects.filter(client_id=cid).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_message_is_stored_in_one_round_trip(alice, general, send_path):
+    """The access rule, the seq, the row and the read position: one statement,
+    its own transaction."""
+    send(alice)  # alice is a member from now on
+    with CaptureQueriesContext(connection) as queries:
+        result = send(alice, content="plain")
+    assert result.created and result.message.seq == 2
+    # The general path: SELECT, BEGIN, UPDATE, INSERT, UPDATE, COMMIT.
+    assert len(queries) == (1 if send_path == "one statement" else 6)
+    assert Membership.objects.get(room=general, user=alice).last_read_seq == 2
+
+
+def test_a_rate_limited_sender_is_refused_the_same_on_both_paths(alice, general, settings):
+    """A message with a mention (general path) and one without (one
+    statement) count against the same limit."""
+    settings.CHAT_MESSAGE_RATE = "2/10s"
+    send(alice, content="one")
+    send(alice, content="two @bob")
+    with pytest.raises(RateLimited):
+        send(alice, content="three")
