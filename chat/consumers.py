@@ -12,18 +12,16 @@ in seq order, whatever the layer drops or reorders.
 import asyncio
 import json
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import Error as DatabaseError
 
 from presence import events as presence_events
 from presence import transitions as presence_transitions
@@ -33,6 +31,7 @@ from project import drain, metrics
 from project.logcontext import log_room, log_user
 
 from . import events, selectors, services
+from .asyncdb import db
 from .errors import BadRequest, ClientError, RateLimited, Unavailable
 from .fanout import fanout
 from .models import Room
@@ -96,21 +95,6 @@ def field_seq(frame: dict, name: str, *, required: bool) -> int | None:
 _open_connections: Counter[int] = Counter()
 
 
-async def db(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run a service or selector off the event loop; a database outage is UNAVAILABLE.
-
-    The calls of all connections run side by side on a pool of threads (each
-    with its own database connection) rather than queueing on the one shared
-    thread that Channels uses by default; one connection's calls still run
-    one at a time, because its consumer awaits each.
-    """
-    try:
-        return await database_sync_to_async(fn, thread_sensitive=False)(**kwargs)
-    except DatabaseError as exc:
-        logger.warning("database error in %s: %r", getattr(fn, "__name__", fn), exc)
-        raise Unavailable("storage is unavailable; retry shortly") from None
-
-
 class RealtimeConsumer(AsyncWebsocketConsumer):
     """One client connection: authenticate, dispatch frames, forward layer events."""
 
@@ -158,7 +142,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.admitted = self.closing = False
         # This connection's RATE_LIMITED refusals, to close a flooder (4408).
         self.refusals = SlidingWindowLimiter(max_keys=1)
-        self.refresher: asyncio.Task | None = None
         # Serialises delivery between the dispatch loop and the refresher task.
         self.delivery_lock = asyncio.Lock()
         self.user = self.scope.get("user")
@@ -184,7 +167,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await presence_store.connect(
             user_id=self.user.pk, username=self.user.get_username(), channel=self.channel_name
         )
-        self.refresher = asyncio.create_task(self._refresh_loop())
+        fanout().register(self)
 
     async def disconnect(self, code: int) -> None:
         """Leave every room and the user's group."""
@@ -192,8 +175,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         drain.unregister(self)
         metrics.CONNECTIONS.dec()
-        if self.refresher is not None:
-            self.refresher.cancel()
+        fanout().unregister(self)
         for task in list(self.waiting):
             task.cancel()
         for room in list(self.joined.values()):
@@ -434,25 +416,26 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             room.delivered = seq
             await self.base_send({"type": "websocket.send", "text": text})
             return
-        self._wait_for_lock(message_event(room_id, payload))
+        self._under_lock(partial(self._handle_room_event, message_event(room_id, payload)))
 
     async def fanout_event(self, event: dict) -> None:
         """Any other room event (typing, receipt, deletion, presence diff)."""
         if event["room_id"] in self.joining:
             self.joining[event["room_id"]].append(event)
         elif self.delivery_lock.locked():
-            self._wait_for_lock(event)
+            self._under_lock(partial(self._handle_room_event, event))
         else:
             await self._handle_room_event(event)
 
-    def _wait_for_lock(self, event: dict) -> None:
-        """Deliver after what holds the delivery lock (in order: the lock is FIFO)."""
+    def _under_lock(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` with the delivery lock, after what holds it now (in
+        order: the lock is FIFO), in a task of its own."""
 
-        async def deliver() -> None:
+        async def locked() -> None:
             async with self.delivery_lock:
-                await self._handle_room_event(event)
+                await work()
 
-        task = asyncio.create_task(deliver())
+        task = asyncio.create_task(locked())
         self.waiting.add(task)
         task.add_done_callback(self.waiting.discard)
 
@@ -604,43 +587,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 note_failure()
             return False
 
-    async def _refresh_loop(self) -> None:
-        """Re-add layer groups and catch up from the database, every
-        GROUP_REFRESH_SECONDS (jittered) and at once when Redis comes back."""
-        layer = self.channel_layer
-        epoch = getattr(layer, "epoch", 0)
-        due = asyncio.get_running_loop().time() + settings.GROUP_REFRESH_SECONDS * random.uniform(
-            0.5, 1.0
-        )
-        while True:
-            await asyncio.sleep(min(1.0, settings.GROUP_REFRESH_SECONDS))
-            now = asyncio.get_running_loop().time()
-            current = getattr(layer, "epoch", 0)
-            if current == epoch and now < due:
-                continue
-            try:
-                if await self._refresh():
-                    epoch = current
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - try again next round
-                logger.exception("refresh failed for user %s", self.user.pk)
-            due = now + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
+    # --- the fan-out's refresh (every GROUP_REFRESH_SECONDS, and when Redis is back) ---
+    async def refresh_user_group(self) -> bool:
+        """Re-add the user's group (memberships expire, and a restarted Redis has none)."""
+        return await self._group_add(events.user_group(self.user.pk))
 
-    async def _refresh(self) -> bool:
-        added = [await self._group_add(events.user_group(self.user.pk))]
-        hub, max_age = fanout(), settings.GROUP_REFRESH_SECONDS / 2
-        added += [await hub.ensure(room_id, max_age=max_age) for room_id in list(self.joined)]
-        if not all(added):
-            return False
-        if self.joined:
-            last = await db(selectors.rooms_last_seq, room_ids=list(self.joined))
-            async with self.delivery_lock:
-                for room_id, last_seq in last.items():
-                    room = self.joined.get(room_id)
-                    if room is not None and last_seq > room.delivered:
-                        await self._fill_gap(room, until=last_seq)
-        return True
+    def catch_up(self, room_id: int, last_seq: int) -> None:
+        """The room is at `last_seq`: fill from the database what did not ring."""
+        room = self.joined.get(room_id)
+        if room is not None and last_seq > room.delivered:
+
+            async def fill() -> None:
+                room = self.joined.get(room_id)  # still joined, once the lock is ours
+                if room is not None and last_seq > room.delivered:
+                    await self._fill_gap(room, until=last_seq)
+
+            self._under_lock(fill)
 
     async def _leave(self, room: JoinedRoom) -> None:
         self.joined.pop(room.room_id, None)

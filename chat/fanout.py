@@ -20,6 +20,7 @@ message, because each connection fills a seq gap from the database.
 import asyncio
 import json
 import logging
+import random
 import time
 import weakref
 from typing import Any, Protocol
@@ -29,7 +30,9 @@ from django.conf import settings
 
 from project import metrics
 
-from . import events
+from . import events, selectors
+from .asyncdb import db
+from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,10 @@ class Member(Protocol):
 
     async def fanout_event(self, event: dict) -> None: ...
 
+    async def refresh_user_group(self) -> bool: ...
+
+    def catch_up(self, room_id: int, last_seq: int) -> None: ...
+
 
 class RoomFanout:
     """The rooms this process's connections joined, and who joined each."""
@@ -53,14 +60,25 @@ class RoomFanout:
     def __init__(self) -> None:
         self.layer = get_channel_layer()
         self.members: dict[int, set[Member]] = {}
+        self.connections: set[Member] = set()  # every connection, in a room or not
         self.channel: str | None = None
         # room id -> (layer epoch, loop time) of its last successful group_add
         self.added: dict[int, tuple[int, float]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
         self.receiver: asyncio.Task | None = None
+        self.refresher: asyncio.Task | None = None
         self.starting = asyncio.Lock()
 
     # --- membership ----------------------------------------------------------------
+    def register(self, connection: Member) -> None:
+        """A connection of this process, refreshed with the others."""
+        self.connections.add(connection)
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.create_task(self._refresh_loop(), name="room-refresh")
+
+    def unregister(self, connection: Member) -> None:
+        self.connections.discard(connection)
+
     async def subscribe(self, room_id: int, member: Member) -> bool:
         """Add a member; True once the process is subscribed to the room's events
         (False when the layer failed: the member's refresher retries)."""
@@ -125,6 +143,48 @@ class RoomFanout:
         if lock is None:
             lock = self.locks[room_id] = asyncio.Lock()
         return lock
+
+    # --- refreshing -----------------------------------------------------------------
+    async def _refresh_loop(self) -> None:
+        """refresh() every GROUP_REFRESH_SECONDS (jittered per process), and at
+        once when the layer's epoch moves (Redis answers again)."""
+        loop = asyncio.get_running_loop()
+        epoch = getattr(self.layer, "epoch", 0)
+        due = loop.time() + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
+        while True:
+            await asyncio.sleep(min(1.0, settings.GROUP_REFRESH_SECONDS))
+            now, current = loop.time(), getattr(self.layer, "epoch", 0)
+            if current == epoch and now < due:
+                continue
+            try:
+                if await self.refresh():
+                    epoch = current
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - try again next round
+                logger.exception("fan-out refresh failed")
+            due = now + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
+
+    async def refresh(self) -> bool:
+        """Re-add the process's layer groups, then catch every connection up
+        from the database (one query for all the rooms): what the layer lost
+        while Redis was away, or dropped, arrives now. False when the layer or
+        the database failed; the loop tries again."""
+        max_age = settings.GROUP_REFRESH_SECONDS / 2
+        added = [await self.ensure(room_id, max_age=max_age) for room_id in list(self.members)]
+        added += [await connection.refresh_user_group() for connection in list(self.connections)]
+        if not all(added):
+            return False
+        if not self.members:
+            return True
+        try:
+            last = await db(selectors.rooms_last_seq, room_ids=list(self.members))
+        except Unavailable:
+            return False
+        for room_id, last_seq in last.items():
+            for member in list(self.members.get(room_id, ())):
+                member.catch_up(room_id, last_seq)
+        return True
 
     # --- receiving -------------------------------------------------------------------
     async def _start(self) -> None:

@@ -7,13 +7,16 @@ for members who join a room while it is busy.
 
 import asyncio
 import random
+import uuid
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.db import transaction
 
 from chat import events
-from chat.models import Room
+from chat.models import Message, Room
 
 from .conftest import Ws
 
@@ -113,3 +116,33 @@ async def test_members_joining_a_busy_room_get_every_later_message_once_in_order
         assert seqs == list(range(start + 1, total + 1))
     assert any(0 < start < total for start, _ in results)  # some joined mid-stream
     await poster.close()
+
+
+def _store_silently(slug: str, content: str) -> None:
+    """A message stored with no doorbell, as if the layer had dropped it."""
+    room = Room.objects.select_for_update().get(slug=slug)
+    Room.objects.filter(pk=room.pk).update(last_seq=room.last_seq + 1)
+    Message.objects.create(
+        room=room,
+        seq=room.last_seq + 1,
+        user=room.created_by or User.objects.first(),
+        client_id=uuid.uuid4(),
+        content=content,
+    )
+
+
+async def test_a_message_the_layer_never_announced_reaches_every_member_at_the_next_refresh(
+    daphnes, redis_url, crowd
+):
+    proc = daphnes(redis_url=redis_url, env={**UNLIMITED, "GROUP_REFRESH_SECONDS": "1"})
+    members = [await Ws.connect(proc.ws, token=token) for token in crowd[:6]]
+    for i, ws in enumerate(members):
+        assert (await ws.join(f"hall{i % 2}"))["type"] == "joined"
+    for r in range(2):
+        await sync_to_async(transaction.atomic(_store_silently))(f"hall{r}", f"silent {r}")
+    for i, ws in enumerate(members):
+        got = await ws.messages(f"hall{i % 2}", 1, timeout=5)
+        assert [(f["seq"], f["content"]) for f in got] == [(1, f"silent {i % 2}")]
+    for ws in members:
+        assert [f for f in await ws.quiet(1.5) if f["type"] == "message"] == []
+        await ws.close()
