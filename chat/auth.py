@@ -90,8 +90,11 @@ def _ticket_cutoff():
 def token_user(key: str) -> Any | None:
     if not _KEY_RE.fullmatch(key):
         return None
-    token = Token.objects.filter(key=key).select_related("user").first()
-    if token is None or not token.user.is_active:
+    try:
+        token = Token.objects.select_related("user").get(key=key)
+    except Token.DoesNotExist:
+        return None
+    if not token.user.is_active:
         return None
     return token.user
 

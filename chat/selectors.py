@@ -24,6 +24,13 @@ class Access:
     can_post: bool
 
 
+def one_or_none(queryset: QuerySet) -> Any:
+    """The row a unique lookup finds, or None. Unlike `.first()` it orders by
+    nothing: a model's default ordering would cost joins and sorting (and
+    Django's compiling them) for one row."""
+    return next(iter(queryset.order_by()[:1]), None)
+
+
 def _check_slug(slug: object) -> None:
     # What is not a slug names no room; it never reaches the database (a NUL
     # in it would fail there as if the database were down).
@@ -45,15 +52,15 @@ def room_access(*, user: AbstractBaseUser, room: Room) -> Access:
     Anyone may read a public room; a private room needs a membership. A banned
     member may do nothing; a muted one may read but not post.
     """
-    membership = Membership.objects.filter(room=room, user=user).first()
+    membership = one_or_none(Membership.objects.filter(room=room, user=user))
     return _access(room=room, membership=membership)
 
 
 def room_access_by_slug(*, user: AbstractBaseUser, slug: str) -> Access:
     """room_access by slug: one query for a member (the common case), two otherwise."""
     _check_slug(slug)
-    membership = (
-        Membership.objects.select_related("room").filter(room__slug=slug, user=user).first()
+    membership = one_or_none(
+        Membership.objects.select_related("room").filter(room__slug=slug, user=user)
     )
     if membership is not None:
         return _access(room=membership.room, membership=membership)

@@ -89,7 +89,7 @@ def room_create(*, user: AbstractBaseUser, slug: str, name: str, is_private: boo
 def room_join(*, user: AbstractBaseUser, slug: str) -> tuple[Room, Membership]:
     """Make the user a member of a public room, or confirm their membership of a
     private one (FORBIDDEN without an invitation, or when banned)."""
-    access = room_access(user=user, room=room_get(slug=slug))
+    access = room_access_by_slug(user=user, slug=slug)  # one query for a member
     if access.membership is not None:
         return access.room, access.membership
     membership, _ = Membership.objects.get_or_create(room=access.room, user=user)
