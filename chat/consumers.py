@@ -160,8 +160,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         _open_connections[self.user.pk] += 1
         self.counted_user = self.user.pk
         self.admitted = True
+        await self.accept()  # first: in a reconnect storm, the handshake is what waits
         await self._group_add(events.user_group(self.user.pk))
-        await self.accept()
         metrics.CONNECTIONS.inc()
         drain.register(self)
         await presence_store.connect(

@@ -24,6 +24,12 @@ Provides the project's adjustments to daphne's WebSocket transport.
   broadcast). A write to a TCP connection with nothing queued goes to the
   socket at once here, as asyncio's own transports do; what the socket does
   not take, and everything behind it, is buffered by Twisted as before.
+- Handshakes that wait their turn. daphne gives the HTTP upgrade and the
+  application's accept 5 s each, then drops the connection: in a reconnect
+  storm the last of a thousand clients waits about that long, fails, and
+  comes back to add to the next storm. Both timeouts are at least
+  WS_HANDSHAKE_TIMEOUT_SECONDS (30 s) here; a longer or infinite one given
+  on daphne's command line stays.
 - The registered server close codes. autobahn lets an application send only
   1000 and 3000-4999, yet a server must be able to say 1001 (going away),
   1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
@@ -88,6 +94,13 @@ def eager_write(buffered_write: Callable[[Any, bytes], None]) -> Callable[[Any, 
     return write
 
 
+def at_least(timeout: float | None, floor: float) -> float | None:
+    """A timeout raised to `floor`; none (None, 0 or negative) stays none."""
+    if timeout is None or timeout <= 0:
+        return timeout
+    return max(timeout, floor)
+
+
 def tune_daphne() -> None:
     if "daphne.server" not in sys.modules:
         # Not under daphne (uvicorn, tests): importing daphne.server would
@@ -97,16 +110,25 @@ def tune_daphne() -> None:
     from autobahn.websocket import protocol as autobahn_protocol
     from daphne import server as daphne_server
     from daphne.ws_protocol import WebSocketProtocol
+    from django.conf import settings
     from twisted.internet import tcp
 
     if getattr(WebSocketProtocol, "_realtime_tuned", False):
         return
     WebSocketProtocol._realtime_tuned = True
 
+    floor = settings.WS_HANDSHAKE_TIMEOUT_SECONDS
+
     class WebSocketFactory(daphne_server.WebSocketFactory):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self, daphne, *args, **kwargs):
+            super().__init__(daphne, *args, **kwargs)
             self.setProtocolOptions(failByDrop=False)
+            daphne.websocket_connect_timeout = at_least(daphne.websocket_connect_timeout, floor)
+
+        def setProtocolOptions(self, **options):
+            if "openHandshakeTimeout" in options:
+                options["openHandshakeTimeout"] = at_least(options["openHandshakeTimeout"], floor)
+            super().setProtocolOptions(**options)
 
     original_server_close = WebSocketProtocol.serverClose
     original_handle_reply = WebSocketProtocol.handle_reply

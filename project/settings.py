@@ -275,6 +275,10 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536)
 # A resume replays at most this many messages; older ones come from REST.
 CHAT_RESUME_MAX_MESSAGES = env_int("CHAT_RESUME_MAX_MESSAGES", 1000)
 WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
+# daphne's WebSocket handshake and accept timeouts are raised to at least this
+# (project/daphne_transport.py): a client queued behind a reconnect storm waits
+# rather than fails.
+WS_HANDSHAKE_TIMEOUT_SECONDS = env_int("WS_HANDSHAKE_TIMEOUT_SECONDS", 30)
 # Extra origins (scheme://host[:port]) allowed to open /ws/ besides ALLOWED_HOSTS.
 WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 # How long a broadcast may wait on the channel layer before it is given up

@@ -2,7 +2,7 @@
 
 from pprint import pformat
 
-from project.daphne_transport import lazily
+from project.daphne_transport import at_least, lazily
 
 
 def test_a_lazy_log_argument_is_computed_only_when_formatted():
@@ -18,3 +18,10 @@ def test_a_lazy_log_argument_is_computed_only_when_formatted():
     assert f"\n{lazy}" == f"\n{pformat(config)}"
     assert str(lazy) == pformat(config)
     assert len(calls) == 2
+
+
+def test_a_handshake_timeout_is_raised_to_the_floor_and_none_stays_none():
+    assert at_least(5, 30) == 30
+    assert at_least(60, 30) == 60
+    assert at_least(-1, 30) == -1  # daphne's "infinite"
+    assert at_least(None, 30) is None

@@ -7,12 +7,13 @@ behind what the socket has not yet taken otherwise.
 import asyncio
 import json
 
+import psycopg
 import pytest
 import websockets
 
 from chat.models import Room
 
-from .conftest import Ws
+from .conftest import Ws, database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -71,3 +72,18 @@ async def test_a_reader_that_stalls_during_a_large_replay_gets_every_frame_intac
     assert all(m["content"] == content(n) for n, m in enumerate(messages))
     await conn.close()
     await alice.close()
+
+
+async def test_a_connection_whose_accept_waits_6_s_still_connects(server, people):
+    """daphne drops a WebSocket the application has not accepted within 5 s;
+    here the floor is WS_HANDSHAKE_TIMEOUT_SECONDS (30 s), so a client queued
+    behind a reconnect storm gets in. The storm is played by a lock on the
+    token table that holds the connection's authentication for 6 s."""
+    with psycopg.connect(database_url(), autocommit=False) as blocker:
+        blocker.execute("LOCK TABLE authtoken_token IN ACCESS EXCLUSIVE MODE")
+        connecting = asyncio.create_task(Ws.connect(server.ws, token=people["alice"]))
+        await asyncio.sleep(6)
+        blocker.rollback()
+    ws = await asyncio.wait_for(connecting, 10)
+    assert (await ws.join("general"))["type"] == "joined"
+    await ws.close()
