@@ -56,12 +56,25 @@ def pinned(cmd: list[str], core: int | None) -> list[str]:
 class Stack:
     """The servers one target needs, started and stopped together."""
 
-    def __init__(self, target: str, pin: bool, users: int, rooms: int, server: str = "daphne"):
+    def __init__(
+        self,
+        target: str,
+        pin: bool,
+        users: int,
+        rooms: int,
+        server: str = "daphne",
+        processes: int = 1,
+    ):
         self.target, self.users, self.rooms, self.server_kind = target, users, rooms, server
         self.server_core = 0 if pin else None
         self.side_core = 1 if pin else None
         self.procs: list = []
-        self.port = free_port()
+        # Server processes behind one Redis and one database; clients are
+        # spread over them round-robin.
+        self.ports = [free_port() for _ in range(processes)]
+        self.port = self.ports[0]
+        self.servers: list[subprocess.Popen] = []
+        self.logs: list = []
         self.tokens: list[str] = []
 
     def start(self) -> Stack:
@@ -75,7 +88,7 @@ class Stack:
             "LOG_LEVEL": "WARNING",
         }
         if self.target == "bare":
-            cmd = [sys.executable, str(ROOT / "bench/baselines/bare.py"), str(self.port)]
+            cmd = [sys.executable, str(ROOT / "bench/baselines/bare.py"), "{port}"]
         else:
             self.redis = RedisServer()
             self.redis.start()
@@ -105,7 +118,7 @@ class Stack:
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    str(self.port),
+                    "{port}",
                     "--loop",
                     "uvloop",
                     "--http",
@@ -117,16 +130,22 @@ class Stack:
                     "--no-access-log",
                 ]
             else:
-                cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), app]
-        self.log = open(f"/tmp/loadtest-{self.target}-{self.port}.log", "w")
-        self.server = subprocess.Popen(
-            pinned(cmd, self.server_core),
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, timeout=60, proc=self.server)
+                cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app]
+        for port in self.ports:
+            log = open(f"/tmp/loadtest-{self.target}-{port}.log", "w")
+            self.logs.append(log)
+            self.servers.append(
+                subprocess.Popen(
+                    pinned([arg.format(port=port) for arg in cmd], self.server_core),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for port, server in zip(self.ports, self.servers, strict=True):
+            wait_for_port(port, timeout=60, proc=server)
+        self.server = self.servers[0]
         return self
 
     def _prepare_database(self, env: dict) -> None:
@@ -154,14 +173,14 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
         self.tokens = out.stdout.strip().splitlines()[-1].split()
 
     def server_stats(self) -> tuple[float, int]:
-        """(CPU seconds, RSS bytes) of the server process."""
-        pid = self.server.pid
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-        rss = 0
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
+        """(CPU seconds, RSS bytes) of the server processes, summed."""
+        cpu, rss = 0.0, 0
+        for server in self.servers:
+            fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
         return cpu, rss
 
     def server_metrics(self) -> dict:
@@ -183,20 +202,24 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
             "realtime_layer_errors_total",
             "realtime_resume_replayed_messages_total",
         )
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
-        for line in text.decode().splitlines():
-            if line.startswith(wanted):
-                name, value = line.rsplit(" ", 1)
-                found[name] = float(value)
+        for port in self.ports:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+            for line in text.decode().splitlines():
+                if line.startswith(wanted):
+                    name, value = line.rsplit(" ", 1)
+                    found[name] = found.get(name, 0.0) + float(value)
         return found
 
     def stop(self) -> None:
-        self.server.terminate()
-        try:
-            self.server.wait(10)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-        self.log.close()
+        for server in self.servers:
+            server.terminate()
+        for server in self.servers:
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        for log in self.logs:
+            log.close()
         for proc in reversed(self.procs):
             proc.stop()
 
@@ -207,15 +230,18 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
 class Protocol:
     """How one target spells joining, sending and a received message."""
 
-    def __init__(self, target: str, port: int):
-        self.target, self.port = target, port
+    def __init__(self, target: str, ports: list[int], rooms: int = 1):
+        self.target, self.ports, self.rooms = target, ports, rooms
 
-    def url(self, room: int) -> str:
+    def url(self, room: int, client: int = 0) -> str:
+        # Client i is in room i % rooms; a room's members alternate between
+        # the server processes, so deliveries cross processes.
+        port = self.ports[(client // self.rooms) % len(self.ports)]
         if self.target == "realtime":
-            return f"ws://127.0.0.1:{self.port}/ws/"
+            return f"ws://127.0.0.1:{port}/ws/"
         if self.target == "bare":
-            return f"ws://127.0.0.1:{self.port}/room{room}"
-        return f"ws://127.0.0.1:{self.port}/ws/chat/room{room}/"
+            return f"ws://127.0.0.1:{port}/room{room}"
+        return f"ws://127.0.0.1:{port}/ws/chat/room{room}/"
 
     def join(self, room: int, since: int | None = None) -> str | None:
         if self.target != "realtime":
@@ -276,6 +302,7 @@ class Result:
     client_cpu_percent: float = 0.0
     client_bound: bool = False
     extra: dict = field(default_factory=dict)
+    processes: int = 1
 
 
 def percentiles(samples: list[float]) -> dict:
@@ -308,7 +335,7 @@ class Client:
     async def connect(self, since: int | None = None) -> None:
         headers = {"Authorization": f"Token {self.token}"} if self.token else {}
         self.ws = await websockets.connect(
-            self.protocol.url(self.room),
+            self.protocol.url(self.room, self.index),
             additional_headers=headers,
             open_timeout=60,
             ping_interval=None,
@@ -375,7 +402,7 @@ async def connect_all(clients: list[Client], concurrency: int = 50) -> float:
 
 
 async def run_traffic(args, stack: Stack, rate: float) -> Result:
-    protocol = Protocol(args.target, stack.port)
+    protocol = Protocol(args.target, stack.ports, args.rooms)
     clients = [
         Client(i, i % args.rooms, protocol, stack.tokens[i] if stack.tokens else None)
         for i in range(args.clients)
@@ -461,7 +488,7 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
 
 async def run_idle(args, stack: Stack) -> Result:
     """Memory per idle, authenticated, joined connection."""
-    protocol = Protocol(args.target, stack.port)
+    protocol = Protocol(args.target, stack.ports, args.rooms)
     clients = [
         Client(i, i % args.rooms, protocol, stack.tokens[i] if stack.tokens else None)
         for i in range(args.clients)
@@ -489,7 +516,7 @@ async def run_storm(args, stack: Stack) -> Result:
     then all reconnect at once with `since`; time until all have all of them."""
     if args.target != "realtime":
         raise SystemExit("--mode storm needs --target realtime (resume is a realtime feature)")
-    protocol = Protocol(args.target, stack.port)
+    protocol = Protocol(args.target, stack.ports, args.rooms)
     clients = [Client(i, i % args.rooms, protocol, stack.tokens[i]) for i in range(args.clients)]
     result = Result(args.target, args.server, "storm", args.clients, args.rooms, 0, 0)
     await connect_all(clients)
@@ -510,6 +537,8 @@ async def run_storm(args, stack: Stack) -> Result:
     await poster.ws.close()
     for c in clients:
         c.latencies, c.seen = [], set()
+    cpu0, _ = stack.server_stats()
+    client_cpu0 = time.process_time()
     start = time.monotonic()
     gate = asyncio.Semaphore(args.clients)
 
@@ -524,6 +553,10 @@ async def run_storm(args, stack: Stack) -> Result:
             break
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - start
+    cpu1, _ = stack.server_stats()
+    result.server_cpu_percent = round(100 * (cpu1 - cpu0) / elapsed, 1)
+    result.client_cpu_percent = round(100 * (time.process_time() - client_cpu0) / elapsed, 1)
+    result.client_bound = result.client_cpu_percent > 90
     got = sum(min(len(c.latencies), per_room) for c in clients)
     result.connected = len(clients)
     result.expected = per_room * len(clients)
@@ -576,7 +609,9 @@ def summary_line(r: Result) -> str:
     if r.mode == "storm":
         return (
             f"{r.target:16} storm {r.connected} clients: recovered in "
-            f"{r.extra['recovered_seconds']} s, loss {r.loss_percent} %, dup {r.duplicates}"
+            f"{r.extra['recovered_seconds']} s, loss {r.loss_percent} %, dup {r.duplicates}, "
+            f"server {r.server_cpu_percent} % CPU, client {r.client_cpu_percent} %"
+            + (" CLIENT-BOUND" if r.client_bound else "")
         )
     bound = " CLIENT-BOUND" if r.client_bound else ""
     return (
@@ -593,7 +628,7 @@ async def main_async(args) -> list[Result]:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pin = args.pin and os.cpu_count() and os.cpu_count() >= 2
+    pin = args.pin and args.processes == 1 and os.cpu_count() and os.cpu_count() >= 2
     if pin:
         os.sched_setaffinity(0, {1})
     targets = TARGETS if args.target == "all" else args.target.split(",")
@@ -602,7 +637,12 @@ async def main_async(args) -> list[Result]:
     for target in targets:
         args.target = target
         stack = Stack(
-            target, bool(pin), users=args.clients, rooms=args.rooms, server=args.server
+            target,
+            bool(pin),
+            users=args.clients,
+            rooms=args.rooms,
+            server=args.server,
+            processes=args.processes,
         ).start()
         try:
             if args.mode == "idle":
@@ -615,6 +655,8 @@ async def main_async(args) -> list[Result]:
                     print(summary_line(results[-1]), flush=True)
                     if results[-1].loss_percent > 5 and args.stop_on_loss:
                         break
+            for result in results:
+                result.processes = args.processes
             if args.mode != "traffic":
                 print(summary_line(results[-1]), flush=True)
         finally:
@@ -633,6 +675,12 @@ def main() -> None:
         choices=["daphne", "uvicorn"],
         default="daphne",
         help="the ASGI server (uvicorn needs `make bench`'s extras)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes, clients spread over them (with more than one, nothing is pinned)",
     )
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rooms", type=int, default=10)

@@ -70,3 +70,27 @@ def test_the_load_tool_measures_a_reconnect_storm(tmp_path):
     assert result["expected"] == 20 * 5
     assert result["delivered"] == result["expected"] and result["duplicates"] == 0
     assert result["extra"]["recovered_seconds"] > 0
+
+
+def test_the_load_tool_spreads_clients_over_server_processes(tmp_path):
+    """Two daphne processes on one Redis: each room's members are split
+    between them, so every delivery to the other half crossed processes."""
+    (result,) = run_tool(
+        tmp_path,
+        "--target",
+        "realtime",
+        "--processes",
+        "2",
+        "--clients",
+        "20",
+        "--rooms",
+        "2",
+        "--rate",
+        "5",
+        "--duration",
+        "2",
+    )
+    assert result["processes"] == 2 and result["connected"] == 20
+    assert result["sent"] > 0 and result["delivered"] == result["expected"] == result["sent"] * 10
+    assert result["loss_percent"] == 0 and result["duplicates"] == 0
+    assert result["out_of_order"] == 0
