@@ -60,6 +60,14 @@ def redis_timeout_seconds() -> float:
     return float(value("PRESENCE_REDIS_TIMEOUT_SECONDS"))
 
 
+def upkeep_timeout_seconds() -> float:
+    """The bound on one heartbeat or sweep: a process holding thousands of
+    connections refreshes them all in one pipeline, and a busy event loop
+    reads the reply late. Two thirds of a heartbeat period still leaves the
+    lease (three periods) two refreshes to spare."""
+    return max(redis_timeout_seconds(), heartbeat_seconds() * 2 / 3)
+
+
 def diff_coalesce_seconds() -> float:
     return float(value("PRESENCE_DIFF_COALESCE_SECONDS"))
 

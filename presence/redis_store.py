@@ -11,8 +11,10 @@ word end by themselves and their leaves are announced once. Transitions are
 computed atomically in Lua (presence.scripts): of two processes, never both
 announce the same join or leave.
 
-Every call is bounded by PRESENCE_REDIS_TIMEOUT_SECONDS (socket timeouts, a
-bounded pool that waits no longer, and a deadline around the whole call). A
+Every call is bounded by PRESENCE_REDIS_TIMEOUT_SECONDS (a bounded pool
+that waits no longer, and a deadline around the whole call), except the
+heartbeat and the sweep, which get two thirds of a heartbeat period: one
+heartbeat refreshes every connection of the process in one pipeline. A
 failure is logged and answered with "no change"; the process still knows its
 own connections, so the next heartbeat puts back whatever Redis lost, and a
 lease whose removal failed expires by itself.
@@ -241,7 +243,8 @@ class RedisPresenceStore:
             return [ch for missing in await pipe.execute() for ch in missing]
 
         changes: list[Change] = []
-        for channel in await self._call("heartbeat", beat, []):
+        heartbeat = self._call("heartbeat", beat, [], timeout=conf.upkeep_timeout_seconds())
+        for channel in await heartbeat:
             changes += await self._restore(channel)
         return changes
 
@@ -250,7 +253,10 @@ class RedisPresenceStore:
         result = Sweep()
         for _ in range(MAX_SWEEP_BATCHES):
             swept = await self._call(
-                "sweep", lambda c: c.scripts["sweep"](args=[self.prefix, BATCH]), None
+                "sweep",
+                lambda c: c.scripts["sweep"](args=[self.prefix, BATCH]),
+                None,
+                timeout=conf.upkeep_timeout_seconds(),
             )
             if not swept:
                 break
@@ -308,7 +314,8 @@ class RedisPresenceStore:
                 self.url,
                 max_connections=conf.redis_max_connections(),
                 timeout=timeout,  # wait this long for a free connection, no longer
-                socket_timeout=timeout,
+                # Each call is bounded by _call; the socket allows the longest.
+                socket_timeout=conf.upkeep_timeout_seconds(),
                 socket_connect_timeout=timeout,
                 health_check_interval=30,
                 decode_responses=True,
@@ -320,10 +327,18 @@ class RedisPresenceStore:
             self._clients[loop] = client
         return client
 
-    async def _call(self, what: str, fn: Callable[[_Client], Awaitable[T]], default: T) -> T:
-        """One bounded Redis call; a failure is logged and answered with `default`."""
+    async def _call(
+        self,
+        what: str,
+        fn: Callable[[_Client], Awaitable[T]],
+        default: T,
+        *,
+        timeout: float | None = None,
+    ) -> T:
+        """One Redis call bounded by `timeout` (PRESENCE_REDIS_TIMEOUT_SECONDS
+        unless given); a failure is logged and answered with `default`."""
         try:
-            async with asyncio.timeout(conf.redis_timeout_seconds()):
+            async with asyncio.timeout(timeout or conf.redis_timeout_seconds()):
                 return await fn(self._client())
         except Exception as exc:  # noqa: BLE001 - presence never takes a consumer down
             logger.warning("presence: %s failed: %r", what, exc)

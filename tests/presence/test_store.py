@@ -321,9 +321,11 @@ async def test_an_unreachable_redis_answers_no_change_within_the_timeout(setting
 
 
 async def test_a_hung_redis_holds_no_call_longer_than_the_timeout(settings):
-    """Redis frozen (SIGSTOP): every call gives up after
-    PRESENCE_REDIS_TIMEOUT_SECONDS; once it thaws, presence works again."""
+    """Redis frozen (SIGSTOP): every call gives up after its bound
+    (PRESENCE_REDIS_TIMEOUT_SECONDS; a heartbeat, two thirds of
+    PRESENCE_HEARTBEAT_SECONDS); once it thaws, presence works again."""
     settings.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
+    settings.PRESENCE_HEARTBEAT_SECONDS = 1.2  # the heartbeat's bound: 0.8 s
     server = RedisServer().start()
     store = RedisPresenceStore(url=server.url, prefix="p:", run_upkeep=False)
     try:
@@ -343,6 +345,38 @@ async def test_a_hung_redis_holds_no_call_longer_than_the_timeout(settings):
         await store.heartbeat()
         members = await store.members(room_id=1)
         assert [m["user"]["id"] for m in members] == [7, 8]
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        await store.aclose()
+        server.stop()
+
+
+async def test_a_heartbeat_outlasts_a_stall_longer_than_the_call_timeout(settings, caplog):
+    """A process with thousands of connections refreshes them all in one
+    heartbeat, read late by a busy loop: a 0.7 s stall fails a join
+    (PRESENCE_REDIS_TIMEOUT_SECONDS 0.5) but not the heartbeat (1 s)."""
+    settings.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
+    settings.PRESENCE_HEARTBEAT_SECONDS = 1.5
+    server = RedisServer().start()
+    store = RedisPresenceStore(url=server.url, prefix="p:", run_upkeep=False)
+    try:
+        await store.enter(**enter(channel="before"))
+
+        async def stall() -> None:
+            server.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.7)
+            server.proc.send_signal(signal.SIGCONT)
+
+        stalling = asyncio.create_task(stall())
+        await asyncio.sleep(0.05)
+        await store.heartbeat()
+        await stalling
+        assert "heartbeat failed" not in caplog.text
+        stalling = asyncio.create_task(stall())
+        await asyncio.sleep(0.05)
+        await store.enter(**enter(user_id=8, channel="during"))
+        await stalling
+        assert "enter failed" in caplog.text or "join failed" in caplog.text
     finally:
         server.proc.send_signal(signal.SIGCONT)
         await store.aclose()
