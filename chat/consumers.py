@@ -30,7 +30,7 @@ from presence.store import store as presence_store
 from project import drain, metrics
 from project.logcontext import log_room, log_user
 
-from . import events, selectors, services
+from . import asyncsend, events, selectors, services
 from .asyncdb import db
 from .errors import BadRequest, ClientError, RateLimited, Unavailable
 from .fanout import fanout
@@ -331,8 +331,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise BadRequest("'client_id' is required (a UUID the client keeps for retries)")
         if "content" not in frame:
             raise BadRequest("'content' is required")
-        result = await db(
-            services.message_send,
+        result = await asyncsend.message_send(
             user=self.user,
             slug=slug,
             content=frame["content"],

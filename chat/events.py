@@ -83,7 +83,7 @@ async def send_to_group(group: str, event: dict[str, Any]) -> None:
             note_failure()
 
 
-_in_flight: set[concurrent.futures.Future] = set()
+_in_flight: set[concurrent.futures.Future | asyncio.Task] = set()
 
 
 # Sends in flight at once from one send_to_groups call, so a fan-out to
@@ -112,6 +112,15 @@ def send_to_group_sync(group: str, event: dict[str, Any]) -> None:
 def send_to_groups_sync(sends: list[tuple[str, dict[str, Any]]]) -> None:
     """send_to_group_sync for many groups in one trip to the event loop (a
     worker sending 1000 notifications pays for one loop, not 1000)."""
+    try:
+        here = asyncio.get_running_loop()  # called on the event loop itself
+    except RuntimeError:
+        here = None
+    if here is not None:
+        task = here.create_task(send_to_groups(sends))
+        _in_flight.add(task)
+        task.add_done_callback(_in_flight.discard)
+        return
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if loop is not None and loop.is_running():
         future = asyncio.run_coroutine_threadsafe(send_to_groups(sends), loop)

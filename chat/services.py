@@ -8,6 +8,7 @@ import logging
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
@@ -135,7 +136,7 @@ def message_send(
 
     # No lookup of client_id beforehand: the unique index finds a retry when
     # the insert fails, which keeps the common path one query shorter.
-    rate_key = ("message", user.pk, room.slug)  # the key _message_send_one_statement uses
+    rate_key = message_rate_key(user, room.slug)  # the one-statement path's key too
     limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
     try:
         with transaction.atomic():
@@ -176,7 +177,7 @@ ONE_STATEMENT_SEND = True
 # row lock until commit, so seqs commit in order and without gaps (a failed
 # insert rolls the bump back with it). Rows: none when there is no such room;
 # otherwise the access facts, and the new message's id and seq when stored.
-_SEND_SQL = f"""
+SEND_SQL = f"""
 WITH access AS (
     SELECT r.id AS room_id, r.is_private, m.id AS membership_id,
            coalesce(m.is_banned, false) AS is_banned, coalesce(m.is_muted, false) AS is_muted
@@ -213,26 +214,19 @@ FROM access a LEFT JOIN stored s ON true
 def _message_send_one_statement(
     *, user: AbstractBaseUser, slug: str, content: str, client_uuid: uuid.UUID
 ) -> SendResult:
-    """message_send's common case in one statement (see _SEND_SQL); the same
+    """message_send's common case in one statement (see SEND_SQL); the same
     errors, idempotency and broadcast as the general path."""
     _check_slug(slug)
-    rate_key = ("message", user.pk, slug)
+    rate_key = message_rate_key(user, slug)
     limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
     now = timezone.now()
-    params = {
-        "user_id": user.pk,
-        "slug": slug,
-        "client_id": client_uuid,
-        "content": content,
-        "now": now,
-        "role": Membership.Role.MEMBER.value,
-    }
+    params = send_params(user=user, slug=slug, content=content, client_uuid=client_uuid, now=now)
     try:
         # Inside a caller's transaction, a savepoint keeps a failed insert
         # from aborting it; on its own the statement is its own transaction.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             with connection.cursor() as cursor:
-                cursor.execute(_SEND_SQL, params)
+                cursor.execute(SEND_SQL, params)
                 row = cursor.fetchone()
     except IntegrityError:
         # A racing twin stored this client_id first: return the original.
@@ -261,6 +255,43 @@ def _message_send_one_statement(
         if existing is None:  # the original went (its room was deleted) meanwhile
             raise BadRequest("client_id was already used; use a new one")
         return existing
+    result = stored_result(
+        user=user, slug=slug, content=content, client_uuid=client_uuid, now=now, row=row
+    )
+    transaction.on_commit(
+        partial(events.broadcast_message, room_id=result.message.room_id, payload=result.payload)
+    )
+    return result
+
+
+def message_rate_key(user: AbstractBaseUser, slug: str) -> tuple:
+    return ("message", user.pk, slug)
+
+
+def send_params(
+    *, user: AbstractBaseUser, slug: str, content: str, client_uuid: uuid.UUID, now: datetime
+) -> dict:
+    """The parameters of SEND_SQL."""
+    return {
+        "user_id": user.pk,
+        "slug": slug,
+        "client_id": client_uuid,
+        "content": content,
+        "now": now,
+        "role": Membership.Role.MEMBER.value,
+    }
+
+
+def stored_result(
+    *,
+    user: AbstractBaseUser,
+    slug: str,
+    content: str,
+    client_uuid: uuid.UUID,
+    now: datetime,
+    row: tuple,
+) -> SendResult:
+    """The SendResult of a SEND_SQL row that stored a message."""
     room_id, message_id, seq = row[0], row[5], row[6]
     message = Message(
         id=message_id,
@@ -274,7 +305,6 @@ def _message_send_one_statement(
     )
     message._state.adding, message._state.db = False, connection.alias
     payload = events.message_payload(message, slug)
-    transaction.on_commit(partial(events.broadcast_message, room_id=room_id, payload=payload))
     return SendResult(message=message, created=True, payload=payload)
 
 

@@ -105,6 +105,7 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
+DATABASE_STATEMENT_TIMEOUT_MS = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 10000)
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 # Persistent connections: consumers run their queries on a pool of threads, and
 # opening a PostgreSQL connection per frame would cost more than the query.
@@ -132,9 +133,12 @@ else:
             # A stopped or unreachable PostgreSQL must fail fast (UNAVAILABLE),
             # never hang a consumer.
             "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 3),
-            "options": f"-c statement_timeout={env_int('DATABASE_STATEMENT_TIMEOUT_MS', 10000)}",
+            "options": f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}",
         }
     )
+# A post over the WebSocket is stored on the event loop over its own
+# asynchronous connections (chat/asyncsend.py), at most this many per process.
+DATABASE_ASYNC_CONNECTIONS = env_int("DATABASE_ASYNC_CONNECTIONS", 4)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------
