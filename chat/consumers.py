@@ -570,21 +570,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _group_add(self, group: str) -> bool:
         """Join a layer group, bounded in time; on failure the refresher retries."""
-        try:
-            await asyncio.wait_for(
-                self.channel_layer.group_add(group, self.channel_name),
-                timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
-            )
-            return True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the database still serves resumes
-            logger.warning("group_add %s failed: %r", group, exc)
-            metrics.LAYER_ERRORS.labels("group_add").inc()
-            note_failure = getattr(self.channel_layer, "note_failure", None)
-            if note_failure is not None:
-                note_failure()
-            return False
+        return await events.group_add(group, self.channel_name)
 
     # --- the fan-out's refresh (every GROUP_REFRESH_SECONDS, and when Redis is back) ---
     async def refresh_user_group(self) -> bool:

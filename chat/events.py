@@ -83,6 +83,26 @@ async def send_to_group(group: str, event: dict[str, Any]) -> None:
             note_failure()
 
 
+async def group_add(group: str, channel: str) -> bool:
+    """group_add bounded in time; a failure is logged, counted and reported to
+    the layer (which then probes Redis), and answered False for a retry."""
+    layer = get_channel_layer()
+    try:
+        await asyncio.wait_for(
+            layer.group_add(group, channel), timeout=settings.LAYER_SEND_TIMEOUT_SECONDS
+        )
+        return True
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the database still serves resumes
+        logger.warning("group_add %s failed: %r", group, exc)
+        metrics.LAYER_ERRORS.labels("group_add").inc()
+        note_failure = getattr(layer, "note_failure", None)
+        if note_failure is not None:
+            note_failure()
+        return False
+
+
 _in_flight: set[concurrent.futures.Future | asyncio.Task] = set()
 
 

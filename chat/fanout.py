@@ -121,19 +121,7 @@ class RoomFanout:
             if added is not None and added[0] == epoch:
                 if max_age is None or now - added[1] < max_age:
                     return True
-            try:
-                await asyncio.wait_for(
-                    self.layer.group_add(events.room_group(room_id), self.channel),
-                    timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the database still serves resumes
-                logger.warning("group_add of room %s failed: %r", room_id, exc)
-                metrics.LAYER_ERRORS.labels("group_add").inc()
-                note_failure = getattr(self.layer, "note_failure", None)
-                if note_failure is not None:
-                    note_failure()
+            if not await events.group_add(events.room_group(room_id), self.channel):
                 return False
             self.added[room_id] = (epoch, now)
             return True
