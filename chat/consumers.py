@@ -12,7 +12,6 @@ in seq order, whatever the layer drops or reorders.
 import asyncio
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -447,15 +446,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         else:
             await self.dispatch(event)
 
-    # --- layer events --------------------------------------------------------------
-    async def chat_message(self, event: dict) -> None:
-        """A message was stored in a room: deliver it in seq order."""
-        room = self.joined.get(event["room_id"])
-        if room is not None:
-            await self._deliver(room, event["payload"])
-            if "sent_at" in event:
-                metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
-
+    # --- layer events (room events by way of fanout_event; the user group directly) -----
     async def chat_typing(self, event: dict) -> None:
         """Someone is typing: forward, unless it is this user."""
         payload = event["payload"]
