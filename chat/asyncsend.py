@@ -18,13 +18,11 @@ import psycopg
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.utils import timezone
 
 from . import events, services
 from .asyncdb import db
 from .errors import Unavailable
 from .ratelimit import limiter
-from .selectors import _check_slug
 
 # Options of Django's connection that belong to its synchronous cursors.
 _SYNC_ONLY_OPTIONS = ("cursor_factory", "context")
@@ -86,21 +84,12 @@ async def message_send(
 ) -> services.SendResult:
     """services.message_send, on the event loop when it can be."""
     general = {"user": user, "slug": slug, "content": content, "client_id": client_id}
-    if not (
-        services.ONE_STATEMENT_SEND
-        and connection.vendor == "postgresql"
-        and isinstance(content, str)
-        and "@" not in content
-    ):
+    if not services.one_statement_applies(content):
         return await db(services.message_send, **general)
     content = services.clean_content(content)
     client_uuid = services.clean_client_id(client_id)
-    _check_slug(slug)
-    rate_key = services.message_rate_key(user, slug)
-    limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
-    now = timezone.now()
-    params = services.send_params(
-        user=user, slug=slug, content=content, client_uuid=client_uuid, now=now
+    rate_key, now, params = services.one_statement_prepare(
+        user=user, slug=slug, content=content, client_uuid=client_uuid
     )
     try:
         row = await _pool().execute(services.SEND_SQL, params)

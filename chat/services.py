@@ -125,7 +125,7 @@ def message_send(
     """
     content = clean_content(content)
     client_uuid = clean_client_id(client_id)
-    if ONE_STATEMENT_SEND and connection.vendor == "postgresql" and "@" not in content:
+    if one_statement_applies(content):
         return _message_send_one_statement(
             user=user, slug=slug, content=content, client_uuid=client_uuid
         )
@@ -216,11 +216,9 @@ def _message_send_one_statement(
 ) -> SendResult:
     """message_send's common case in one statement (see SEND_SQL); the same
     errors, idempotency and broadcast as the general path."""
-    _check_slug(slug)
-    rate_key = message_rate_key(user, slug)
-    limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
-    now = timezone.now()
-    params = send_params(user=user, slug=slug, content=content, client_uuid=client_uuid, now=now)
+    rate_key, now, params = one_statement_prepare(
+        user=user, slug=slug, content=content, client_uuid=client_uuid
+    )
     try:
         # Inside a caller's transaction, a savepoint keeps a failed insert
         # from aborting it; on its own the statement is its own transaction.
@@ -268,11 +266,28 @@ def message_rate_key(user: AbstractBaseUser, slug: str) -> tuple:
     return ("message", user.pk, slug)
 
 
-def send_params(
-    *, user: AbstractBaseUser, slug: str, content: str, client_uuid: uuid.UUID, now: datetime
-) -> dict:
-    """The parameters of SEND_SQL."""
-    return {
+def one_statement_applies(content: object) -> bool:
+    """Whether message_send stores `content` with SEND_SQL: on PostgreSQL, a
+    message that mentions no one."""
+    return (
+        ONE_STATEMENT_SEND
+        and connection.vendor == "postgresql"
+        and isinstance(content, str)
+        and "@" not in content
+    )
+
+
+def one_statement_prepare(
+    *, user: AbstractBaseUser, slug: str, content: str, client_uuid: uuid.UUID
+) -> tuple[tuple, datetime, dict]:
+    """Before SEND_SQL: check the slug and count the post against the rate
+    limit. Returns the rate key (to refund what is not stored), the message's
+    time and the statement's parameters."""
+    _check_slug(slug)
+    rate_key = message_rate_key(user, slug)
+    limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
+    now = timezone.now()
+    params = {
         "user_id": user.pk,
         "slug": slug,
         "client_id": client_uuid,
@@ -280,6 +295,7 @@ def send_params(
         "now": now,
         "role": Membership.Role.MEMBER.value,
     }
+    return rate_key, now, params
 
 
 def stored_result(
