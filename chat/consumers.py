@@ -401,20 +401,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     }
 
     # --- room events, from the process's fan-out (chat/fanout.py) -----------------------
-    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> None:
+    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> bool:
         """A message stored in a joined room, serialised once for the process:
-        sent at once when it is the next seq and nothing else is being sent."""
+        sent at once when it is the next seq and nothing else is being sent
+        (True; the fan-out counts those frames), else held or dropped by seq."""
         if room_id in self.joining:
             self.joining[room_id].append(message_event(room_id, payload))
-            return
+            return False
         room = self.joined.get(room_id)
         if room is None or seq <= room.delivered:
-            return
+            return False
         if seq == room.delivered + 1 and not self.delivery_lock.locked():
             room.delivered = seq
             await self.base_send({"type": "websocket.send", "text": text})
-            return
+            return True
         self._under_lock(partial(self._handle_room_event, message_event(room_id, payload)))
+        return False
 
     async def fanout_event(self, event: dict) -> None:
         """Any other room event (typing, receipt, deletion, presence diff)."""

@@ -45,7 +45,7 @@ RECEIVE_RETRY_SECONDS = 0.5
 class Member(Protocol):
     """What the fan-out needs of a connection (RealtimeConsumer)."""
 
-    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> None: ...
+    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> bool: ...
 
     async def fanout_event(self, event: dict) -> None: ...
 
@@ -209,19 +209,21 @@ class RoomFanout:
         payload = event["payload"]
         room_id, seq = event["room_id"], payload["seq"]
         text = json.dumps(payload, ensure_ascii=False)
+        sent = 0
         for member in list(members):
-            await _guarded(member.fanout_message(room_id, seq, payload, text))
-        metrics.FRAMES_OUT.inc(len(members))
+            sent += bool(await _guarded(member.fanout_message(room_id, seq, payload, text)))
+        metrics.FRAMES_OUT.inc(sent)  # those held for a gap fill count when sent
         if "sent_at" in event:
             metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
 
 
-async def _guarded(delivery: Any) -> None:
+async def _guarded(delivery: Any) -> Any:
     """One connection's failure (its socket just went) is not the others'."""
     try:
-        await delivery
+        return await delivery
     except Exception as exc:  # noqa: BLE001
         logger.debug("fan-out to a connection failed: %r", exc)
+        return None
 
 
 _fanouts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomFanout]" = (
