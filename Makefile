@@ -44,7 +44,13 @@ browser-deps:
 		echo "      (Debian/Ubuntu: sudo apt-get install$$missing); without them they are skipped."; \
 	fi
 
-test: install browser-deps
+# ruff (lint and format) over everything, and no missing migration.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
+
+test: install browser-deps lint
 	CHROMIUM_PATH=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

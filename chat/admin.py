@@ -19,8 +19,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
+from django_realtime.errors import ClientError
+from django_realtime.users import username_path
+
 from . import services
-from .errors import ClientError
 from .models import Membership, Message, ModerationAction, Room
 
 
@@ -97,7 +99,7 @@ class RoomAdmin(admin.ModelAdmin):
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ["room", "user", "role", "is_banned", "is_muted", "last_read_seq"]
     list_filter = ["role", "is_banned", "is_muted", "room"]
-    search_fields = ["room__slug", "user__username"]
+    search_fields = ["room__slug", username_path("user")]
     autocomplete_fields = ["room", "user"]
     list_select_related = ["room", "user"]
     action_form = ReasonActionForm
@@ -167,7 +169,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     list_display = ["room", "seq", "user", "excerpt", "is_deleted", "created_at"]
     list_filter = ["room", ("user", admin.RelatedOnlyFieldListFilter), "is_deleted"]
-    search_fields = ["content", "user__username", "room__slug"]
+    search_fields = ["content", username_path("user"), "room__slug"]
     list_select_related = ["room", "user"]
     readonly_fields = ["room", "seq", "user", "client_id", "content", "is_deleted", "created_at"]
     ordering = ["-created_at"]
@@ -211,8 +213,8 @@ class ModerationActionAdmin(admin.ModelAdmin):
         ("target_user", admin.RelatedOnlyFieldListFilter),
     ]
     search_fields = [
-        "moderator__username",
-        "target_user__username",
+        username_path("moderator"),
+        username_path("target_user"),
         "room__slug",
         "reason",
         "message__content",

@@ -9,7 +9,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import Error as DatabaseError
 
-from .errors import Unavailable
+from django_realtime.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,14 @@ import weakref
 from typing import Any
 
 import psycopg
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
+from django.db import connections
+
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import Unavailable
 
 from . import events, services
 from .asyncdb import db
-from .errors import Unavailable
 from .ratelimit import limiter
 
 # Options of Django's connection that belong to its synchronous cursors.
@@ -39,7 +40,9 @@ class _Connections:
         async with self.slots:
             conn = self.idle.pop() if self.idle else await self._open()
             try:
-                async with asyncio.timeout(settings.DATABASE_STATEMENT_TIMEOUT_MS / 1000 + 2):
+                async with asyncio.timeout(
+                    realtime_settings.DATABASE_STATEMENT_TIMEOUT_MS / 1000 + 2
+                ):
                     cursor = await conn.execute(sql, params)
                     row = await cursor.fetchone()
             except BaseException:
@@ -50,7 +53,7 @@ class _Connections:
 
     @staticmethod
     async def _open() -> psycopg.AsyncConnection:
-        params = connection.get_connection_params()
+        params = connections[services.db_alias()].get_connection_params()
         for name in _SYNC_ONLY_OPTIONS:
             params.pop(name, None)
         return await psycopg.AsyncConnection.connect(**params, autocommit=True)
@@ -75,7 +78,7 @@ def _pool() -> _Connections:
             if old_loop.is_closed():  # a test's loop, or a server's that stopped
                 old.finish()
                 del _pools[old_loop]
-        pool = _pools[loop] = _Connections(settings.DATABASE_ASYNC_CONNECTIONS)
+        pool = _pools[loop] = _Connections(realtime_settings.DATABASE_ASYNC_CONNECTIONS)
     return pool
 
 

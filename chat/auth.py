@@ -26,13 +26,18 @@ from django.utils import timezone
 from django.utils.http import is_same_domain
 from rest_framework.authtoken.models import Token
 
+from django_realtime.conf import realtime_settings
+
 from .models import WsTicket
+
+# What Django accepts as a Host when DEBUG is on and ALLOWED_HOSTS is empty.
+DEBUG_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
 
 
 def origin_allowed(origin: str) -> bool:
     """True for an origin whose host is in ALLOWED_HOSTS (exact, or a leading-dot
     subdomain pattern) or listed in WS_ALLOWED_ORIGINS. 'null' never is."""
-    if origin in settings.WS_ALLOWED_ORIGINS:
+    if origin in realtime_settings.WS_ALLOWED_ORIGINS:
         return True
     parts = urlsplit(origin)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -51,6 +56,8 @@ def origin_allowed(origin: str) -> bool:
     if ":" in host:  # IPv6 literal, as ALLOWED_HOSTS spells it
         host = f"[{host}]"
     allowed = settings.ALLOWED_HOSTS
+    if not allowed and settings.DEBUG:
+        allowed = DEBUG_ALLOWED_HOSTS  # as Django's own host check does
     return "*" in allowed or any(is_same_domain(host, pattern) for pattern in allowed)
 
 
@@ -84,7 +91,7 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def _ticket_cutoff():
-    return timezone.now() - timedelta(seconds=settings.WS_TICKET_TTL_SECONDS)
+    return timezone.now() - timedelta(seconds=realtime_settings.WS_TICKET_TTL_SECONDS)
 
 
 def token_user(key: str) -> Any | None:

@@ -20,27 +20,27 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 
+from django_realtime import drain, metrics
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import BadRequest, ClientError, RateLimited, Unavailable
+from django_realtime.logcontext import log_room, log_user
+from django_realtime.strictjson import check_text
 from presence import events as presence_events
 from presence import transitions as presence_transitions
 from presence.store import STATUSES
 from presence.store import store as presence_store
-from project import drain, metrics
-from project.logcontext import log_room, log_user
 
 from . import asyncsend, events, selectors, services
 from .asyncdb import db
-from .errors import BadRequest, ClientError, RateLimited, Unavailable
 from .fanout import fanout
 from .models import Room
 from .ratelimit import SlidingWindowLimiter, limiter
-from .strictjson import check_text
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_TOO_LARGE = 1009  # sendable under daphne thanks to project/daphne_transport.py
+CLOSE_TOO_LARGE = 1009  # sendable under daphne thanks to django_realtime/daphne_transport.py
 CLOSE_FLOODING = 4408  # refused with RATE_LIMITED more than WS_FLOOD_CLOSE_RATE allows
 CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER in this process
 TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
@@ -148,7 +148,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        cap = settings.WS_MAX_CONNECTIONS_PER_USER
+        cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
         if cap and _open_connections[self.user.pk] >= cap:
             await self.accept()
             await self.close(
@@ -197,8 +197,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise BadRequest("binary frames are not supported; send JSON text")
-            if len(text_data) * 4 > settings.WS_MAX_FRAME_BYTES and (
-                len(text_data.encode("utf-8", "surrogatepass")) > settings.WS_MAX_FRAME_BYTES
+            if len(text_data) * 4 > realtime_settings.WS_MAX_FRAME_BYTES and (
+                len(text_data.encode("utf-8", "surrogatepass"))
+                > realtime_settings.WS_MAX_FRAME_BYTES
             ):
                 await self.close(code=CLOSE_TOO_LARGE)
                 return
@@ -250,7 +251,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Subscribe to a room; with `since`, replay every later message once, in order."""
         slug = field_slug(frame)
         since = field_seq(frame, "since", required=False)
-        limiter.hit(("join", self.user.pk), settings.CHAT_JOIN_RATE)
+        limiter.hit(("join", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
         room, _membership = await db(services.room_join, user=self.user, slug=slug)
         previous = self.joined.get(room.pk)
         if previous is not None and since is None:
@@ -274,7 +275,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self, room: Room, since: int | None, previous: JoinedRoom | None, ref: Any
     ) -> None:
         backlog, last_seq = await db(self._backlog, room_id=room.pk, since=since)
-        truncated = since is not None and last_seq - since > settings.CHAT_RESUME_MAX_MESSAGES
+        truncated = (
+            since is not None and last_seq - since > realtime_settings.CHAT_RESUME_MAX_MESSAGES
+        )
         if since is not None:
             metrics.RESUMES.inc()
             metrics.RESUME_REPLAYED.inc(sum(1 for m in backlog if not m.is_deleted))
@@ -311,7 +314,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if since is None or since >= last_seq:
             return [], last_seq
         rows = selectors.messages_since(
-            room_id=room_id, since=since, until=last_seq, limit=settings.CHAT_RESUME_MAX_MESSAGES
+            room_id=room_id,
+            since=since,
+            until=last_seq,
+            limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
         )
         return rows, last_seq
 
@@ -357,7 +363,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if not isinstance(is_typing, bool):
             raise BadRequest("'is_typing' must be true or false")
         if is_typing:
-            limiter.hit(("typing", self.user.pk, room.room_id), settings.CHAT_TYPING_RATE)
+            limiter.hit(("typing", self.user.pk, room.room_id), realtime_settings.CHAT_TYPING_RATE)
         self._cancel_typing_lapse(room)
         if is_typing:
             room.typing_lapse = asyncio.create_task(self._typing_lapse(room))
@@ -493,7 +499,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def _flooding(self) -> bool:
         """Count a RATE_LIMITED refusal; True once there were too many."""
         try:
-            self.refusals.hit(("rate_limited",), settings.WS_FLOOD_CLOSE_RATE)
+            self.refusals.hit(("rate_limited",), realtime_settings.WS_FLOOD_CLOSE_RATE)
         except RateLimited:
             logger.info("closing a flooding connection of user %s (4408)", self.user.pk)
             return True
@@ -532,7 +538,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 room_id=room.room_id,
                 since=room.delivered,
                 until=until,
-                limit=settings.CHAT_RESUME_MAX_MESSAGES,
+                limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
             )
         except Unavailable:
             return  # the client sees the seq jump and can fill it from REST

@@ -16,9 +16,9 @@ from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from project import metrics
+from django_realtime import metrics
+from django_realtime.conf import realtime_settings
 
 from .models import Message
 
@@ -73,7 +73,7 @@ async def send_to_group(group: str, event: dict[str, Any]) -> None:
         return
     try:
         await asyncio.wait_for(
-            layer.group_send(group, event), timeout=settings.LAYER_SEND_TIMEOUT_SECONDS
+            layer.group_send(group, event), timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS
         )
     except Exception as exc:  # noqa: BLE001 - a broadcast is best-effort by design
         logger.warning("layer group_send to %s failed: %r", group, exc)
@@ -89,7 +89,7 @@ async def group_add(group: str, channel: str) -> bool:
     layer = get_channel_layer()
     try:
         await asyncio.wait_for(
-            layer.group_add(group, channel), timeout=settings.LAYER_SEND_TIMEOUT_SECONDS
+            layer.group_add(group, channel), timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS
         )
         return True
     except asyncio.CancelledError:

@@ -26,13 +26,13 @@ import weakref
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from project import metrics
+from django_realtime import metrics
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import Unavailable
 
 from . import events, selectors
 from .asyncdb import db
-from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class RoomFanout:
             try:
                 await asyncio.wait_for(
                     self.layer.group_discard(events.room_group(room_id), self.channel),
-                    timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
+                    timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS,
                 )
             except Exception as exc:  # noqa: BLE001 - an extra doorbell is harmless
                 logger.warning("group_discard of room %s failed: %r", room_id, exc)
@@ -138,9 +138,9 @@ class RoomFanout:
         once when the layer's epoch moves (Redis answers again)."""
         loop = asyncio.get_running_loop()
         epoch = getattr(self.layer, "epoch", 0)
-        due = loop.time() + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
+        due = loop.time() + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
         while True:
-            await asyncio.sleep(min(1.0, settings.GROUP_REFRESH_SECONDS))
+            await asyncio.sleep(min(1.0, realtime_settings.GROUP_REFRESH_SECONDS))
             now, current = loop.time(), getattr(self.layer, "epoch", 0)
             if current == epoch and now < due:
                 continue
@@ -151,14 +151,14 @@ class RoomFanout:
                 raise
             except Exception:  # noqa: BLE001 - try again next round
                 logger.exception("fan-out refresh failed")
-            due = now + settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
+            due = now + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
 
     async def refresh(self) -> bool:
         """Re-add the process's layer groups, then catch every connection up
         from the database (one query for all the rooms): what the layer lost
         while Redis was away, or dropped, arrives now. False when the layer or
         the database failed; the loop tries again."""
-        max_age = settings.GROUP_REFRESH_SECONDS / 2
+        max_age = realtime_settings.GROUP_REFRESH_SECONDS / 2
         added = [await self.ensure(room_id, max_age=max_age) for room_id in list(self.members)]
         added += [await connection.refresh_user_group() for connection in list(self.connections)]
         if not all(added):

@@ -35,7 +35,7 @@ class Membership(models.Model):
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="realtime_memberships"
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     is_banned = models.BooleanField(default=False)
@@ -57,7 +57,7 @@ class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     seq = models.PositiveBigIntegerField()
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="realtime_messages"
     )
     client_id = models.UUIDField()
     content = models.TextField()

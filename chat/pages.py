@@ -1,20 +1,58 @@
 """
-Provides the web pages: the room list and a room. The live parts run in the
-browser on static/realtime/client.js; these views only render the first paint.
+Provides the web pages: the room list and a room, their assets and the API's
+browsable docs. The live parts run in the browser on static/realtime/*.js;
+these views only render the first paint and tell the scripts where the
+server's parts are (the `rt-config` JSON script), so the pages work under
+whatever prefix the site includes chat.urls at.
 """
 
+from pathlib import Path
+
+import drf_spectacular_sidecar
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render, resolve_url
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_GET
+from django.views.static import serve
+
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import ClientError
 
 from . import events, selectors
-from .errors import ClientError
+
+ASSETS = Path(__file__).resolve().parent / "static" / "realtime"
+
+
+def client_config() -> dict:
+    """What the scripts need to find the API, the streams and the WebSocket."""
+    prefix = reverse("chat:index").rstrip("/")
+    try:
+        notifications = reverse("notifications:api-notifications")
+    except NoReverseMatch:  # the site did not include notifications.urls
+        notifications = None
+    return {
+        "prefix": prefix,
+        "notifications": notifications,
+        "ws": "/" + realtime_settings.WS_PATH.lstrip("/"),
+        "login": resolve_url(settings.LOGIN_URL),
+    }
+
+
+def _render(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
+    context = {
+        **context,
+        "rt_config": client_config(),
+        "base_template": realtime_settings.BASE_TEMPLATE,
+    }
+    return render(request, template, context, status=status)
 
 
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
     rooms = selectors.rooms_visible(user=request.user)
-    return render(request, "chat/index.html", {"rooms": rooms})
+    return _render(request, "chat/index.html", {"rooms": rooms})
 
 
 @login_required
@@ -22,10 +60,10 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         access = selectors.room_access_by_slug(user=request.user, slug=slug)
     except ClientError as exc:
-        return render(request, "chat/error.html", {"message": exc.message}, status=exc.status)
+        return _render(request, "chat/error.html", {"message": exc.message}, status=exc.status)
     rows, _ = selectors.messages_page(room=access.room, limit=50)
     history = [events.message_payload(m, access.room.slug) for m in reversed(rows)]
-    return render(
+    return _render(
         request,
         "chat/room.html",
         {
@@ -35,3 +73,50 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
             "can_post": access.can_post,
         },
     )
+
+
+@require_GET
+def asset(request: HttpRequest, name: str) -> HttpResponse:
+    """The pages' own scripts, styles and icon, served wherever the site
+    mounts chat.urls (a proxy or collectstatic may serve them instead)."""
+    if name.startswith(("tests/", ".")) or "/." in name:
+        raise Http404("no such asset")
+    response = serve(request, name, document_root=str(ASSETS))
+    response["Cache-Control"] = "no-cache"  # revalidated by Last-Modified
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+SWAGGER_UI = "drf_spectacular_sidecar/swagger-ui-dist"
+
+
+@require_GET
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """Swagger UI over the package's schema, from drf-spectacular-sidecar's
+    files (no CDN), served through `docs_asset`."""
+    return _render(
+        request,
+        "chat/api_docs.html",
+        {"schema_url": reverse("chat:api-schema")},
+    )
+
+
+@require_GET
+def docs_asset(request: HttpRequest, name: str) -> HttpResponse:
+    """swagger-ui's own files, from the installed drf-spectacular-sidecar."""
+    root = Path(drf_spectacular_sidecar.__file__).resolve().parent / "static" / SWAGGER_UI
+    if name not in DOCS_ASSETS:
+        raise Http404("no such asset")
+    response = serve(request, name, document_root=str(root))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+DOCS_ASSETS = frozenset(
+    {
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-ui-standalone-preset.js",
+        "favicon-32x32.png",
+    }
+)

@@ -1,5 +1,28 @@
+"""
+Provides the WebSocket application a site puts in its ASGI router:
+
+    ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+
+`/ws/` (REALTIME["WS_PATH"]) behind the origin check and authentication.
+Importing it prepares the server it runs under (django_realtime.servers):
+under daphne, close codes and reasons, handshake timeouts and the 1012 drain.
+"""
+
+from channels.routing import URLRouter
 from django.urls import path
 
+from django_realtime import servers
+from django_realtime.conf import realtime_settings
+
+from .auth import websocket_auth_stack
 from .consumers import RealtimeConsumer
 
-websocket_urlpatterns = [path("ws/", RealtimeConsumer.as_asgi())]
+
+def websocket_urlpatterns() -> list:
+    """The WebSocket routes, for a site that builds its own router around them."""
+    return [path(realtime_settings.WS_PATH, RealtimeConsumer.as_asgi())]
+
+
+websocket_application = websocket_auth_stack(URLRouter(websocket_urlpatterns()))
+
+servers.prepare()

@@ -11,7 +11,9 @@ from django.core.validators import slug_re
 from django.db.models import Case, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
-from .errors import Forbidden, NotFound
+from django_realtime.errors import Forbidden, NotFound
+from django_realtime.users import username_path
+
 from .models import Membership, Message, Room
 
 
@@ -176,7 +178,7 @@ def receipts(*, room: Room) -> list[dict[str, Any]]:
     rows = (
         Membership.objects.filter(room=room, is_banned=False, last_read_seq__gt=0)
         .select_related("user")
-        .order_by("user__username")
+        .order_by(username_path("user"))
     )
     return [
         {"user": {"id": m.user_id, "username": m.user.get_username()}, "seq": m.last_read_seq}

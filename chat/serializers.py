@@ -4,8 +4,9 @@ chat.events.message_payload, the same function that builds the WebSocket
 frame; MessageSerializer describes that shape for the OpenAPI schema.
 """
 
-from django.conf import settings
 from rest_framework import serializers
+
+from django_realtime.conf import realtime_settings
 
 
 class UserSerializer(serializers.Serializer):
@@ -45,7 +46,7 @@ class MessageSerializer(serializers.Serializer):
 class MessageCreateSerializer(serializers.Serializer):
     # Validation of content happens in services.clean_content, shared with the
     # WebSocket; here only the shape is declared (and unknown fields ignored).
-    content = serializers.CharField(max_length=settings.CHAT_MAX_CONTENT_CHARS)
+    content = serializers.CharField(max_length=realtime_settings.CHAT_MAX_CONTENT_CHARS)
     client_id = serializers.UUIDField(required=False)
 
 

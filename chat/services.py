@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import BadRequest, Forbidden, NotFound, TooLarge
 from notifications.services import mentions_notify
 
 from . import events
-from .errors import BadRequest, Forbidden, NotFound, TooLarge
 from .models import Membership, Message, ModerationAction, Room
 from .ratelimit import limiter
 from .selectors import _access, _check_slug, room_access, room_access_by_slug, room_get
@@ -37,13 +37,20 @@ class SendResult:
     payload: dict
 
 
+def db_alias() -> str:
+    """The database the chat models are written to (the site's routers decide).
+    Notifications and presence must live in the same one: a message and the
+    notifications of its mentions commit together."""
+    return router.db_for_write(Message)
+
+
 def clean_content(content: object) -> str:
     """Message text as given, or BadRequest/TooLarge with a reason a user can act on."""
     if not isinstance(content, str):
         raise BadRequest("content must be a string")
     if not content.strip():
         raise BadRequest("content must not be empty")
-    limit = settings.CHAT_MAX_CONTENT_CHARS
+    limit = realtime_settings.CHAT_MAX_CONTENT_CHARS
     if len(content) > limit:
         raise TooLarge(f"content is {len(content)} characters; the limit is {limit}")
     if "\x00" in content:
@@ -77,7 +84,7 @@ def room_create(*, user: AbstractBaseUser, slug: str, name: str, is_private: boo
     if not isinstance(name, str) or not name.strip() or len(name) > 120:
         raise BadRequest("name must be 1 to 120 characters")
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=db_alias()):
             room = Room.objects.create(
                 slug=slug, name=name.strip(), is_private=bool(is_private), created_by=user
             )
@@ -137,9 +144,9 @@ def message_send(
     # No lookup of client_id beforehand: the unique index finds a retry when
     # the insert fails, which keeps the common path one query shorter.
     rate_key = message_rate_key(user, room.slug)  # the one-statement path's key too
-    limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
+    limiter.hit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=db_alias()):
             seq = _next_seq(room.pk)
             message = Message.objects.create(
                 room=room, seq=seq, user=user, client_id=client_uuid, content=content
@@ -156,7 +163,8 @@ def message_send(
                 )
             payload = events.message_payload(message, room.slug)
             transaction.on_commit(
-                partial(events.broadcast_message, room_id=room.pk, payload=payload)
+                using=db_alias(),
+                func=partial(events.broadcast_message, room_id=room.pk, payload=payload),
             )
     except IntegrityError:
         # A retry (or a racing twin) of a stored client_id: return the original.
@@ -222,7 +230,12 @@ def _message_send_one_statement(
     try:
         # Inside a caller's transaction, a savepoint keeps a failed insert
         # from aborting it; on its own the statement is its own transaction.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        connection = connections[db_alias()]
+        with (
+            transaction.atomic(using=connection.alias)
+            if connection.in_atomic_block
+            else nullcontext()
+        ):
             with connection.cursor() as cursor:
                 cursor.execute(SEND_SQL, params)
                 row = cursor.fetchone()
@@ -257,7 +270,10 @@ def _message_send_one_statement(
         user=user, slug=slug, content=content, client_uuid=client_uuid, now=now, row=row
     )
     transaction.on_commit(
-        partial(events.broadcast_message, room_id=result.message.room_id, payload=result.payload)
+        using=db_alias(),
+        func=partial(
+            events.broadcast_message, room_id=result.message.room_id, payload=result.payload
+        ),
     )
     return result
 
@@ -271,7 +287,7 @@ def one_statement_applies(content: object) -> bool:
     message that mentions no one."""
     return (
         ONE_STATEMENT_SEND
-        and connection.vendor == "postgresql"
+        and connections[db_alias()].vendor == "postgresql"
         and isinstance(content, str)
         and "@" not in content
     )
@@ -285,7 +301,7 @@ def one_statement_prepare(
     time and the statement's parameters."""
     _check_slug(slug)
     rate_key = message_rate_key(user, slug)
-    limiter.hit(rate_key, settings.CHAT_MESSAGE_RATE)
+    limiter.hit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
     now = timezone.now()
     params = {
         "user_id": user.pk,
@@ -319,7 +335,7 @@ def stored_result(
         created_at=now,
         is_deleted=False,
     )
-    message._state.adding, message._state.db = False, connection.alias
+    message._state.adding, message._state.db = False, db_alias()
     payload = events.message_payload(message, slug)
     return SendResult(message=message, created=True, payload=payload)
 
@@ -343,7 +359,7 @@ def _message_by_client_id(
 def _next_seq(room_id: int) -> int:
     """Bump and return the room's last_seq. The UPDATE holds the row lock until
     commit, so a later seq can never commit before an earlier one."""
-    with connection.cursor() as cursor:
+    with connections[db_alias()].cursor() as cursor:
         cursor.execute(
             "UPDATE chat_room SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq",
             [room_id],
@@ -362,19 +378,20 @@ def read_mark(*, user: AbstractBaseUser, slug: str, seq: object) -> int:
     seq = min(seq, room.last_seq)
     if access.membership is None:
         Membership.objects.get_or_create(room=room, user=user)
-    with transaction.atomic():
+    with transaction.atomic(using=db_alias()):
         moved = Membership.objects.filter(room=room, user=user, last_read_seq__lt=seq).update(
             last_read_seq=seq
         )
         if moved:
             transaction.on_commit(
-                partial(
+                using=db_alias(),
+                func=partial(
                     events.broadcast_receipt,
                     room_id=room.pk,
                     room_slug=room.slug,
                     user=events.user_payload(user),
                     seq=seq,
-                )
+                ),
             )
     if moved:
         return seq
@@ -458,7 +475,7 @@ def message_delete(*, moderator: AbstractBaseUser, message_id: int, reason: str 
     if isinstance(message_id, bool) or not isinstance(message_id, int):
         raise BadRequest("message_id must be an integer")
     reason = _clean_reason(reason)
-    with transaction.atomic():
+    with transaction.atomic(using=db_alias()):
         message = (
             Message.objects.select_for_update(of=("self",))
             .select_related("room", "user")
@@ -481,13 +498,14 @@ def message_delete(*, moderator: AbstractBaseUser, message_id: int, reason: str 
             reason=reason,
         )
         transaction.on_commit(
-            partial(
+            using=db_alias(),
+            func=partial(
                 events.broadcast_message_deleted,
                 room_id=message.room_id,
                 room_slug=message.room.slug,
                 message_id=message.pk,
                 seq=message.seq,
-            )
+            ),
         )
     return message
 
@@ -506,7 +524,7 @@ def _member_flag(
     nothing to change (no membership to lift a ban or mute from)."""
     reason = _clean_reason(reason)
     _require_moderator(moderator=moderator, room=room, target=user)
-    with transaction.atomic():
+    with transaction.atomic(using=db_alias()):
         memberships = Membership.objects.select_for_update()
         if not value:
             membership = memberships.filter(room=room, user=user).first()
@@ -525,13 +543,14 @@ def _member_flag(
         _audit(moderator=moderator, action=action, room=room, target_user=user, reason=reason)
         if action == ModerationAction.Action.BAN:
             transaction.on_commit(
-                partial(
+                using=db_alias(),
+                func=partial(
                     events.notify_kicked,
                     user_id=user.pk,
                     room_id=room.pk,
                     room_slug=room.slug,
                     reason=reason,
-                )
+                ),
             )
     return membership
 
@@ -607,7 +626,7 @@ def member_remove(
     Returns whether there was a membership."""
     reason = _clean_reason(reason)
     _require_moderator(moderator=moderator, room=room, target=user)
-    with transaction.atomic():
+    with transaction.atomic(using=db_alias()):
         deleted, _ = Membership.objects.filter(room=room, user=user).delete()
         if not deleted:
             return False
@@ -620,12 +639,13 @@ def member_remove(
         )
         if room.is_private:
             transaction.on_commit(
-                partial(
+                using=db_alias(),
+                func=partial(
                     events.notify_kicked,
                     user_id=user.pk,
                     room_id=room.pk,
                     room_slug=room.slug,
                     reason=reason,
-                )
+                ),
             )
     return True

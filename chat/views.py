@@ -1,7 +1,8 @@
 """
 Provides the chat REST API: thin DRF views over chat.selectors and
-chat.services, plus the exception handler that turns a ClientError into the
-same code a WebSocket client would see in its `error` frame.
+chat.services, each a RealtimeAPIView (its own authentication, permissions,
+throttles and error handling, whatever the site's DRF defaults), and the
+OpenAPI schema of the package's API.
 """
 
 import uuid
@@ -10,24 +11,28 @@ from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import authenticate
-from django.db import Error as DatabaseError
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
-from rest_framework.views import APIView
-from rest_framework.views import exception_handler as drf_exception_handler
 
+from django_realtime import __version__
+from django_realtime.errors import BadRequest
+from django_realtime.rest import (
+    LoginThrottle,
+    RealtimeAPIView,
+    body_object,
+    extend_schema,
+    page_params,
+)
 from presence import selectors as presence_selectors
 from presence.store import store as presence_store
-from project.logcontext import RequestContextMiddleware
 
 from . import auth, events, selectors, services
-from .errors import BadRequest, ClientError, RateLimited
 from .serializers import (
     CredentialsSerializer,
     InviteSerializer,
@@ -44,39 +49,8 @@ from .serializers import (
     TokenSerializer,
 )
 
-MAX_PAGE = 100
-DEFAULT_PAGE = 50
 
-
-def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """ClientError → its status and code; a database outage → 503 UNAVAILABLE."""
-    # `_user`, not `user`: reading `user` would authenticate again, and the
-    # error being handled may be the database failing to do just that.
-    RequestContextMiddleware.note_user(getattr(context.get("request"), "_user", None))
-    if isinstance(exc, ClientError):
-        response = Response({"detail": exc.message, "code": exc.code}, status=exc.status)
-        if isinstance(exc, RateLimited):
-            response["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-        return response
-    if isinstance(exc, DatabaseError):
-        return Response(
-            {"detail": "storage is unavailable; retry shortly", "code": "UNAVAILABLE"},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-    return drf_exception_handler(exc, context)
-
-
-def _body(request: Request) -> dict:
-    if not isinstance(request.data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return request.data
-
-
-class LoginThrottle(AnonRateThrottle):
-    scope = "anon"
-
-
-class TokenView(APIView):
+class TokenView(RealtimeAPIView):
     """Exchange a username and password for an API token."""
 
     authentication_classes: list = []
@@ -85,7 +59,7 @@ class TokenView(APIView):
 
     @extend_schema(request=CredentialsSerializer, responses={200: TokenSerializer})
     def post(self, request: Request) -> Response:
-        body = _body(request)
+        body = body_object(request)
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise ValidationError({"detail": "username and password are required"})
@@ -96,7 +70,7 @@ class TokenView(APIView):
         return Response({"token": token.key})
 
 
-class TicketView(APIView):
+class TicketView(RealtimeAPIView):
     """A single-use ticket for /ws/?ticket=…, valid 30 s."""
 
     @extend_schema(request=None, responses={200: TicketSerializer})
@@ -104,7 +78,7 @@ class TicketView(APIView):
         return Response({"ticket": auth.ticket_issue(user=request.user)})
 
 
-class RoomListView(APIView):
+class RoomListView(RealtimeAPIView):
     """Rooms the user can see, with unread counts; create a room."""
 
     @extend_schema(responses={200: RoomSerializer(many=True)})
@@ -114,7 +88,7 @@ class RoomListView(APIView):
 
     @extend_schema(request=RoomSerializer, responses={201: RoomSerializer})
     def post(self, request: Request) -> Response:
-        body = _body(request)
+        body = body_object(request)
         room = services.room_create(
             user=request.user,
             slug=body.get("slug"),
@@ -137,13 +111,13 @@ def _room_data(room: Any) -> dict:
     }
 
 
-class MemberView(APIView):
+class MemberView(RealtimeAPIView):
     """Invite a user to a room (members of the room, or staff)."""
 
     @extend_schema(request=InviteSerializer, responses={201: MemberSerializer})
     def post(self, request: Request, slug: str) -> Response:
         membership = services.member_invite(
-            inviter=request.user, slug=slug, username=_body(request).get("username")
+            inviter=request.user, slug=slug, username=body_object(request).get("username")
         )
         return Response(
             {"user": events.user_payload(membership.user), "role": membership.role},
@@ -151,25 +125,7 @@ class MemberView(APIView):
         )
 
 
-def int_param(request: Request, name: str, default: int | None = None) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True
-        raise BadRequest(f"'{name}' must be a non-negative integer")
-    return int(raw)
-
-
-def page_params(request: Request) -> tuple[int | None, int | None, int]:
-    """A cursor page's `before`, `after` and `limit` (1 to 100, larger capped)."""
-    before, after = int_param(request, "before"), int_param(request, "after")
-    limit = int_param(request, "limit", DEFAULT_PAGE)
-    if limit < 1:
-        raise BadRequest("'limit' must be at least 1")
-    return before, after, min(limit, MAX_PAGE)
-
-
-class MessageListView(APIView):
+class MessageListView(RealtimeAPIView):
     """History, cursor-paginated by seq; post a message."""
 
     @extend_schema(
@@ -205,7 +161,7 @@ class MessageListView(APIView):
 
     @extend_schema(request=MessageCreateSerializer, responses={201: MessageSerializer})
     def post(self, request: Request, slug: str) -> Response:
-        body = _body(request)
+        body = body_object(request)
         if "content" not in body:
             raise BadRequest("'content' is required")
         client_id = body.get("client_id")
@@ -220,17 +176,17 @@ class MessageListView(APIView):
         return response
 
 
-class ReadView(APIView):
+class ReadView(RealtimeAPIView):
     """Move the read position forward (never back)."""
 
     @extend_schema(request=ReadSerializer, responses={200: ReadPositionSerializer})
     def post(self, request: Request, slug: str) -> Response:
-        body = _body(request)
+        body = body_object(request)
         position = services.read_mark(user=request.user, slug=slug, seq=body.get("seq"))
         return Response({"room": slug, "last_read_seq": position})
 
 
-class ReceiptListView(APIView):
+class ReceiptListView(RealtimeAPIView):
     """Members' read positions."""
 
     @extend_schema(responses={200: ReceiptSerializer(many=True)})
@@ -239,7 +195,7 @@ class ReceiptListView(APIView):
         return Response(selectors.receipts(room=room))
 
 
-class PresenceView(APIView):
+class PresenceView(RealtimeAPIView):
     """Who is in the room now, online or away; with `offline=1`, then the
     members who are not, with their last-seen time."""
 
@@ -259,6 +215,35 @@ class PresenceView(APIView):
         present = async_to_sync(presence_store.members)(room_id=room.pk)
         if request.query_params.get("offline") in ("1", "true"):
             present += presence_selectors.room_members_offline(
-                room_id=room.pk, present_user_ids=[p["user"]["id"] for p in present], limit=MAX_PAGE
+                room_id=room.pk, present_user_ids=[p["user"]["id"] for p in present], limit=100
             )
         return Response(present)
+
+
+def realtime_endpoints_only(endpoints: list) -> list:
+    """The schema's hook: the package's own endpoints, none of the site's."""
+    return [
+        endpoint
+        for endpoint in endpoints
+        if issubclass(getattr(endpoint[3], "cls", object), RealtimeAPIView)
+    ]
+
+
+SCHEMA_SETTINGS = {
+    "TITLE": "django-realtime API",
+    "DESCRIPTION": (
+        "Rooms, history, read positions, receipts, presence and notifications."
+        " WebSocket and SSE: see docs/protocol.md."
+    ),
+    "VERSION": __version__,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["chat.views.realtime_endpoints_only"],
+}
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI 3 schema of the package's REST API, under the site's prefix."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    custom_settings = SCHEMA_SETTINGS

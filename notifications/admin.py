@@ -1,7 +1,12 @@
 """
 Provides the notifications admin: notifications browsable, searchable by
-recipient and filterable by kind and read state, and the "Send an
-announcement" action on users.
+recipient and filterable by kind and read state, and AnnouncementActionMixin,
+the "Send an announcement" action for the site's user admin. The package
+registers its own models only; a site adds the action to its user admin:
+
+    @admin.register(User)
+    class UserAdmin(AnnouncementActionMixin, DjangoUserAdmin):
+        actions = ["send_announcement"]
 
 Notifications are not added here: notifications.services is the only writer,
 and the action goes through it, so an announcement reaches open connections
@@ -11,13 +16,12 @@ like any other notification.
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from chat.events import user_payload
+from django_realtime.users import username_path
 
 from . import services
 from .models import Notification
@@ -42,7 +46,7 @@ class ReadFilter(admin.SimpleListFilter):
 class NotificationAdmin(admin.ModelAdmin):
     list_display = ["id", "recipient", "kind", "created_at", "is_read"]
     list_filter = ["kind", ReadFilter]
-    search_fields = ["recipient__username"]
+    search_fields = [username_path("recipient")]
     list_select_related = ["recipient"]
     readonly_fields = ["recipient", "kind", "data", "created_at", "read_at"]
     ordering = ["-id"]
@@ -63,11 +67,8 @@ class AnnouncementForm(forms.Form):
     )
 
 
-User = get_user_model()
-
-
-class UserAdmin(DjangoUserAdmin):
-    """Django's user admin, plus the announcement action."""
+class AnnouncementActionMixin:
+    """The "Send an announcement" action, for a ModelAdmin of the user model."""
 
     actions = ["send_announcement"]
 
@@ -99,8 +100,3 @@ class UserAdmin(DjangoUserAdmin):
                 "select_across": request.POST.get("select_across", "0"),
             },
         )
-
-
-if admin.site.is_registered(User):
-    admin.site.unregister(User)
-admin.site.register(User, UserAdmin)

@@ -4,3 +4,4 @@ from django.apps import AppConfig
 class NotificationsConfig(AppConfig):
     name = "notifications"
     verbose_name = "Notifications"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -15,9 +15,9 @@ import logging
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from chat.events import iso, send_to_groups_sync, user_group
+from django_realtime.conf import realtime_settings
 
 from .models import Notification
 
@@ -90,7 +90,7 @@ class Subscription:
             try:
                 await asyncio.wait_for(
                     self.layer.group_add(group, self.channel),
-                    timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
+                    timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS,
                 )
             except asyncio.CancelledError:
                 raise
@@ -105,7 +105,8 @@ class Subscription:
 
     @property
     def watches_epoch(self) -> bool:
-        """The layer says when Redis came back (project.layers), so memberships need re-adding."""
+        """The layer says when Redis came back (django_realtime.layers), so
+        memberships need re-adding."""
         return hasattr(self.layer, "epoch")
 
     @property
@@ -144,7 +145,7 @@ class Subscription:
             try:
                 await asyncio.wait_for(
                     self.layer.group_discard(group, self.channel),
-                    timeout=settings.LAYER_SEND_TIMEOUT_SECONDS,
+                    timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS,
                 )
             except Exception as exc:  # noqa: BLE001 - the stream is over either way
                 logger.warning("group_discard %s failed: %r", group, exc)

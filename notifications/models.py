@@ -13,7 +13,7 @@ class Notification(models.Model):
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
-        related_name="notifications",
+        related_name="realtime_notifications",
         db_index=False,
     )
     # "mention", "announcement", …; `data` is shaped by the kind (docs/protocol.md).

@@ -23,10 +23,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat.errors import BadRequest, NotFound
 from chat.events import user_payload
 from chat.models import Message, Room
 from chat.selectors import users_who_may_read
+from django_realtime.errors import BadRequest, NotFound
 
 from . import events
 from .models import Notification

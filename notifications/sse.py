@@ -27,7 +27,6 @@ from typing import Any
 
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
@@ -35,8 +34,9 @@ from django.views.decorators.http import require_GET
 from chat import events as chat_events
 from chat import selectors as chat_selectors
 from chat.auth import token_user
-from chat.errors import ClientError
 from chat.models import Room
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import ClientError
 
 from . import events, selectors
 
@@ -135,7 +135,7 @@ async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
 
 
 def over_stream_cap(user_id: int) -> HttpResponse | None:
-    cap = settings.SSE_MAX_STREAMS_PER_USER
+    cap = realtime_settings.SSE_MAX_STREAMS_PER_USER
     if cap and _open_streams[user_id] >= cap:
         response = error_response(429, f"at most {cap} open streams per user", "RATE_LIMITED")
         response["Retry-After"] = "10"
@@ -196,7 +196,7 @@ class NotificationStream(Stream):
         if last is None:
             return selectors.last_notification_id(user_id=user_id), [], False
         rows, truncated = selectors.notifications_after(
-            user_id=user_id, after=last, limit=settings.CHAT_RESUME_MAX_MESSAGES
+            user_id=user_id, after=last, limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES
         )
         return None, rows, truncated
 
@@ -217,7 +217,7 @@ class NotificationStream(Stream):
             selectors.notifications_after,
             user_id=self.user_id,
             after=self.last,
-            limit=settings.CHAT_RESUME_MAX_MESSAGES,
+            limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
         )
         return self._send(rows)
 
@@ -256,7 +256,7 @@ class RoomStream(Stream):
         # from the end rather than skipping future messages, as `join` does.
         self.delivered = last_seq if fresh else min(self.since, last_seq)
         chunks = [stream_head(last_seq if fresh else None)]
-        if not fresh and last_seq - self.since > settings.CHAT_RESUME_MAX_MESSAGES:
+        if not fresh and last_seq - self.since > realtime_settings.CHAT_RESUME_MAX_MESSAGES:
             chunks.append(
                 sse_event(
                     event="truncated",
@@ -271,7 +271,10 @@ class RoomStream(Stream):
         if since is None or since >= last_seq:
             return [], last_seq
         rows = chat_selectors.messages_since(
-            room_id=room_id, since=since, until=last_seq, limit=settings.CHAT_RESUME_MAX_MESSAGES
+            room_id=room_id,
+            since=since,
+            until=last_seq,
+            limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
         )
         return rows, last_seq
 
@@ -324,7 +327,7 @@ class RoomStream(Stream):
                 room_id=self.room.pk,
                 since=self.delivered,
                 until=until,
-                limit=settings.CHAT_RESUME_MAX_MESSAGES,
+                limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
             )
         except DatabaseError as exc:
             logger.warning("room stream could not read the database: %r", exc)
@@ -352,9 +355,9 @@ async def pump(stream: Stream) -> AsyncIterator[bytes]:
     client goes (Django cancels the response) or the stream's time is up."""
     release_request_thread()
     loop = asyncio.get_running_loop()
-    keepalive = float(settings.SSE_KEEPALIVE_SECONDS)
-    refresh_every = float(settings.GROUP_REFRESH_SECONDS)
-    lifetime = float(settings.SSE_MAX_STREAM_SECONDS)
+    keepalive = float(realtime_settings.SSE_KEEPALIVE_SECONDS)
+    refresh_every = float(realtime_settings.GROUP_REFRESH_SECONDS)
+    lifetime = float(realtime_settings.SSE_MAX_STREAM_SECONDS)
     # Jittered, so streams opened together do not all reconnect together.
     deadline = loop.time() + lifetime * random.uniform(0.9, 1.0) if lifetime else math.inf
     _open_streams[stream.user_id] += 1

@@ -1,30 +1,35 @@
 """
-Provides the notifications routes: the REST API (included under /api/) and
-the Server-Sent Events streams (included under /events/).
+Provides the notifications URLs under the prefix the site includes them at:
+the REST API (`api/notifications/…`) and the SSE stream
+(`events/notifications/`).
+
+    path("rt/", include("notifications.urls"))
+
+Reverse them in the `notifications` namespace.
 """
 
 from django.urls import path
 
 from . import sse, views
 
+app_name = "notifications"
+
 urlpatterns = [
-    path("notifications/", views.NotificationListView.as_view(), name="api-notifications"),
+    path("api/notifications/", views.NotificationListView.as_view(), name="api-notifications"),
     path(
-        "notifications/unread-count/",
+        "api/notifications/unread-count/",
         views.UnreadCountView.as_view(),
         name="api-notifications-unread-count",
     ),
     path(
-        "notifications/read-all/",
+        "api/notifications/read-all/",
         views.MarkAllReadView.as_view(),
         name="api-notifications-read-all",
     ),
     path(
-        "notifications/<str:pk>/read/", views.MarkReadView.as_view(), name="api-notification-read"
+        "api/notifications/<str:pk>/read/",
+        views.MarkReadView.as_view(),
+        name="api-notification-read",
     ),
-]
-
-event_urlpatterns = [
-    path("notifications/", sse.notification_events, name="events-notifications"),
-    path("rooms/<str:slug>/", sse.room_events, name="events-room"),
+    path("events/notifications/", sse.notification_events, name="events-notifications"),
 ]

@@ -2,19 +2,18 @@
 Provides the notifications REST API: thin DRF views over
 notifications.selectors and notifications.services. Every query is scoped to
 the requesting user; another user's notification is NOT_FOUND. Errors go
-through chat.views.exception_handler, as everywhere under /api/.
+through django_realtime.rest.exception_handler, as everywhere under api/.
 """
 
 from urllib.parse import urlencode
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from chat.errors import BadRequest, NotFound
-from chat.views import page_params
+from django_realtime.errors import BadRequest, NotFound
+from django_realtime.rest import RealtimeAPIView, extend_schema, page_params
 
 from . import events, selectors, services
 from .serializers import (
@@ -27,7 +26,7 @@ from .serializers import (
 TRUE, FALSE = {"1", "true", "yes"}, {"0", "false", "no", ""}
 
 
-class NotificationListView(APIView):
+class NotificationListView(RealtimeAPIView):
     """The user's notifications, newest first, cursor-paginated by id."""
 
     @extend_schema(
@@ -74,7 +73,7 @@ class NotificationListView(APIView):
         return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")
 
 
-class UnreadCountView(APIView):
+class UnreadCountView(RealtimeAPIView):
     """How many of the user's notifications are unread (the bell)."""
 
     @extend_schema(responses={200: UnreadCountSerializer})
@@ -82,7 +81,7 @@ class UnreadCountView(APIView):
         return Response({"count": selectors.unread_count(user=request.user)})
 
 
-class MarkReadView(APIView):
+class MarkReadView(RealtimeAPIView):
     """Mark one notification read; another user's is 404."""
 
     @extend_schema(request=None, responses={200: NotificationSerializer})
@@ -93,7 +92,7 @@ class MarkReadView(APIView):
         return Response(events.notification_payload(notification))
 
 
-class MarkAllReadView(APIView):
+class MarkAllReadView(RealtimeAPIView):
     """Mark every unread notification of the user read."""
 
     @extend_schema(request=None, responses={200: MarkedSerializer})

@@ -11,7 +11,7 @@ from django.db import models
 
 class UserPresence(models.Model):
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presence"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="realtime_presence"
     )
     # When the user's last connection closed (or was found dead); a user who
     # is online now keeps the time of their previous departure.

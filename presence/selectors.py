@@ -11,6 +11,7 @@ from django.db.models import F
 
 from chat.events import iso
 from chat.models import Membership
+from django_realtime.users import username_path
 
 from .models import UserPresence
 
@@ -32,8 +33,13 @@ def room_members_offline(
     rows = (
         Membership.objects.filter(room_id=room_id, is_banned=False)
         .exclude(user_id__in=set(present_user_ids))
-        .order_by(F("user__presence__last_seen_at").desc(nulls_last=True), "user__username")
-        .values_list("user_id", "user__username", "user__presence__last_seen_at")[:limit]
+        .order_by(
+            F("user__realtime_presence__last_seen_at").desc(nulls_last=True),
+            username_path("user"),
+        )
+        .values_list("user_id", username_path("user"), "user__realtime_presence__last_seen_at")[
+            :limit
+        ]
     )
     return [
         {

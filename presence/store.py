@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from django.conf import settings
+from django_realtime.conf import redis_url
 
 from . import conf
 
@@ -112,8 +112,9 @@ _backends: dict[tuple[str, str], PresenceStore] = {}
 
 
 def get_store() -> PresenceStore:
-    """The backend the settings select now: Redis when REDIS_URL is set."""
-    url = getattr(settings, "REDIS_URL", "") or ""
+    """The backend the settings select now: Redis when the site has one
+    (REALTIME["REDIS_URL"], else the channel layer's), else this process."""
+    url = redis_url()
     key = (url, conf.redis_prefix() if url else "")
     backend = _backends.get(key)
     if backend is None:

@@ -1,6 +1,7 @@
 """
-Provides the ASGI application: Django for HTTP (static files too, unless a
-proxy serves them), Channels for WebSocket.
+Provides the demo's ASGI application: the contract's §0 snippet, plus
+Django's static files handler so `make run` serves the admin's CSS without a
+proxy (SERVE_STATIC=0 when one does).
 """
 
 import os
@@ -13,12 +14,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from project.daphne_transport import tune_daphne  # noqa: E402
-from project.drain import install_daphne_drain  # noqa: E402
-from project.routing import websocket_application  # noqa: E402
-
-tune_daphne()
-install_daphne_drain()
+from chat.routing import websocket_application  # noqa: E402
 
 http_application = django_asgi_app
 if settings.SERVE_STATIC:

@@ -67,12 +67,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
-    "drf_spectacular",
-    "drf_spectacular_sidecar",
     "channels",
     "chat",
     "presence",
     "notifications",
+    # The demo's own: its user admin, the seed_demo command, its login page.
+    "project",
 ]
 
 MIDDLEWARE = [
@@ -81,7 +81,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "project.logcontext.RequestContextMiddleware",
+    "django_realtime.logcontext.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -136,9 +136,6 @@ else:
             "options": f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}",
         }
     )
-# A post over the WebSocket is stored on the event loop over its own
-# asynchronous connections (chat/asyncsend.py), at most this many per process.
-DATABASE_ASYNC_CONNECTIONS = env_int("DATABASE_ASYNC_CONNECTIONS", 4)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------
@@ -167,11 +164,11 @@ _FANOUT_CAPACITY = {"*fanout*": env_int("FANOUT_CHANNEL_CAPACITY", 100_000)}
 CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub-resilient")
 _LAYER_CONFIGS = {
     "pubsub-resilient": (
-        "project.layers.ResilientRedisPubSubChannelLayer",
+        "django_realtime.layers.ResilientRedisPubSubChannelLayer",
         {"hosts": [_REDIS_HOST]},
     ),
     "core-resilient": (
-        "project.layers.ResilientRedisChannelLayer",
+        "django_realtime.layers.ResilientRedisChannelLayer",
         {
             "hosts": [_REDIS_HOST],
             # A consumer's inbox; messages over it are dropped by the layer,
@@ -206,6 +203,11 @@ else:
         }
     }
 
+if not REDIS_URL:
+    # The embedded default is one process on purpose (`make run`): the check
+    # that warns about the in-memory layer in production says nothing new here.
+    SILENCED_SYSTEM_CHECKS = ["realtime.W002"]
+
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Auth, i18n, static ---------------------------------------------------------
@@ -222,105 +224,71 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # daphne serves /static/ itself unless a proxy does (SERVE_STATIC=0).
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 
 # --- REST framework -------------------------------------------------------------
-REST_FRAMEWORK = {
-    # Token first, so an anonymous request gets 401 with WWW-Authenticate.
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    # JSON whose strings hold no NUL and no lone surrogate (chat/strictjson.py).
-    "DEFAULT_PARSER_CLASSES": ["chat.strictjson.StrictJSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "chat.views.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-    ],
-    "DEFAULT_THROTTLE_RATES": {
-        "anon": os.environ.get("API_ANON_RATE", "120/min"),
-        "user": os.environ.get("API_USER_RATE", "6000/min"),
-    },
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "django-realtime API",
-    "DESCRIPTION": (
-        "Rooms, history, read positions, receipts, presence and notifications."
-        " WebSocket and SSE: see docs/protocol.md."
-    ),
-    "VERSION": "0.1.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "COMPONENT_SPLIT_REQUEST": True,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
-}
+# None: the package's views declare their own authentication, permissions,
+# parsers, throttles and error handling (django_realtime/rest.py), so the demo
+# runs on DRF's defaults as a new site would.
 
-# --- Realtime limits (documented in docs/protocol.md) --------------------------
-CHAT_MESSAGE_RATE = os.environ.get("CHAT_MESSAGE_RATE", "20/10s")
-CHAT_TYPING_RATE = os.environ.get("CHAT_TYPING_RATE", "1/1s")
-# `join` frames per user (all rooms, per process); `off` disables it.
-CHAT_JOIN_RATE = os.environ.get("CHAT_JOIN_RATE", "30/10s")
-# Open WebSocket connections per user per process; one more is accepted and
-# closed at once with 4429 (0: no cap).
-WS_MAX_CONNECTIONS_PER_USER = env_int("WS_MAX_CONNECTIONS_PER_USER", 20)
-# A connection refused with RATE_LIMITED more often than this is closed with
-# 4408 (a client that keeps sending regardless); `off` disables it.
-WS_FLOOD_CLOSE_RATE = os.environ.get("WS_FLOOD_CLOSE_RATE", "100/10s")
-CHAT_MAX_CONTENT_CHARS = env_int("CHAT_MAX_CONTENT_CHARS", 4000)
-WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536)
-# A resume replays at most this many messages; older ones come from REST.
-CHAT_RESUME_MAX_MESSAGES = env_int("CHAT_RESUME_MAX_MESSAGES", 1000)
-WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
-# daphne's WebSocket handshake and accept timeouts are raised to at least this
-# (project/daphne_transport.py): a client queued behind a reconnect storm waits
-# rather than fails.
-WS_HANDSHAKE_TIMEOUT_SECONDS = env_int("WS_HANDSHAKE_TIMEOUT_SECONDS", 30)
-# Extra origins (scheme://host[:port]) allowed to open /ws/ besides ALLOWED_HOSTS.
-WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
-# How long a broadcast may wait on the channel layer before it is given up
-# (the message is stored already; clients fill the gap from the database).
-LAYER_SEND_TIMEOUT_SECONDS = float(os.environ.get("LAYER_SEND_TIMEOUT_SECONDS", "5"))
-# Every connection re-adds its layer groups and checks its rooms against the
-# database this often (jittered), and at once when Redis comes back: a Redis
-# restarted empty, an expired group or a dropped doorbell heals within it.
-GROUP_REFRESH_SECONDS = float(os.environ.get("GROUP_REFRESH_SECONDS", "30"))
-# SSE streams (notifications/sse.py): a comment line after this much silence,
-# so proxies that cut idle connections (often at 30-60 s) keep them open.
-SSE_KEEPALIVE_SECONDS = float(os.environ.get("SSE_KEEPALIVE_SECONDS", "15"))
-# Open streams per user per process; more get 429 (0: no cap).
-SSE_MAX_STREAMS_PER_USER = env_int("SSE_MAX_STREAMS_PER_USER", 20)
-# A stream ends after about this long (jittered) and the client reconnects
-# with Last-Event-ID, so credentials and access are checked again (0: never).
-SSE_MAX_STREAM_SECONDS = env_int("SSE_MAX_STREAM_SECONDS", 3600)
-
-# --- Presence across processes (docs/protocol.md) -------------------------------
-# presence/conf.py holds each default and why it is what it is; here the
-# environment may override them. None means that default.
-PRESENCE_TTL_SECONDS = env_float_or_none("PRESENCE_TTL_SECONDS")
-PRESENCE_HEARTBEAT_SECONDS = env_float_or_none("PRESENCE_HEARTBEAT_SECONDS")
-PRESENCE_SWEEP_SECONDS = env_float_or_none("PRESENCE_SWEEP_SECONDS")
-PRESENCE_REDIS_TIMEOUT_SECONDS = env_float_or_none("PRESENCE_REDIS_TIMEOUT_SECONDS")
-PRESENCE_REDIS_MAX_CONNECTIONS = env_float_or_none("PRESENCE_REDIS_MAX_CONNECTIONS")
-PRESENCE_REDIS_PREFIX = os.environ.get("PRESENCE_REDIS_PREFIX") or None
-PRESENCE_DIFF_COALESCE_SECONDS = env_float_or_none("PRESENCE_DIFF_COALESCE_SECONDS")
+# --- The package's settings (django_realtime/conf.py has each default) --------
+# Every key of REALTIME can be set from an environment variable of the same
+# name; unset ones keep the package's default.
+_REALTIME_TEXT = [
+    "CHAT_MESSAGE_RATE",
+    "CHAT_TYPING_RATE",
+    "CHAT_JOIN_RATE",
+    "WS_FLOOD_CLOSE_RATE",
+    "API_LOGIN_RATE",
+    "API_USER_RATE",
+    "PRESENCE_REDIS_PREFIX",
+    "WS_PATH",
+    "BASE_TEMPLATE",
+]
+_REALTIME_NUMBERS = [
+    "CHAT_MAX_CONTENT_CHARS",
+    "CHAT_RESUME_MAX_MESSAGES",
+    "WS_MAX_CONNECTIONS_PER_USER",
+    "WS_MAX_FRAME_BYTES",
+    "WS_TICKET_TTL_SECONDS",
+    "WS_HANDSHAKE_TIMEOUT_SECONDS",
+    "LAYER_SEND_TIMEOUT_SECONDS",
+    "GROUP_REFRESH_SECONDS",
+    "DATABASE_ASYNC_CONNECTIONS",
+    "SSE_KEEPALIVE_SECONDS",
+    "SSE_MAX_STREAMS_PER_USER",
+    "SSE_MAX_STREAM_SECONDS",
+    "PRESENCE_TTL_SECONDS",
+    "PRESENCE_HEARTBEAT_SECONDS",
+    "PRESENCE_SWEEP_SECONDS",
+    "PRESENCE_REDIS_TIMEOUT_SECONDS",
+    "PRESENCE_REDIS_MAX_CONNECTIONS",
+    "PRESENCE_DIFF_COALESCE_SECONDS",
+]
+REALTIME: dict = {
+    "REDIS_URL": REDIS_URL,
+    "DATABASE_STATEMENT_TIMEOUT_MS": DATABASE_STATEMENT_TIMEOUT_MS,
+    "WS_ALLOWED_ORIGINS": env_list("WS_ALLOWED_ORIGINS", []),
+}
+for _name in _REALTIME_TEXT:
+    if os.environ.get(_name):
+        REALTIME[_name] = os.environ[_name]
+for _name in _REALTIME_NUMBERS:
+    _number = env_float_or_none(_name)
+    if _number is not None:
+        REALTIME[_name] = int(_number) if _number.is_integer() else _number
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "project.logcontext.ContextFilter"}},
+    "filters": {"context": {"()": "django_realtime.logcontext.ContextFilter"}},
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s user=%(user)s room=%(room)s %(message)s"
         },
-        "json": {"()": "project.logcontext.JsonFormatter"},
+        "json": {"()": "django_realtime.logcontext.JsonFormatter"},
     },
     "handlers": {
         "console": {

@@ -1,11 +1,14 @@
+"""
+Provides the demo's URLs: the site's own (admin, login, health) and the
+package's, included at the root as §0 of the contract shows under a prefix.
+"""
+
 from django.contrib import admin
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from notifications import urls as notification_urls
-from project import health
+from django_realtime import health
 
 urlpatterns = [
     # Browsers ask for /favicon.ico on every page without a <link rel="icon"> (the admin's).
@@ -15,10 +18,6 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("api/", include("chat.urls")),
-    path("api/", include("notifications.urls")),
-    path("events/", include(notification_urls.event_urlpatterns)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("chat.page_urls")),
+    path("", include("chat.urls")),
+    path("", include("notifications.urls")),
 ]

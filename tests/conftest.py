@@ -19,6 +19,22 @@ def _fresh_rate_limits():
     limiter._hits.clear()
 
 
+class _RealtimeSettings:
+    """`realtime.KEY = value` sets REALTIME["KEY"] for one test (pytest-django
+    restores the site's settings after it)."""
+
+    def __init__(self, settings):
+        object.__setattr__(self, "_settings", settings)
+
+    def __setattr__(self, name: str, value) -> None:
+        self._settings.REALTIME = {**getattr(self._settings, "REALTIME", {}), name: value}
+
+
+@pytest.fixture
+def realtime(settings):
+    return _RealtimeSettings(settings)
+
+
 @pytest.fixture
 def make_user(db):
     def make(username: str, *, password: str = "pw", is_staff: bool = False):

@@ -1,4 +1,4 @@
-"""The browser client's own unit tests (static/realtime/tests/*.test.mjs, on
+"""The browser client's own unit tests (tests/js/*.test.mjs, on
 node:test) run as part of the suite, so `make test` counts them."""
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "static" / "realtime" / "tests"
+TESTS = ROOT / "tests" / "js"
 
 
 def test_the_browser_clients_unit_tests_pass_under_node():

@@ -2,7 +2,7 @@
 
 from pprint import pformat
 
-from project.daphne_transport import at_least, lazily
+from django_realtime.daphne_transport import at_least, lazily
 
 
 def test_a_lazy_log_argument_is_computed_only_when_formatted():

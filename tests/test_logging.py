@@ -4,7 +4,7 @@ import contextvars
 import json
 import logging
 
-from project.logcontext import ContextFilter, JsonFormatter, log_room, log_user
+from django_realtime.logcontext import ContextFilter, JsonFormatter, log_room, log_user
 
 
 def test_a_log_line_carries_the_user_and_room_of_its_context():

@@ -263,8 +263,8 @@ def test_malformed_json_is_a_400(api, alice, general):
     assert response.status_code == 400
 
 
-def test_a_rest_flood_is_429_with_retry_after(api, alice, general, settings):
-    settings.CHAT_MESSAGE_RATE = "3/10s"
+def test_a_rest_flood_is_429_with_retry_after(api, alice, general, realtime):
+    realtime.CHAT_MESSAGE_RATE = "3/10s"
     client = api(alice)
     codes = [
         client.post("/api/rooms/general/messages/", {"content": "x"}, format="json")

@@ -8,8 +8,8 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from chat import asyncsend, events, services
-from chat.errors import BadRequest, Forbidden, NotFound
 from chat.models import Membership, Message
+from django_realtime.errors import BadRequest, Forbidden, NotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,7 +58,7 @@ async def test_refusals_say_what_the_service_says(alice, bob, general):
 async def test_a_mention_takes_the_general_path_and_notifies(alice, bob, general):
     result = await send(alice, content="hello @bob")
     assert result.created and result.message.seq == 1
-    assert await sync_to_async(bob.notifications.count)() == 1
+    assert await sync_to_async(bob.realtime_notifications.count)() == 1
 
 
 async def test_the_general_path_when_the_one_statement_is_off(alice, general, monkeypatch):

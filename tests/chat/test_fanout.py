@@ -6,7 +6,7 @@ import pytest
 
 from chat import events
 from chat.fanout import RoomFanout
-from project import metrics
+from django_realtime import metrics
 
 
 class Member:

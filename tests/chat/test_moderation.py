@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from chat import events, selectors, services
-from chat.errors import Forbidden, NotFound
 from chat.models import Membership, Message, ModerationAction
+from django_realtime.errors import Forbidden, NotFound
 
 Action = ModerationAction.Action
 

@@ -8,8 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat import services
-from chat.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
 from chat.models import Membership, Message
+from django_realtime.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
 
 
 @pytest.fixture(autouse=True, params=["one statement", "general path"])
@@ -145,8 +145,8 @@ def test_posting_joins_a_public_room_and_marks_it_read(bob, general):
     assert membership.last_read_seq == result.message.seq
 
 
-def test_the_message_rate_limit_refuses_the_21st_message(alice, general, settings):
-    settings.CHAT_MESSAGE_RATE = "20/10s"
+def test_the_message_rate_limit_refuses_the_21st_message(alice, general, realtime):
+    realtime.CHAT_MESSAGE_RATE = "20/10s"
     for _ in range(20):
         send(alice)
     with pytest.raises(RateLimited):
@@ -154,8 +154,8 @@ def test_the_message_rate_limit_refuses_the_21st_message(alice, general, setting
     assert Message.objects.count() == 20
 
 
-def test_rate_limit_off_disables_it(alice, general, settings):
-    settings.CHAT_MESSAGE_RATE = "off"
+def test_rate_limit_off_disables_it(alice, general, realtime):
+    realtime.CHAT_MESSAGE_RATE = "off"
     for _ in range(25):
         send(alice)
     assert Message.objects.count() == 25
@@ -247,10 +247,10 @@ def test_a_plain_message_is_stored_in_one_round_trip(alice, general, send_path):
     assert Membership.objects.get(room=general, user=alice).last_read_seq == 2
 
 
-def test_a_rate_limited_sender_is_refused_the_same_on_both_paths(alice, general, settings):
+def test_a_rate_limited_sender_is_refused_the_same_on_both_paths(alice, general, realtime):
     """A message with a mention (general path) and one without (one
     statement) count against the same limit."""
-    settings.CHAT_MESSAGE_RATE = "2/10s"
+    realtime.CHAT_MESSAGE_RATE = "2/10s"
     send(alice, content="one")
     send(alice, content="two @bob")
     with pytest.raises(RateLimited):

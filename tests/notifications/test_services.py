@@ -12,8 +12,8 @@ from django.core.management.base import CommandError
 from chat import events as chat_events
 from chat import selectors as chat_selectors
 from chat import services as chat_services
-from chat.errors import ClientError, NotFound
 from chat.models import Membership, Message, Room
+from django_realtime.errors import ClientError, NotFound
 from notifications import services
 from notifications.models import Notification
 

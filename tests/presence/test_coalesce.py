@@ -10,8 +10,8 @@ from presence.events import broadcast_changes
 from presence.store import Change
 
 
-async def test_a_burst_is_the_first_diff_then_one_merged_diff(settings):
-    settings.PRESENCE_DIFF_COALESCE_SECONDS = 0.3
+async def test_a_burst_is_the_first_diff_then_one_merged_diff(realtime):
+    realtime.PRESENCE_DIFF_COALESCE_SECONDS = 0.3
     room_id = 9101
     layer = get_channel_layer()
     inbox = await layer.new_channel()
@@ -37,8 +37,8 @@ async def test_a_burst_is_the_first_diff_then_one_merged_diff(settings):
     await layer.group_discard(room_group(room_id), inbox)
 
 
-async def test_a_quiet_room_gets_its_diff_at_once(settings):
-    settings.PRESENCE_DIFF_COALESCE_SECONDS = 5
+async def test_a_quiet_room_gets_its_diff_at_once(realtime):
+    realtime.PRESENCE_DIFF_COALESCE_SECONDS = 5
     room_id = 9102
     layer = get_channel_layer()
     inbox = await layer.new_channel()

@@ -16,6 +16,7 @@ import redis.asyncio as redis
 from channels.layers import get_channel_layer
 
 from chat.events import room_group
+from django_realtime.conf import DEFAULTS
 from presence import conf
 from presence.local import LocalPresenceStore
 from presence.redis_store import RedisPresenceStore
@@ -167,10 +168,10 @@ async def test_one_process_sees_the_presence_another_process_wrote(two_processes
     assert await b.members(room_id=1) == expected
 
 
-async def test_an_expired_lease_is_swept_once_whoever_sweeps(two_processes, settings):
+async def test_an_expired_lease_is_swept_once_whoever_sweeps(two_processes, realtime):
     """A dead process's connection: its lease runs out and two live processes
     sweep at once; its leave and its user's going offline are reported once."""
-    settings.PRESENCE_TTL_SECONDS = 0.3
+    realtime.PRESENCE_TTL_SECONDS = 0.3
     a, b = two_processes
     await a.connect(user_id=7, username="alice", channel="dead")
     await a.enter(**enter(channel="dead"))
@@ -185,8 +186,8 @@ async def test_an_expired_lease_is_swept_once_whoever_sweeps(two_processes, sett
     ]
 
 
-async def test_heartbeats_keep_a_lease_alive_past_its_ttl(two_processes, settings):
-    settings.PRESENCE_TTL_SECONDS = 0.4
+async def test_heartbeats_keep_a_lease_alive_past_its_ttl(two_processes, realtime):
+    realtime.PRESENCE_TTL_SECONDS = 0.4
     a, b = two_processes
     await a.enter(**enter(channel="tab"))
     deadline = time.monotonic() + 1.2  # three TTLs
@@ -214,8 +215,8 @@ async def test_a_lost_lease_is_registered_again_by_the_next_heartbeat(
     assert await a.heartbeat() == []  # and only once
 
 
-async def test_no_key_is_left_once_everyone_has_gone(two_processes, raw, prefix, settings):
-    settings.PRESENCE_TTL_SECONDS = 0.3
+async def test_no_key_is_left_once_everyone_has_gone(two_processes, raw, prefix, realtime):
+    realtime.PRESENCE_TTL_SECONDS = 0.3
     a, b = two_processes
     for i in range(5):
         await a.connect(user_id=i, username=f"u{i}", channel=f"a{i}")
@@ -268,12 +269,12 @@ async def test_typing_stopped_by_its_process_is_not_lapsed_again(two_processes):
     assert (await b.sweep()).typing_lapses == []
 
 
-async def test_the_upkeep_task_announces_a_dead_processs_leave_to_the_room(prefix, settings):
+async def test_the_upkeep_task_announces_a_dead_processs_leave_to_the_room(prefix, realtime):
     """What a server process runs: the upkeep of the live process sweeps the
     dead one's lease and sends the room a presence diff."""
-    settings.PRESENCE_TTL_SECONDS = 0.4
-    settings.PRESENCE_HEARTBEAT_SECONDS = 0.1
-    settings.PRESENCE_SWEEP_SECONDS = 0.1
+    realtime.PRESENCE_TTL_SECONDS = 0.4
+    realtime.PRESENCE_HEARTBEAT_SECONDS = 0.1
+    realtime.PRESENCE_SWEEP_SECONDS = 0.1
     layer = get_channel_layer()
     listener = await layer.new_channel()
     await layer.group_add(room_group(4242), listener)
@@ -304,8 +305,8 @@ async def test_the_upkeep_task_announces_a_dead_processs_leave_to_the_room(prefi
 # --- Redis: faults ---------------------------------------------------------------------------
 
 
-async def test_an_unreachable_redis_answers_no_change_within_the_timeout(settings):
-    settings.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
+async def test_an_unreachable_redis_answers_no_change_within_the_timeout(realtime):
+    realtime.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
     nowhere = RedisPresenceStore(
         url=f"redis://127.0.0.1:{free_port()}/0", prefix="x:", run_upkeep=False
     )
@@ -320,12 +321,12 @@ async def test_an_unreachable_redis_answers_no_change_within_the_timeout(setting
     await nowhere.aclose()
 
 
-async def test_a_hung_redis_holds_no_call_longer_than_the_timeout(settings):
+async def test_a_hung_redis_holds_no_call_longer_than_the_timeout(realtime):
     """Redis frozen (SIGSTOP): every call gives up after its bound
     (PRESENCE_REDIS_TIMEOUT_SECONDS; a heartbeat, two thirds of
     PRESENCE_HEARTBEAT_SECONDS); once it thaws, presence works again."""
-    settings.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
-    settings.PRESENCE_HEARTBEAT_SECONDS = 1.2  # the heartbeat's bound: 0.8 s
+    realtime.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
+    realtime.PRESENCE_HEARTBEAT_SECONDS = 1.2  # the heartbeat's bound: 0.8 s
     server = RedisServer().start()
     store = RedisPresenceStore(url=server.url, prefix="p:", run_upkeep=False)
     try:
@@ -351,12 +352,12 @@ async def test_a_hung_redis_holds_no_call_longer_than_the_timeout(settings):
         server.stop()
 
 
-async def test_a_heartbeat_outlasts_a_stall_longer_than_the_call_timeout(settings, caplog):
+async def test_a_heartbeat_outlasts_a_stall_longer_than_the_call_timeout(realtime, caplog):
     """A process with thousands of connections refreshes them all in one
     heartbeat, read late by a busy loop: a 0.7 s stall fails a join
     (PRESENCE_REDIS_TIMEOUT_SECONDS 0.5) but not the heartbeat (1 s)."""
-    settings.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
-    settings.PRESENCE_HEARTBEAT_SECONDS = 1.5
+    realtime.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
+    realtime.PRESENCE_HEARTBEAT_SECONDS = 1.5
     server = RedisServer().start()
     store = RedisPresenceStore(url=server.url, prefix="p:", run_upkeep=False)
     try:
@@ -389,15 +390,15 @@ async def test_a_heartbeat_outlasts_a_stall_longer_than_the_call_timeout(setting
 def test_the_defaults_end_a_dead_processs_presence_within_60_seconds():
     """The contract: a dead process's users leave within 60 s. The worst case
     is a lease refreshed just before the crash: TTL, then up to one sweep."""
-    ttl = conf.DEFAULTS["PRESENCE_TTL_SECONDS"]
-    assert ttl + conf.DEFAULTS["PRESENCE_SWEEP_SECONDS"] <= 60
+    ttl = DEFAULTS["PRESENCE_TTL_SECONDS"]
+    assert ttl + DEFAULTS["PRESENCE_SWEEP_SECONDS"] <= 60
     # a live connection survives two missed heartbeats
-    assert 3 * conf.DEFAULTS["PRESENCE_HEARTBEAT_SECONDS"] <= ttl
+    assert 3 * DEFAULTS["PRESENCE_HEARTBEAT_SECONDS"] <= ttl
 
 
-def test_settings_are_read_at_call_time_with_one_default(settings):
-    assert conf.ttl_seconds() == conf.DEFAULTS["PRESENCE_TTL_SECONDS"]
-    settings.PRESENCE_TTL_SECONDS = 6
+def test_settings_are_read_at_call_time_with_one_default(realtime):
+    assert conf.ttl_seconds() == DEFAULTS["PRESENCE_TTL_SECONDS"]
+    realtime.PRESENCE_TTL_SECONDS = 6
     assert conf.ttl_seconds() == 6.0
 
 

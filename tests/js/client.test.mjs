@@ -2,7 +2,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { backoffDelay, Outbox, RoomTracker, RealtimeClient, uuid4 } from '../client.js';
+import { backoffDelay, Outbox, RoomTracker, RealtimeClient, uuid4 } from '../../chat/static/realtime/client.js';
 
 // --- helpers ----------------------------------------------------------------------
 

@@ -3,12 +3,13 @@
  * count and a small list) and, on the room list, the "create a room" form.
  * No inline scripts anywhere, so a `script-src 'self'` CSP can be added.
  *
- * The bell is built against the REST contract (/api/notifications/…); if those
+ * The bell is built against the REST contract (api/notifications/…); if those
  * endpoints are not there it stays quietly at zero. The room page forwards live
  * `notification` frames as a `realtime:notification` DOM event.
  */
 
 import { api, errorText } from './http.js';
+import { config, roomPage, roomsApi } from './config.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,14 +54,14 @@ function notificationItem(n) {
   li.className = n.read ? 'read' : 'unread';
   const slug = roomSlugOf(n.data);
   const link = document.createElement(slug ? 'a' : 'span');
-  if (slug) link.href = `/rooms/${encodeURIComponent(slug)}/`;
+  if (slug) link.href = roomPage(slug);
   link.textContent = describe(n);
   link.addEventListener('click', () => {
     if (!n.read && n.id !== undefined) {
       n.read = true;
       li.className = 'read';
       setUnread(unread - 1);
-      api('POST', `/api/notifications/${encodeURIComponent(n.id)}/read/`).catch(() => {});
+      api('POST', `${config.notifications}${encodeURIComponent(n.id)}/read/`).catch(() => {});
     }
   });
   const time = document.createElement('time');
@@ -75,7 +76,7 @@ function notificationItem(n) {
 
 async function refreshCount() {
   try {
-    const { ok, data } = await api('GET', '/api/notifications/unread-count/');
+    const { ok, data } = await api('GET', `${config.notifications}unread-count/`);
     if (ok && data && Number.isInteger(data.count)) setUnread(data.count);
   } catch {
     // offline or not available: keep what we have
@@ -84,7 +85,7 @@ async function refreshCount() {
 
 async function loadList() {
   try {
-    const { ok, data } = await api('GET', '/api/notifications/');
+    const { ok, data } = await api('GET', config.notifications);
     const rows = ok && data ? (Array.isArray(data) ? data : data.results || []) : null;
     if (!rows) {
       empty.textContent = 'Notifications are not available.';
@@ -123,7 +124,7 @@ if (bell && panel) {
     }
   });
   $('bell-read-all').addEventListener('click', async () => {
-    const { ok } = await api('POST', '/api/notifications/read-all/').catch(() => ({ ok: false }));
+    const { ok } = await api('POST', `${config.notifications}read-all/`).catch(() => ({ ok: false }));
     if (ok) {
       setUnread(0);
       for (const li of list.querySelectorAll('li.unread')) li.className = 'read';
@@ -183,9 +184,9 @@ if (createForm) {
     const button = createForm.querySelector('button[type="submit"]');
     button.disabled = true;
     try {
-      const { ok, status, data } = await api('POST', '/api/rooms/', { slug, name, is_private: privateInput.checked });
+      const { ok, status, data } = await api('POST', roomsApi(), { slug, name, is_private: privateInput.checked });
       if (ok) {
-        window.location.assign(`/rooms/${encodeURIComponent((data && data.slug) || slug)}/`);
+        window.location.assign(roomPage((data && data.slug) || slug));
         return;
       }
       errorEl.textContent = errorText(data, status);

@@ -8,6 +8,7 @@
  */
 import { RealtimeClient } from './client.js';
 import { api, errorText } from './http.js';
+import { config, roomsApi, wsUrl } from './config.js';
 
 const TYPING_SEND_EVERY_MS = 2000; // one `typing: true` per 2 s while keys are pressed
 const TYPING_IDLE_MS = 5000; // say "stopped" after 5 s without input
@@ -79,7 +80,7 @@ let oldestSeq = null;
 let readSent = 0;
 let removed = false; // kicked, or refused at join
 
-const client = new RealtimeClient({ userId: me.id });
+const client = new RealtimeClient({ userId: me.id, url: wsUrl(), apiBase: config.prefix });
 
 // --- messages --------------------------------------------------------------------------
 
@@ -248,7 +249,7 @@ function setReceipt(user, seq) {
 
 async function loadReceipts() {
   try {
-    const { ok, data } = await api('GET', `/api/rooms/${encodeURIComponent(slug)}/receipts/`);
+    const { ok, data } = await api('GET', `${roomsApi(slug)}receipts/`);
     if (ok && Array.isArray(data)) for (const r of data) setReceipt(r.user, r.seq);
   } catch {
     // offline: live receipts and the next join bring them
@@ -267,7 +268,7 @@ async function dropHiddenWhileAway() {
   if (!shown.length) return;
   const after = shown[Math.max(0, shown.length - RECHECK_LIMIT)] - 1;
   try {
-    const url = `/api/rooms/${encodeURIComponent(slug)}/messages/?after=${after}&limit=${RECHECK_LIMIT}`;
+    const url = `${roomsApi(slug)}messages/?after=${after}&limit=${RECHECK_LIMIT}`;
     const { ok, data } = await api('GET', url);
     if (!ok || !data || !Array.isArray(data.results)) return;
     const kept = new Set(data.results.map((m) => m.id));
@@ -426,7 +427,7 @@ function renderState(s) {
     case 'unauthorized': {
       connText.textContent = 'Your session has ended. ';
       const a = el('a', '', 'Log in again');
-      a.href = `/accounts/login/?next=${encodeURIComponent(window.location.pathname)}`;
+      a.href = `${config.login}?next=${encodeURIComponent(window.location.pathname)}`;
       connText.append(a);
       break;
     }
@@ -595,7 +596,7 @@ async function loadOlder() {
   if (oldestSeq === null) return;
   loadOlderBtn.disabled = true;
   try {
-    const { ok, status, data } = await api('GET', `/api/rooms/${encodeURIComponent(slug)}/messages/?before=${oldestSeq}&limit=${PAGE}`);
+    const { ok, status, data } = await api('GET', `${roomsApi(slug)}messages/?before=${oldestSeq}&limit=${PAGE}`);
     if (!ok) {
       toast(errorText(data, status));
       return;
@@ -630,7 +631,7 @@ if (inviteForm) {
     status.classList.remove('error');
     status.textContent = 'Inviting…';
     try {
-      const { ok, status: code, data } = await api('POST', `/api/rooms/${encodeURIComponent(slug)}/members/`, { username });
+      const { ok, status: code, data } = await api('POST', `${roomsApi(slug)}members/`, { username });
       if (ok) {
         status.textContent = `${data && data.user ? data.user.username : username} can now join this room.`;
         field.value = '';

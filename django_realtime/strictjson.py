@@ -10,7 +10,7 @@ from typing import Any
 
 from rest_framework.parsers import JSONParser
 
-from .errors import BadRequest
+from django_realtime.errors import BadRequest
 
 
 def check_text(value: Any) -> None:

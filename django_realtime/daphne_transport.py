@@ -1,5 +1,5 @@
 """
-Provides the project's adjustments to daphne's WebSocket transport.
+Provides the package's adjustments to daphne's WebSocket transport.
 
 - The frame limit stays where daphne puts it (1 MiB), for autobahn applies
   it to frames in both directions: at 64 KiB, a `joined` frame listing a
@@ -35,14 +35,17 @@ Provides the project's adjustments to daphne's WebSocket transport.
   1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
   sends so clients reconnect elsewhere) and 1013 (try again later).
 
-Applied when project.asgi is imported, which daphne's command line does before
-it builds its Server, so `daphne -b HOST -p PORT project.asgi:application`
-needs no extra flag. Under another ASGI server these are no-ops.
+Applied by django_realtime.servers.prepare() when chat.routing is imported,
+which a site's asgi.py does before daphne's command line builds its Server,
+so `daphne -b HOST -p PORT mysite.asgi:application` needs no extra flag.
+Under another ASGI server these are no-ops.
 """
 
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from .conf import realtime_settings
 
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1011, 1012, 1013})
 
@@ -110,14 +113,13 @@ def tune_daphne() -> None:
     from autobahn.websocket import protocol as autobahn_protocol
     from daphne import server as daphne_server
     from daphne.ws_protocol import WebSocketProtocol
-    from django.conf import settings
     from twisted.internet import tcp
 
     if getattr(WebSocketProtocol, "_realtime_tuned", False):
         return
     WebSocketProtocol._realtime_tuned = True
 
-    floor = settings.WS_HANDSHAKE_TIMEOUT_SECONDS
+    floor = realtime_settings.WS_HANDSHAKE_TIMEOUT_SECONDS
 
     class WebSocketFactory(daphne_server.WebSocketFactory):
         def __init__(self, daphne, *args, **kwargs):

@@ -23,6 +23,7 @@ CLOSE_SERVICE_RESTART = 1012
 DRAIN_SECONDS = 3.0
 
 _open: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_daphne_drain_installed = False
 
 
 def register(consumer: Any) -> None:
@@ -54,8 +55,10 @@ async def drain(timeout: float = DRAIN_SECONDS) -> None:
 
 def install_daphne_drain() -> None:
     """Run drain() before daphne's reactor shuts down (SIGTERM, SIGINT)."""
-    if "twisted.internet.reactor" not in sys.modules:
-        return  # not under daphne; importing the reactor here would install one
+    global _daphne_drain_installed
+    if "twisted.internet.reactor" not in sys.modules or _daphne_drain_installed:
+        return  # not under daphne (importing the reactor would install one), or done
+    _daphne_drain_installed = True
     from twisted.internet import defer, reactor
 
     def before_shutdown():

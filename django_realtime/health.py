@@ -5,11 +5,12 @@ proxy's internal listener in production if they should not be seen outside.
 """
 
 import redis
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from django_realtime.conf import redis_url
 
 PROBE_TIMEOUT_SECONDS = 2
 
@@ -44,10 +45,11 @@ def _check_database() -> str:
 
 
 def _check_redis() -> str:
-    if not settings.REDIS_URL:
+    url = redis_url()
+    if not url:
         return "not configured"
     client = redis.Redis.from_url(
-        settings.REDIS_URL,
+        url,
         socket_timeout=PROBE_TIMEOUT_SECONDS,
         socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
     )

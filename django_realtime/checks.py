@@ -1,0 +1,172 @@
+"""
+Provides the system checks `manage.py check` runs for the package (registered
+by chat's AppConfig.ready): what a site is missing or has set unsafely, each with
+an id (`realtime.E…` errors stop the server, `realtime.W…` warnings do not)
+and a hint that says what to change. docs/integration.md lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from .conf import DEFAULTS
+
+# channels_redis' core layer blocks on BZPOPMIN for 5 s; a Redis read timeout
+# at or below that ends every idle consumer's receive (channels_redis#422).
+BLOCKING_POP_SECONDS = 5
+
+REQUIRED_APPS = {
+    "channels": "realtime.E001",
+    "rest_framework": "realtime.E002",
+    "rest_framework.authtoken": "realtime.E003",
+    "chat": "realtime.E004",
+    "notifications": "realtime.E004",
+    "presence": "realtime.E004",
+}
+STOCK_LAYERS = {
+    "channels_redis.core.RedisChannelLayer": "django_realtime.layers.ResilientRedisChannelLayer",
+    "channels_redis.pubsub.RedisPubSubChannelLayer": (
+        "django_realtime.layers.ResilientRedisPubSubChannelLayer"
+    ),
+}
+
+
+def check_installed_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    return [
+        Error(
+            f"'{name}' is not in INSTALLED_APPS; django-realtime needs it.",
+            hint=f'Add "{name}" to INSTALLED_APPS (docs/integration.md, step 2).',
+            id=check_id,
+        )
+        for name, check_id in REQUIRED_APPS.items()
+        if not apps.is_installed(name)
+    ]
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    realtime = getattr(settings, "REALTIME", {})
+    if not isinstance(realtime, dict):
+        return [
+            Error(
+                f"REALTIME must be a dict, not {type(realtime).__name__}.",
+                hint="REALTIME = {} keeps every default.",
+                id="realtime.E005",
+            )
+        ]
+    unknown = sorted(set(realtime) - set(DEFAULTS))
+    if unknown:
+        messages.append(
+            Warning(
+                f"REALTIME has keys the package does not know: {', '.join(unknown)}.",
+                hint="A misspelt key is ignored; docs/integration.md lists the keys.",
+                id="realtime.W001",
+            )
+        )
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        messages.append(
+            Error(
+                "ASGI_APPLICATION is not set; Channels cannot find the WebSocket application.",
+                hint='ASGI_APPLICATION = "mysite.asgi.application" (docs/integration.md).',
+                id="realtime.E006",
+            )
+        )
+    return messages
+
+
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    layer = layers.get("default")
+    if not layer:
+        return [
+            Error(
+                "CHANNEL_LAYERS has no 'default' layer: nothing carries events to sockets.",
+                hint='CHANNEL_LAYERS = {"default": {"BACKEND": '
+                '"channels.layers.InMemoryChannelLayer"}} for one process; Redis for more.',
+                id="realtime.E007",
+            )
+        ]
+    backend = str(layer.get("BACKEND", ""))
+    messages: list[CheckMessage] = []
+    if backend == "channels.layers.InMemoryChannelLayer" and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "The in-memory channel layer with DEBUG=False: events reach only the "
+                "sockets of this one process.",
+                hint="Use django_realtime.layers.ResilientRedisPubSubChannelLayer with Redis "
+                "for more than one process (docs/integration.md, production).",
+                id="realtime.W002",
+            )
+        )
+    if backend in STOCK_LAYERS:
+        messages.append(
+            Warning(
+                f"{backend} as shipped does not survive Redis restarting: consumers die "
+                "(1011) and memberships are lost.",
+                hint=f'Use "{STOCK_LAYERS[backend]}" with the same CONFIG.',
+                id="realtime.W003",
+            )
+        )
+    if backend.endswith("RedisChannelLayer") and "PubSub" not in backend:
+        for host in layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379"]:
+            timeout = host.get("socket_timeout") if isinstance(host, dict) else None
+            if timeout is None or timeout <= BLOCKING_POP_SECONDS:
+                messages.append(
+                    Error(
+                        "The Redis layer's read timeout is "
+                        f"{'redis-py’s default' if timeout is None else f'{timeout} s'}, at or "
+                        f"below its {BLOCKING_POP_SECONDS} s blocking pop: every idle "
+                        "consumer's receive times out and its socket closes with 1011.",
+                        hint='Give each host a dict with "address" and "socket_timeout": 10.',
+                        id="realtime.E008",
+                    )
+                )
+                break
+    return messages
+
+
+def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    database = settings.DATABASES.get("default", {})
+    if database.get("ENGINE") != "django.db.backends.sqlite3" or settings.DEBUG:
+        return []
+    if database.get("OPTIONS", {}).get("transaction_mode") == "IMMEDIATE":
+        return []
+    return [
+        Warning(
+            "SQLite with DEBUG=False and without transaction_mode IMMEDIATE: two "
+            "concurrent posts can fail with 'database is locked'.",
+            hint='DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", '
+            '"timeout": 20}; PostgreSQL in production.',
+            id="realtime.W004",
+        )
+    ]
+
+
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    needed = "django.contrib.auth.middleware.AuthenticationMiddleware"
+    if needed in settings.MIDDLEWARE:
+        return []
+    return [
+        Warning(
+            "AuthenticationMiddleware is not in MIDDLEWARE: pages and SSE streams "
+            "cannot see a signed-in session.",
+            hint=f'Add "{needed}" (after SessionMiddleware).',
+            id="realtime.W005",
+        )
+    ]
+
+
+def register_checks() -> None:
+    """Register every check above with Django's check framework."""
+    for check in (
+        check_installed_apps,
+        check_settings,
+        check_channel_layer,
+        check_database,
+        check_middleware,
+    ):
+        register(check)

@@ -1,0 +1,144 @@
+"""
+Provides `realtime_settings`: every setting of the package, one key of the
+site's `REALTIME` dict each, with its one documented default here.
+
+Read at call time, so `override_settings(REALTIME=…)` and pytest-django's
+`settings` fixture take effect at once, as DRF's `api_settings` does after
+`setting_changed`. A key set to None counts as unset. docs/integration.md
+lists every key; `manage.py check` reports unknown ones (realtime.W002).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # --- Where things are -------------------------------------------------------
+    # The WebSocket path under the site's WebSocket router (no leading slash).
+    "WS_PATH": "ws/",
+    # Redis for presence, rate limits and anything else shared between
+    # processes. None: the channel layer's own Redis (its first host), when the
+    # layer is a channels_redis one; "" with an in-memory layer: one process.
+    "REDIS_URL": None,
+    # The template the pages extend; a site sets its own to wrap them in its
+    # layout (it must define the blocks `title`, `head`, `content`, `scripts`).
+    "BASE_TEMPLATE": "realtime/base.html",
+    # --- Limits ----------------------------------------------------------------
+    # Messages per user per room; `off` disables it (load tests).
+    "CHAT_MESSAGE_RATE": "20/10s",
+    "CHAT_TYPING_RATE": "1/1s",
+    # `join` frames per user, all rooms; `off` disables it.
+    "CHAT_JOIN_RATE": "30/10s",
+    "CHAT_MAX_CONTENT_CHARS": 4000,
+    # A resume replays at most this many messages; older ones come from REST.
+    "CHAT_RESUME_MAX_MESSAGES": 1000,
+    # Open WebSocket connections per user; one more is accepted and closed at
+    # once with 4429 (0: no cap).
+    "WS_MAX_CONNECTIONS_PER_USER": 20,
+    # A connection refused with RATE_LIMITED more often than this is closed
+    # with 4408 (a client that keeps sending regardless); `off` disables it.
+    "WS_FLOOD_CLOSE_RATE": "100/10s",
+    # A client frame over this closes the connection with 1009.
+    "WS_MAX_FRAME_BYTES": 65536,
+    "WS_TICKET_TTL_SECONDS": 30,
+    # daphne's handshake and accept timeouts are raised to at least this, so a
+    # client queued behind a reconnect storm waits rather than fails.
+    "WS_HANDSHAKE_TIMEOUT_SECONDS": 30,
+    # Origins (scheme://host[:port]) allowed to open the WebSocket besides
+    # those whose host is in ALLOWED_HOSTS.
+    "WS_ALLOWED_ORIGINS": [],
+    # REST: token logins per client address, and calls per user.
+    "API_LOGIN_RATE": "120/min",
+    "API_USER_RATE": "6000/min",
+    # --- The channel layer -------------------------------------------------------
+    # How long a broadcast may wait on the layer before it is given up (the
+    # message is stored already; clients fill the gap from the database).
+    "LAYER_SEND_TIMEOUT_SECONDS": 5.0,
+    # Every process re-adds its layer groups and checks its rooms against the
+    # database this often (jittered), and at once when Redis comes back: a
+    # Redis restarted empty, an expired group or a dropped doorbell heals within it.
+    "GROUP_REFRESH_SECONDS": 30.0,
+    # --- The database ----------------------------------------------------------
+    # A WebSocket post is stored over this many asynchronous connections per
+    # process (PostgreSQL only).
+    "DATABASE_ASYNC_CONNECTIONS": 4,
+    # The longest a statement may run; waits on the database are bounded by it.
+    "DATABASE_STATEMENT_TIMEOUT_MS": 10000,
+    # --- Server-Sent Events ----------------------------------------------------
+    # A comment line after this much silence, so proxies that cut idle
+    # connections (often at 30-60 s) keep the stream open.
+    "SSE_KEEPALIVE_SECONDS": 15.0,
+    # Open streams per user; more get 429 (0: no cap).
+    "SSE_MAX_STREAMS_PER_USER": 20,
+    # A stream ends after about this long (jittered) and the client reconnects
+    # with Last-Event-ID, so credentials and access are checked again (0: never).
+    "SSE_MAX_STREAM_SECONDS": 3600,
+    # --- Presence (presence/conf.py says how these hang together) ---------------
+    # Three heartbeats: a live connection survives two missed refreshes (a
+    # Redis blip, a long pause of its process) before it is taken for dead.
+    "PRESENCE_TTL_SECONDS": 45.0,
+    "PRESENCE_HEARTBEAT_SECONDS": 15.0,
+    # With the TTL, the worst case for a dead process's users (TTL + sweep);
+    # a sweep that finds nothing expired costs one small script call.
+    "PRESENCE_SWEEP_SECONDS": 5.0,
+    # Every presence call to Redis is bounded by this; a consumer waits no
+    # longer, and presence is then best-effort until Redis answers again.
+    "PRESENCE_REDIS_TIMEOUT_SECONDS": 2.0,
+    # Presence calls are short; a process needs a few connections, and a burst
+    # of joins waits (up to the timeout) rather than opening hundreds.
+    "PRESENCE_REDIS_MAX_CONNECTIONS": 20,
+    # Every presence key starts with this, so several sites (or test runs) can
+    # share one Redis.
+    "PRESENCE_REDIS_PREFIX": "presence:",
+    # A room's first diff after a quiet spell goes out at once; the diffs that
+    # follow within this window are merged into one. A join storm in a room of
+    # a thousand then costs one diff per window instead of one per join.
+    "PRESENCE_DIFF_COALESCE_SECONDS": 0.5,
+}
+
+
+class RealtimeSettings:
+    """`realtime_settings.NAME`: the site's REALTIME["NAME"], else the default."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"no realtime setting {name!r}")
+        configured = user_settings().get(name)
+        return DEFAULTS[name] if configured is None else configured
+
+
+def user_settings() -> dict[str, Any]:
+    """The site's REALTIME dict ({} when unset)."""
+    value = getattr(settings, "REALTIME", None)
+    return value if isinstance(value, dict) else {}
+
+
+realtime_settings = RealtimeSettings()
+
+
+def redis_url() -> str:
+    """The Redis that presence and the shared counters use ("" for none)."""
+    configured = realtime_settings.REDIS_URL
+    if configured is not None:
+        return str(configured)
+    return layer_redis_url()
+
+
+def layer_redis_url() -> str:
+    """The default channel layer's first Redis host as a URL, if it has one."""
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
+    if not str(layer.get("BACKEND", "")).startswith(("channels_redis.", "django_realtime.")):
+        return ""
+    hosts = layer.get("CONFIG", {}).get("hosts") or []
+    if not hosts:
+        return "redis://localhost:6379"  # channels_redis' own default
+    host = hosts[0]
+    if isinstance(host, str):
+        return host
+    if isinstance(host, dict) and isinstance(host.get("address"), str):
+        return host["address"]
+    if isinstance(host, list | tuple) and len(host) == 2:
+        return f"redis://{host[0]}:{host[1]}"
+    return ""

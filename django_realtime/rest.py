@@ -1,0 +1,141 @@
+"""
+Provides RealtimeAPIView, the base of every REST view of the package, and the
+pieces it declares for itself so that a site's REST_FRAMEWORK defaults
+neither break nor loosen it: token then session authentication, authenticated
+users only, JSON in (StrictJSONParser) and out, throttles with the package's
+own scopes and rates, drf-spectacular's schema, and an exception handler that
+turns a ClientError into the code a WebSocket client sees in its `error`
+frame and a database outage into 503.
+
+Also the cursor parameters (`before`, `after`, `limit`) that history and
+notifications share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import Error as DatabaseError
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import extend_schema as spectacular_extend_schema
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .conf import realtime_settings
+from .errors import BadRequest, ClientError, RateLimited
+from .logcontext import RequestContextMiddleware
+from .strictjson import StrictJSONParser
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """ClientError → its status and code; a database outage → 503 UNAVAILABLE;
+    anything else as DRF's own handler says."""
+    # `_user`, not `user`: reading `user` would authenticate again, and the
+    # error being handled may be the database failing to do just that.
+    RequestContextMiddleware.note_user(getattr(context.get("request"), "_user", None))
+    if isinstance(exc, ClientError):
+        response = Response({"detail": exc.message, "code": exc.code}, status=exc.status)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
+        return response
+    if isinstance(exc, DatabaseError):
+        return Response(
+            {"detail": "storage is unavailable; retry shortly", "code": "UNAVAILABLE"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    return drf_exception_handler(exc, context)
+
+
+class RealtimeRateThrottle(SimpleRateThrottle):
+    """A throttle whose rate is a REALTIME key, read at call time."""
+
+    setting: str = ""
+
+    def get_rate(self) -> str | None:
+        rate = getattr(realtime_settings, self.setting)
+        return None if rate in (None, "", "off") else str(rate)
+
+
+class UserThrottle(RealtimeRateThrottle):
+    """Calls per authenticated user (REALTIME["API_USER_RATE"])."""
+
+    scope = "realtime_user"
+    setting = "API_USER_RATE"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if not (request.user and request.user.is_authenticated):
+            return None  # refused by the permission check anyway
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+class LoginThrottle(RealtimeRateThrottle):
+    """Token logins per client address (REALTIME["API_LOGIN_RATE"])."""
+
+    scope = "realtime_login"
+    setting = "API_LOGIN_RATE"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class RealtimeAPIView(APIView):
+    """An APIView that takes none of its policies from the site's defaults."""
+
+    # Token first, so an anonymous request gets 401 with WWW-Authenticate.
+    authentication_classes: list = [TokenAuthentication, SessionAuthentication]
+    permission_classes: list = [IsAuthenticated]
+    renderer_classes: list = [JSONRenderer]
+    parser_classes: list[type[BaseParser]] = [StrictJSONParser]
+    throttle_classes: list = [UserThrottle]
+    schema = AutoSchema()
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+
+def extend_schema(**kwargs: Any) -> Any:
+    """drf-spectacular's extend_schema, built on drf-spectacular's AutoSchema
+    whatever the site's DEFAULT_SCHEMA_CLASS (which it would take otherwise)."""
+
+    def decorator(method: Any) -> Any:
+        method.schema = AutoSchema  # the base extend_schema looks for first
+        return spectacular_extend_schema(**kwargs)(method)
+
+    return decorator
+
+
+def body_object(request: Request) -> dict:
+    """The request's JSON body, which must be an object."""
+    if not isinstance(request.data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return request.data
+
+
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True
+        raise BadRequest(f"'{name}' must be a non-negative integer")
+    return int(raw)
+
+
+def page_params(request: Request) -> tuple[int | None, int | None, int]:
+    """A cursor page's `before`, `after` and `limit` (1 to 100, larger capped)."""
+    before, after = int_param(request, "before"), int_param(request, "after")
+    limit = int_param(request, "limit", DEFAULT_PAGE)
+    assert limit is not None
+    if limit < 1:
+        raise BadRequest("'limit' must be at least 1")
+    return before, after, min(limit, MAX_PAGE)
