@@ -5,7 +5,7 @@ site's `REALTIME` dict each, with its one documented default here.
 Read at call time, so `override_settings(REALTIME=…)` and pytest-django's
 `settings` fixture take effect at once, as DRF's `api_settings` does after
 `setting_changed`. A key set to None counts as unset. docs/integration.md
-lists every key; `manage.py check` reports unknown ones (realtime.W002).
+lists every key; `manage.py check` reports unknown ones (realtime.W001).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ DEFAULTS: dict[str, Any] = {
     # --- Where things are -------------------------------------------------------
     # The WebSocket path under the site's WebSocket router (no leading slash).
     "WS_PATH": "ws/",
-    # Redis for presence, rate limits and anything else shared between
-    # processes. None: the channel layer's own Redis (its first host), when the
-    # layer is a channels_redis one; "" with an in-memory layer: one process.
+    # Redis for presence (and the /readyz probe). None: the channel layer's own
+    # Redis (its first host) when the layer is a Redis one; "": none, one process.
     "REDIS_URL": None,
     # The template the pages extend; a site sets its own to wrap them in its
     # layout (it must define the blocks `title`, `head`, `content`, `scripts`).

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from chat.events import user_payload
@@ -60,7 +60,7 @@ def notify_many(
     user_ids = sorted({user.pk for user in recipients})
     if not user_ids:
         return []
-    with transaction.atomic():
+    with transaction.atomic(using=_db()):
         _lock_users(user_ids)
         return _store(
             [Notification(recipient_id=user_id, kind=kind, data=data) for user_id in user_ids]
@@ -78,7 +78,7 @@ def mentions_notify(*, message: Message, room: Room) -> list[Notification]:
     names = list(dict.fromkeys(MENTION_RE.findall(message.content)))[:MAX_MENTIONS_PER_MESSAGE]
     if not names:
         return []
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic(using=_db(), savepoint=False):
         return _mentions_store(message=message, room=room, names=names)
 
 
@@ -141,6 +141,12 @@ def _check_kind(kind: object) -> None:
         raise BadRequest(f"kind must be 1 to {MAX_KIND_CHARS} characters")
 
 
+def _db() -> str:
+    """The database notifications are written to: the one the site's routers
+    choose, which must be chat's too (a mention commits with its message)."""
+    return router.db_for_write(Notification)
+
+
 def _lock_users(user_ids: list[int]) -> None:
     """Serialise notification writes per recipient (see the module docstring).
     Locks are taken in id order, so two writers never deadlock."""
@@ -156,7 +162,7 @@ def _lock_users(user_ids: list[int]) -> None:
 def _no_key() -> bool:
     # FOR NO KEY UPDATE where the database has it (PostgreSQL); SQLite ignores
     # row locks and serialises writers anyway.
-    return connection.features.has_select_for_no_key_update
+    return connections[_db()].features.has_select_for_no_key_update
 
 
 def _store(rows: list[Notification]) -> list[Notification]:
@@ -165,5 +171,5 @@ def _store(rows: list[Notification]) -> list[Notification]:
         return []
     stored = Notification.objects.bulk_create(rows)
     frames = [(n.recipient_id, events.notification_frame(n)) for n in stored]
-    transaction.on_commit(partial(events.push_notifications, frames=frames))
+    transaction.on_commit(partial(events.push_notifications, frames=frames), using=_db())
     return stored

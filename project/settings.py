@@ -4,7 +4,7 @@ Provides the project settings, read from the environment.
 With no environment at all the site runs on embedded defaults (SQLite and the
 in-memory channel layer, one process). Production sets DATABASE_URL, REDIS_URL,
 SECRET_KEY, ALLOWED_HOSTS and DEBUG. Every tunable limit below has one default,
-documented in docs/protocol.md, and can be overridden by an environment
+documented in docs/integration.md, and can be overridden by an environment
 variable of the same name.
 """
 

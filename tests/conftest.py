@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import pytest
+from channels.layers import channel_layers
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import Membership, Room
 from chat.ratelimit import limiter
+from tests import msgpack_layer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _msgpack_checked_layer():
+    """The in-memory layer of the unit tests checks every message against
+    msgpack, as Redis would (tests/msgpack_layer.py)."""
+    layer = settings.CHANNEL_LAYERS["default"]
+    if layer["BACKEND"] == "channels.layers.InMemoryChannelLayer":
+        checked = {**layer, "BACKEND": "tests.msgpack_layer.MsgpackCheckedLayer"}
+        settings.CHANNEL_LAYERS = {"default": checked}
+        channel_layers.backends.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_payload_lost_to_msgpack():
+    """A test whose events would not survive Redis fails, even though the
+    sender logged and swallowed the error."""
+    del msgpack_layer.failures[:]
+    yield
+    assert msgpack_layer.failures == [], msgpack_layer.failures
 
 
 @pytest.fixture(autouse=True)

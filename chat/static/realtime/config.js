@@ -17,8 +17,9 @@ const given = read();
 export const config = {
   // The prefix chat.urls is included at, without its trailing slash ("" or "/rt").
   prefix: typeof given.prefix === 'string' ? given.prefix : '',
-  // The notifications API (notifications.urls), with a trailing slash.
-  notifications: given.notifications || '/api/notifications/',
+  // The notifications API (notifications.urls), with a trailing slash; null
+  // when the site did not include it (the bell then stays hidden).
+  notifications: 'notifications' in given ? given.notifications : '/api/notifications/',
   // The WebSocket path on this host.
   ws: given.ws || '/ws/',
   login: given.login || '/accounts/login/',

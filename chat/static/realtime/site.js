@@ -109,7 +109,7 @@ function togglePanel(open) {
   if (show) loadList();
 }
 
-if (bell && panel) {
+if (bell && panel && config.notifications) {
   bell.addEventListener('click', (e) => {
     e.preventDefault();
     togglePanel();
