@@ -41,9 +41,13 @@ so `daphne -b HOST -p PORT mysite.asgi:application` needs no extra flag.
 Under another ASGI server these are no-ops.
 """
 
+import importlib
+import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import realtime_settings
 
@@ -104,11 +108,58 @@ def at_least(timeout: float | None, floor: float) -> float | None:
     return max(timeout, floor)
 
 
+# What the adjustments below replace or read in daphne, autobahn and Twisted:
+# (module, object path, attribute). If an upgrade renames one, the server
+# refuses to start (missing_internals) rather than run half-patched.
+INTERNALS = [
+    ("twisted.internet.tcp", "Server", "write"),
+    ("twisted.internet.tcp", "Server", "TLS"),
+    ("twisted.internet.tcp", "Server", "connected"),
+    ("twisted.internet.tcp", "Server", "_writeDisconnected"),
+    ("twisted.internet.tcp", "Server", "dataBuffer"),
+    ("twisted.internet.tcp", "Server", "offset"),
+    ("twisted.internet.abstract", "FileDescriptor.__init__", "_tempDataBuffer"),
+    ("autobahn.websocket.protocol", "", "pformat"),
+    ("autobahn.websocket.protocol", "", "hltype"),
+    ("autobahn.websocket.protocol", "", "hlval"),
+    ("daphne.server", "", "WebSocketFactory"),
+    ("daphne.server", "WebSocketFactory", "setProtocolOptions"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "handle_reply"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "serverClose"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "sendCloseFrame"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "sendClose"),
+]
+
+
+def missing_internals() -> list[str]:
+    """The names of INTERNALS that the installed versions do not have."""
+    missing = []
+    for module_name, path, name in INTERNALS:
+        target: Any = importlib.import_module(module_name)
+        for part in filter(None, path.split(".")):
+            target = getattr(target, part, None)
+        if path.endswith("__init__"):
+            # An attribute set in a constructor: look for it in its source.
+            found = target is not None and f"self.{name}" in inspect.getsource(target)
+        else:
+            found = target is not None and hasattr(target, name)
+        if not found:
+            missing.append(".".join(filter(None, (module_name, path, name))))
+    return missing
+
+
 def tune_daphne() -> None:
     if "daphne.server" not in sys.modules:
         # Not under daphne (uvicorn, tests): importing daphne.server would
         # install a Twisted reactor for nothing. The consumer's checks apply.
         return
+    missing = missing_internals()
+    if missing:
+        raise ImproperlyConfigured(
+            "django-realtime adjusts daphne's transport, and the installed daphne, "
+            f"autobahn or Twisted no longer has: {', '.join(missing)}. Pin the versions "
+            "in requirements.txt or update django_realtime/daphne_transport.py."
+        )
     from autobahn.exception import Disconnected
     from autobahn.websocket import protocol as autobahn_protocol
     from daphne import server as daphne_server

@@ -1,6 +1,11 @@
-"""project/daphne_transport.py's pieces that run without a server."""
+"""django_realtime/daphne_transport.py's pieces that run without a server."""
 
+import os
+import subprocess
+import sys
 from pprint import pformat
+
+import pytest
 
 from django_realtime.daphne_transport import at_least, lazily
 
@@ -25,3 +30,60 @@ def test_a_handshake_timeout_is_raised_to_the_floor_and_none_stays_none():
     assert at_least(60, 30) == 60
     assert at_least(-1, 30) == -1  # daphne's "infinite"
     assert at_least(None, 30) is None
+
+
+# In a subprocess: importing daphne.server installs a Twisted reactor, which
+# this test process must not get.
+CHECK = """
+import importlib, sys
+from django.core.exceptions import ImproperlyConfigured
+from django_realtime.daphne_transport import missing_internals, tune_daphne
+module, path, name = sys.argv[1:4]
+if module:
+    target = importlib.import_module(module)
+    for part in filter(None, path.split(".")):
+        target = getattr(target, part)
+    for owner in (target.__mro__ if isinstance(target, type) else [target]):
+        if name in vars(owner):
+            delattr(owner, name)
+print("missing:", missing_internals())
+importlib.import_module("daphne.server")
+try:
+    tune_daphne()
+    print("started")
+except ImproperlyConfigured as exc:
+    print("refused:", exc)
+"""
+
+
+def run_check(module: str = "", path: str = "", name: str = "") -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK, module, path, name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_installed_daphne_autobahn_and_twisted_have_every_patched_name():
+    out = run_check()
+    assert "missing: []" in out and "started" in out
+
+
+@pytest.mark.parametrize(
+    ("module", "path", "name"),
+    [
+        ("daphne.ws_protocol", "WebSocketProtocol", "serverClose"),
+        ("twisted.internet.abstract", "FileDescriptor", "_writeDisconnected"),
+        ("autobahn.websocket.protocol", "", "hltype"),
+    ],
+)
+def test_a_renamed_internal_stops_the_server_naming_it(module, path, name):
+    """An upgrade that renames what the transport patches must refuse to start,
+    not run half-patched (close codes and the drain would fail quietly)."""
+    out = run_check(module, path, name)
+    assert "refused:" in out and name in out.split("refused:")[1]
+    assert "started" not in out
