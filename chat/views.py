@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from django_realtime import __version__
 from django_realtime.errors import BadRequest
 from django_realtime.rest import (
+    MAX_PAGE,
     LoginThrottle,
     RealtimeAPIView,
     body_object,
@@ -215,7 +216,7 @@ class PresenceView(RealtimeAPIView):
         present = async_to_sync(presence_store.members)(room_id=room.pk)
         if request.query_params.get("offline") in ("1", "true"):
             present += presence_selectors.room_members_offline(
-                room_id=room.pk, present_user_ids=[p["user"]["id"] for p in present], limit=100
+                room_id=room.pk, present_user_ids=[p["user"]["id"] for p in present], limit=MAX_PAGE
             )
         return Response(present)
 
