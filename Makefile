@@ -22,7 +22,7 @@ seed: migrate
 
 run: seed
 	@echo "Serving on http://$(HOST):$(PORT)/ (alice, bob, carol / demo; admin / admin)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
+	$(BIN)/daphne --websocket_connect_timeout 30 -b $(HOST) -p $(PORT) project.asgi:application
 
 # The browser tests drive the OS's Chromium (Playwright's own downloads are
 # never used), the client's unit tests run on Node and the proxy test on nginx:
@@ -44,10 +44,12 @@ browser-deps:
 		echo "      (Debian/Ubuntu: sudo apt-get install$$missing); without them they are skipped."; \
 	fi
 
-# ruff (lint and format) over everything, and no missing migration.
+# ruff (lint and format) over everything, mypy (django-stubs, DRF stubs) over
+# the package and the demo, and no missing migration.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
 
 test: install browser-deps lint

@@ -20,6 +20,7 @@ from django.http import HttpRequest
 from django.utils.text import Truncator
 
 from django_realtime.errors import ClientError
+from django_realtime.rest import request_user
 from django_realtime.users import username_path
 
 from . import services
@@ -88,10 +89,10 @@ class RoomAdmin(admin.ModelAdmin):
         memberships = formset.save(commit=False)
         for membership in formset.deleted_objects:
             services.member_remove(
-                moderator=request.user, room=membership.room, user=membership.user
+                moderator=request_user(request), room=membership.room, user=membership.user
             )
         for membership in memberships:
-            save_membership(moderator=request.user, membership=membership)
+            save_membership(moderator=request_user(request), membership=membership)
         formset.save_m2m()
 
 
@@ -111,15 +112,15 @@ class MembershipAdmin(admin.ModelAdmin):
         return ["room", "user", "last_read_seq"] if obj else ["last_read_seq"]
 
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
-        save_membership(moderator=request.user, membership=obj)
+        save_membership(moderator=request_user(request), membership=obj)
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        services.member_remove(moderator=request.user, room=obj.room, user=obj.user)
+        services.member_remove(moderator=request_user(request), room=obj.room, user=obj.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for membership in queryset.select_related("room", "user"):
             services.member_remove(
-                moderator=request.user, room=membership.room, user=membership.user
+                moderator=request_user(request), room=membership.room, user=membership.user
             )
 
     def _moderate(
@@ -133,7 +134,7 @@ class MembershipAdmin(admin.ModelAdmin):
                 continue
             try:
                 service(
-                    moderator=request.user,
+                    moderator=request_user(request),
                     room=membership.room,
                     user=membership.user,
                     reason=_reason(request),
@@ -186,12 +187,14 @@ class MessageAdmin(admin.ModelAdmin):
         return Truncator(obj.content).chars(120)
 
     def delete_model(self, request: HttpRequest, obj: Message) -> None:
-        services.message_delete(moderator=request.user, message_id=obj.pk, reason=_reason(request))
+        services.message_delete(
+            moderator=request_user(request), message_id=obj.pk, reason=_reason(request)
+        )
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for message_id in queryset.filter(is_deleted=False).values_list("pk", flat=True):
             services.message_delete(
-                moderator=request.user, message_id=message_id, reason=_reason(request)
+                moderator=request_user(request), message_id=message_id, reason=_reason(request)
             )
 
     @admin.action(description="Hide selected messages (removed from open pages at once)")

@@ -17,16 +17,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import get_user
-from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from django.utils.http import is_same_domain
-from rest_framework.authtoken.models import Token
 
+from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
+from django_realtime.tokens import token_user
 
 from .models import WsTicket
 
@@ -94,18 +94,6 @@ def _ticket_cutoff():
     return timezone.now() - timedelta(seconds=realtime_settings.WS_TICKET_TTL_SECONDS)
 
 
-def token_user(key: str) -> Any | None:
-    if not _KEY_RE.fullmatch(key):
-        return None
-    try:
-        token = Token.objects.select_related("user").get(key=key)
-    except Token.DoesNotExist:
-        return None
-    if not token.user.is_active:
-        return None
-    return token.user
-
-
 class WebSocketAuthMiddleware:
     """Origin check and authentication; sets scope['user']."""
 
@@ -124,9 +112,9 @@ class WebSocketAuthMiddleware:
         if authorization:
             scheme, _, key = authorization.partition(" ")
             if scheme.lower() == "token" and key.strip():
-                user = await database_sync_to_async(token_user)(key.strip()) or user
+                user = await db(token_user, key=key.strip()) or user
         elif ticket:
-            user = await database_sync_to_async(ticket_redeem)(ticket[0][:128]) or user
+            user = await db(ticket_redeem, key=ticket[0][:128]) or user
         elif origin is not None:
             user = await get_user(scope)
         return await self.inner(dict(scope, user=user), receive, send)

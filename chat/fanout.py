@@ -25,21 +25,18 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
-
-from django_realtime import metrics
+from django_realtime import bus, metrics
+from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Unavailable
 
 from . import events, selectors
-from .asyncdb import db
 
 logger = logging.getLogger(__name__)
 
 # The fan-out's channel takes every room event of the process; an in-memory or
 # core Redis layer drops what is over a channel's capacity, so it gets more.
 CHANNEL_PREFIX = "fanout"
-RECEIVE_RETRY_SECONDS = 0.5
 
 
 class Member(Protocol):
@@ -58,10 +55,9 @@ class RoomFanout:
     """The rooms this process's connections joined, and who joined each."""
 
     def __init__(self) -> None:
-        self.layer = get_channel_layer()
         self.members: dict[int, set[Member]] = {}
         self.connections: set[Member] = set()  # every connection, in a room or not
-        self.channel: str | None = None
+        self.inbox = bus.Inbox(prefix=CHANNEL_PREFIX)
         # room id -> (layer epoch, loop time) of its last successful group_add
         self.added: dict[int, tuple[int, float]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
@@ -100,13 +96,7 @@ class RoomFanout:
             self.members.pop(room_id, None)
             self.added.pop(room_id, None)
             self.locks.pop(room_id, None)
-            try:
-                await asyncio.wait_for(
-                    self.layer.group_discard(events.room_group(room_id), self.channel),
-                    timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS,
-                )
-            except Exception as exc:  # noqa: BLE001 - an extra doorbell is harmless
-                logger.warning("group_discard of room %s failed: %r", room_id, exc)
+            await self.inbox.leave(bus.room_group(room_id))
 
     async def ensure(self, room_id: int, *, max_age: float | None = None) -> bool:
         """Make sure the room's group has this process's channel: added in the
@@ -115,13 +105,13 @@ class RoomFanout:
         async with self._lock(room_id):
             if room_id not in self.members:
                 return True  # everyone left meanwhile
-            epoch = getattr(self.layer, "epoch", 0)
+            epoch = bus.epoch()
             now = asyncio.get_running_loop().time()
             added = self.added.get(room_id)
             if added is not None and added[0] == epoch:
                 if max_age is None or now - added[1] < max_age:
                     return True
-            if not await events.group_add(events.room_group(room_id), self.channel):
+            if not await self.inbox.join(bus.room_group(room_id)):
                 return False
             self.added[room_id] = (epoch, now)
             return True
@@ -137,11 +127,11 @@ class RoomFanout:
         """refresh() every GROUP_REFRESH_SECONDS (jittered per process), and at
         once when the layer's epoch moves (Redis answers again)."""
         loop = asyncio.get_running_loop()
-        epoch = getattr(self.layer, "epoch", 0)
+        epoch = bus.epoch()
         due = loop.time() + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
         while True:
             await asyncio.sleep(min(1.0, realtime_settings.GROUP_REFRESH_SECONDS))
-            now, current = loop.time(), getattr(self.layer, "epoch", 0)
+            now, current = loop.time(), bus.epoch()
             if current == epoch and now < due:
                 continue
             try:
@@ -177,21 +167,16 @@ class RoomFanout:
     # --- receiving -------------------------------------------------------------------
     async def _start(self) -> None:
         async with self.starting:  # one channel, however many join at once
-            if self.channel is None:
-                self.channel = await self.layer.new_channel(prefix=f"{CHANNEL_PREFIX}.")
+            if not self.inbox.channel:
+                self.inbox.channel = await bus.new_channel(CHANNEL_PREFIX)
         if self.receiver is None or self.receiver.done():
             self.receiver = asyncio.create_task(self._receive_loop(), name="room-fanout")
 
     async def _receive_loop(self) -> None:
         while True:
-            try:
-                event = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the refreshers catch up afterwards
-                logger.warning("fan-out receive failed: %r", exc)
-                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
-                continue
+            event = await self.inbox.next()  # None after a failed receive (logged)
+            if event is None:
+                continue  # the refreshers catch up afterwards
             try:
                 await self.dispatch(event)
             except Exception:  # noqa: BLE001 - one bad event must not end the fan-out
@@ -199,7 +184,7 @@ class RoomFanout:
 
     async def dispatch(self, event: dict[str, Any]) -> None:
         """Hand one room event to every member connection of the process."""
-        members = self.members.get(event.get("room_id"))
+        members = self.members.get(event.get("room_id", -1))
         if not members:
             return
         if event["type"] != events.MESSAGE:

@@ -11,7 +11,7 @@ from pathlib import Path
 import drf_spectacular_sidecar
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render, resolve_url
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
@@ -19,6 +19,8 @@ from django.views.static import serve
 
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import ClientError
+from django_realtime.payloads import user_payload
+from django_realtime.rest import request_user
 
 from . import events, selectors
 
@@ -51,14 +53,14 @@ def _render(request: HttpRequest, template: str, context: dict, status: int = 20
 
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
-    rooms = selectors.rooms_visible(user=request.user)
+    rooms = selectors.rooms_visible(user=request_user(request))
     return _render(request, "chat/index.html", {"rooms": rooms})
 
 
 @login_required
 def room(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        access = selectors.room_access_by_slug(user=request.user, slug=slug)
+        access = selectors.room_access_by_slug(user=request_user(request), slug=slug)
     except ClientError as exc:
         return _render(request, "chat/error.html", {"message": exc.message}, status=exc.status)
     rows, _ = selectors.messages_page(room=access.room, limit=50)
@@ -69,14 +71,14 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "room": access.room,
             "history": history,
-            "me": events.user_payload(request.user),
+            "me": user_payload(request_user(request)),
             "can_post": access.can_post,
         },
     )
 
 
 @require_GET
-def asset(request: HttpRequest, name: str) -> HttpResponse:
+def asset(request: HttpRequest, name: str) -> HttpResponseBase:
     """The pages' own scripts, styles and icon, served wherever the site
     mounts chat.urls (a proxy or collectstatic may serve them instead)."""
     if name.startswith(("tests/", ".")) or "/." in name:
@@ -102,7 +104,7 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def docs_asset(request: HttpRequest, name: str) -> HttpResponse:
+def docs_asset(request: HttpRequest, name: str) -> HttpResponseBase:
     """swagger-ui's own files, from the installed drf-spectacular-sidecar."""
     root = Path(drf_spectacular_sidecar.__file__).resolve().parent / "static" / SWAGGER_UI
     if name not in DOCS_ASSETS:

@@ -4,14 +4,16 @@ Provides the WebSocket application a site puts in its ASGI router:
     ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
 
 `/ws/` (REALTIME["WS_PATH"]) behind the origin check and authentication.
-Importing it prepares the server it runs under (django_realtime.servers):
-under daphne, close codes and reasons, handshake timeouts and the 1012 drain.
+Importing it checks the other libraries' internals the package relies on
+(django_realtime.internals: it refuses to start, naming them, if any went)
+and prepares the server it runs under (django_realtime.servers): under
+daphne, close codes and reasons, handshake timeouts and the 1012 drain.
 """
 
 from channels.routing import URLRouter
 from django.urls import path
 
-from django_realtime import servers
+from django_realtime import internals, servers
 from django_realtime.conf import realtime_settings
 
 from .auth import websocket_auth_stack
@@ -25,4 +27,5 @@ def websocket_urlpatterns() -> list:
 
 websocket_application = websocket_auth_stack(URLRouter(websocket_urlpatterns()))
 
+internals.require()
 servers.prepare()

@@ -3,15 +3,28 @@ Provides the chat reads: rooms a user can see, the one access rule, history
 pages and read positions. Each selector owns its query cost.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.validators import slug_re
-from django.db.models import Case, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from django_realtime.errors import Forbidden, NotFound
+from django_realtime.payloads import iso
+from django_realtime.types import User
 from django_realtime.users import username_path
 
 from .models import Membership, Message, Room
@@ -33,7 +46,8 @@ def one_or_none(queryset: QuerySet) -> Any:
     return next(iter(queryset.order_by()[:1]), None)
 
 
-def _check_slug(slug: object) -> None:
+def check_slug(slug: object) -> None:
+    """NOT_FOUND for what cannot be a slug, before it reaches the database."""
     # What is not a slug names no room; it never reaches the database (a NUL
     # in it would fail there as if the database were down).
     if not isinstance(slug, str) or len(slug) > 64 or not slug_re.match(slug):
@@ -41,35 +55,39 @@ def _check_slug(slug: object) -> None:
 
 
 def room_get(*, slug: str) -> Room:
-    _check_slug(slug)
+    check_slug(slug)
     try:
         return Room.objects.get(slug=slug)
     except Room.DoesNotExist:
         raise NotFound(f"no room {slug!r}") from None
 
 
-def room_access(*, user: AbstractBaseUser, room: Room) -> Access:
+def room_access(*, user: User, room: Room) -> Access:
     """The one access rule for HTTP and WebSocket.
 
     Anyone may read a public room; a private room needs a membership. A banned
     member may do nothing; a muted one may read but not post.
     """
     membership = one_or_none(Membership.objects.filter(room=room, user=user))
-    return _access(room=room, membership=membership)
+    return access_rule(room=room, membership=membership)
 
 
-def room_access_by_slug(*, user: AbstractBaseUser, slug: str) -> Access:
+def room_access_by_slug(*, user: User, slug: str) -> Access:
     """room_access by slug: one query for a member (the common case), two otherwise."""
-    _check_slug(slug)
+    check_slug(slug)
     membership = one_or_none(
         Membership.objects.select_related("room").filter(room__slug=slug, user=user)
     )
     if membership is not None:
-        return _access(room=membership.room, membership=membership)
-    return _access(room=room_get(slug=slug), membership=None)
+        return access_rule(room=membership.room, membership=membership)
+    return access_rule(room=room_get(slug=slug), membership=None)
 
 
-def _access(*, room: Room, membership: Membership | None) -> Access:
+def access_rule(*, room: Room, membership: Membership | None) -> Access:
+    """The access rule itself, on the facts: what `membership` (None: not a
+    member) allows in `room`. Raises FORBIDDEN where it allows nothing.
+    chat.services.SEND_SQL holds its SQL form, users_who_may_read its form for
+    many users; tests/chat/test_access_rule.py holds all three to one answer."""
     if membership is not None and membership.is_banned:
         raise Forbidden(f"you are banned from {room.slug!r}")
     if room.is_private and membership is None:
@@ -97,7 +115,7 @@ def users_who_may_read(*, room: Room, user_ids: list[int]) -> set[int]:
     return {uid for uid in user_ids if not memberships.get(uid, False)}
 
 
-def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
+def rooms_visible(*, user: User) -> QuerySet[Room]:
     """Public rooms and the private rooms the user belongs to, minus bans,
     annotated with the user's `last_read_seq` and `unread_count` (one query)."""
     mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
@@ -183,4 +201,34 @@ def receipts(*, room: Room) -> list[dict[str, Any]]:
     return [
         {"user": {"id": m.user_id, "username": m.user.get_username()}, "seq": m.last_read_seq}
         for m in rows
+    ]
+
+
+# Not a status a connection can set: how a member who is not here is listed.
+OFFLINE = "offline"
+
+
+def room_members_offline(
+    *, room_id: int, present_user_ids: Iterable[int], limit: int
+) -> list[dict[str, Any]]:
+    """A room's members who are not in its presence, most recently seen first,
+    with their last-seen time (null if never recorded); one query."""
+    rows = (
+        Membership.objects.filter(room_id=room_id, is_banned=False)
+        .exclude(user_id__in=set(present_user_ids))
+        .order_by(
+            F("user__realtime_presence__last_seen_at").desc(nulls_last=True),
+            username_path("user"),
+        )
+        .values_list("user_id", username_path("user"), "user__realtime_presence__last_seen_at")[
+            :limit
+        ]
+    )
+    return [
+        {
+            "user": {"id": user_id, "username": username},
+            "status": OFFLINE,
+            "last_seen_at": iso(seen) if seen else None,
+        }
+        for user_id, username, seen in rows
     ]

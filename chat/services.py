@@ -6,26 +6,31 @@ same event, and no client ever sees a message that was not stored.
 
 import logging
 import uuid
+from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Any
 
+import psycopg
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
-from django_realtime.errors import BadRequest, Forbidden, NotFound, TooLarge
-from notifications.services import mentions_notify
+from django_realtime.errors import BadRequest, Forbidden, NotFound, TooLarge, Unavailable
+from django_realtime.payloads import user_payload
+from django_realtime.types import User
 
-from . import events
+from . import events, pgpool
+from .mentions import mentions_notify
 from .models import Membership, Message, ModerationAction, Room
 from .ratelimit import limiter
-from .selectors import _access, _check_slug, room_access, room_access_by_slug, room_get
+from .selectors import access_rule, check_slug, room_access, room_access_by_slug, room_get
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ def clean_client_id(value: object) -> uuid.UUID:
         raise BadRequest("client_id must be a UUID string") from None
 
 
-def room_create(*, user: AbstractBaseUser, slug: str, name: str, is_private: bool = False) -> Room:
+def room_create(*, user: User, slug: object, name: object, is_private: bool = False) -> Room:
     """Create a room; its creator becomes its owner."""
     if not isinstance(slug, str) or not 1 <= len(slug) <= 64:
         raise BadRequest("slug must be 1 to 64 characters")
@@ -94,7 +99,7 @@ def room_create(*, user: AbstractBaseUser, slug: str, name: str, is_private: boo
     return room
 
 
-def room_join(*, user: AbstractBaseUser, slug: str) -> tuple[Room, Membership]:
+def room_join(*, user: User, slug: str) -> tuple[Room, Membership]:
     """Make the user a member of a public room, or confirm their membership of a
     private one (FORBIDDEN without an invitation, or when banned)."""
     access = room_access_by_slug(user=user, slug=slug)  # one query for a member
@@ -104,7 +109,7 @@ def room_join(*, user: AbstractBaseUser, slug: str) -> tuple[Room, Membership]:
     return access.room, membership
 
 
-def member_invite(*, inviter: AbstractBaseUser, slug: str, username: str) -> Membership:
+def member_invite(*, inviter: User, slug: str, username: object) -> Membership:
     """Add a user to a room; the inviter must be a member (not banned) or staff."""
     room = room_get(slug=slug)
     if not inviter.is_staff:
@@ -122,69 +127,199 @@ def member_invite(*, inviter: AbstractBaseUser, slug: str, username: str) -> Mem
     return membership
 
 
-def message_send(
-    *, user: AbstractBaseUser, slug: str, content: object, client_id: object
-) -> SendResult:
+# --- sending ----------------------------------------------------------------------
+# One send, written once (_send_steps): checks, the rate limit, the storing and
+# what a refusal or a retry means. It says what to run as steps (_Statement,
+# _Call); message_send runs them on the site's database connection and
+# message_send_async on the event loop (the statement over chat.pgpool, ORM
+# steps in a thread). Either broadcasts a stored message after commit.
+
+
+def message_send(*, user: User, slug: str, content: object, client_id: object) -> SendResult:
     """Store a message under the room's next seq and broadcast it after commit.
 
     Idempotent per (user, client_id): a retry returns the original message,
     stores nothing and broadcasts nothing.
     """
+    steps = _send_steps(user=user, slug=slug, content=content, client_id=client_id)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            result: SendResult = done.value
+            break
+        reply, error = None, None
+        try:
+            reply = step.run()
+        except Exception as exc:  # noqa: BLE001 - handed back to the steps, which decide
+            error = exc
+    if result.created:
+        transaction.on_commit(
+            partial(
+                events.broadcast_message, room_id=result.message.room_id, payload=result.payload
+            ),
+            using=db_alias(),
+        )
+    return result
+
+
+async def message_send_async(
+    *, user: User, slug: str, content: object, client_id: object
+) -> SendResult:
+    """message_send from the event loop (the WebSocket consumer): the same
+    steps, the statement run over chat.pgpool and ORM steps in a thread.
+    Each step commits by itself, so the broadcast follows at once."""
+    steps = _send_steps(user=user, slug=slug, content=content, client_id=client_id)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            result: SendResult = done.value
+            break
+        reply, error = None, None
+        try:
+            reply = await step.run_async()
+        except Exception as exc:  # noqa: BLE001 - handed back to the steps, which decide
+            error = exc
+    if result.created:
+        events.broadcast_message(room_id=result.message.room_id, payload=result.payload)
+    return result
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """SEND_SQL with its parameters: its one row, or None."""
+
+    params: dict[str, Any]
+
+    def run(self) -> tuple | None:
+        # Inside a caller's transaction, a savepoint keeps a failed insert
+        # from aborting it; on its own the statement is its own transaction.
+        connection = connections[db_alias()]
+        with (
+            transaction.atomic(using=connection.alias)
+            if connection.in_atomic_block
+            else nullcontext()
+        ):
+            with connection.cursor() as cursor:
+                cursor.execute(SEND_SQL, self.params)
+                return cursor.fetchone()
+
+    async def run_async(self) -> tuple | None:
+        try:
+            return await pgpool.execute(db_alias(), SEND_SQL, self.params)
+        except psycopg.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise Unavailable("storage is unavailable; retry shortly") from exc
+
+
+@dataclass(frozen=True)
+class _Call:
+    """An ORM step: a function of this module run with keyword arguments."""
+
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any]
+
+    def run(self) -> Any:
+        return self.fn(**self.kwargs)
+
+    async def run_async(self) -> Any:
+        return await db(self.fn, **self.kwargs)
+
+
+SendSteps = Generator[_Statement | _Call, Any, SendResult]
+
+
+def _send_steps(*, user: User, slug: str, content: object, client_id: object) -> SendSteps:
+    """The whole send, as steps for message_send or message_send_async to run."""
     content = clean_content(content)
     client_uuid = clean_client_id(client_id)
-    if one_statement_applies(content):
-        return _message_send_one_statement(
-            user=user, slug=slug, content=content, client_uuid=client_uuid
+    if not one_statement_applies(content):
+        # Mentions (whose notifications commit with the message), and
+        # databases other than PostgreSQL: the general path, in one step.
+        return (
+            yield _Call(
+                _send_general,
+                {"user": user, "slug": slug, "content": content, "client_uuid": client_uuid},
+            )
         )
-    access = room_access_by_slug(user=user, slug=slug)
-    room = access.room
-    if not access.can_post:
-        raise Forbidden(f"you are muted in {room.slug!r}")
-
-    # No lookup of client_id beforehand: the unique index finds a retry when
-    # the insert fails, which keeps the common path one query shorter.
-    rate_key = message_rate_key(user, room.slug)  # the one-statement path's key too
+    check_slug(slug)
+    rate_key = message_rate_key(user, slug)
     limiter.hit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
+    now = timezone.now()
+    params = {
+        "user_id": user.pk,
+        "slug": slug,
+        "client_id": client_uuid,
+        "content": content,
+        "now": now,
+        "role": Membership.Role.MEMBER.value,
+    }
     try:
-        with transaction.atomic(using=db_alias()):
-            seq = _next_seq(room.pk)
-            message = Message.objects.create(
-                room=room, seq=seq, user=user, client_id=client_uuid, content=content
-            )
-            mentions_notify(message=message, room=room)
-            # Posting counts as reading up to one's own message, and makes the
-            # author a member of a public room.
-            updated = Membership.objects.filter(room=room, user=user, last_read_seq__lt=seq).update(
-                last_read_seq=seq
-            )
-            if not updated and access.membership is None:
-                Membership.objects.get_or_create(
-                    room=room, user=user, defaults={"last_read_seq": seq}
-                )
-            payload = events.message_payload(message, room.slug)
-            transaction.on_commit(
-                using=db_alias(),
-                func=partial(events.broadcast_message, room_id=room.pk, payload=payload),
-            )
+        row = yield _Statement(params)
     except IntegrityError:
-        # A retry (or a racing twin) of a stored client_id: return the original.
-        existing = _message_by_client_id(user=user, client_id=client_uuid, room=room)
-        if existing is None:
-            raise
-        limiter.refund(rate_key)  # a retry is not a new message
-        return existing
-    return SendResult(message=message, created=True, payload=payload)
+        row = RACED  # a racing twin stored this client_id first
+    except BaseException:
+        limiter.refund(rate_key)
+        raise
+    if row is not None and row is not RACED and row[5] is not None:
+        return _stored(
+            user=user, slug=slug, content=content, client_uuid=client_uuid, now=now, row=row
+        )
+    limiter.refund(rate_key)  # refused, or a retry: not a new message
+    if row is None:
+        raise NotFound(f"no room {slug!r}")
+    if row is not RACED:
+        room_id, is_private, membership_id, is_banned, is_muted, _, _ = row
+        room = Room(id=room_id, slug=slug, is_private=is_private)
+        membership = (
+            None
+            if membership_id is None
+            else Membership(
+                id=membership_id, room=room, user=user, is_banned=is_banned, is_muted=is_muted
+            )
+        )
+        if not access_rule(room=room, membership=membership).can_post:
+            raise Forbidden(f"you are muted in {slug!r}")
+    existing = yield _Call(
+        _message_by_client_id, {"user": user, "client_id": client_uuid, "slug": slug}
+    )
+    if existing is None:  # the original went (its room was deleted) meanwhile
+        raise BadRequest("client_id was already used; use a new one")
+    return existing
 
+
+RACED: Any = object()
 
 # The tests turn this off to run the general path on PostgreSQL too.
 ONE_STATEMENT_SEND = True
 
-# message_send on PostgreSQL, for a message that mentions no one: the access
-# rule, the seq bump, the insert and the author's read position in one
-# statement, one round trip. It is atomic by itself; the UPDATE holds the room
-# row lock until commit, so seqs commit in order and without gaps (a failed
-# insert rolls the bump back with it). Rows: none when there is no such room;
-# otherwise the access facts, and the new message's id and seq when stored.
+
+def one_statement_applies(content: str) -> bool:
+    """Whether a message is stored with SEND_SQL: on PostgreSQL, one that
+    mentions no one."""
+    return (
+        ONE_STATEMENT_SEND and connections[db_alias()].vendor == "postgresql" and "@" not in content
+    )
+
+
+def message_rate_key(user: User, slug: str) -> tuple:
+    return ("message", user.pk, slug)
+
+
+# The one-statement send on PostgreSQL, for a message that mentions no one:
+# the access rule (the SQL form of selectors.access_rule; a test holds the two
+# to the same answers), the seq bump, the insert and the author's read
+# position in one statement, one round trip. It is atomic by itself; the
+# UPDATE holds the room row lock until commit, so seqs commit in order and
+# without gaps (a failed insert rolls the bump back with it). Rows: none when
+# there is no such room; otherwise the access facts, and the new message's id
+# and seq when stored.
 SEND_SQL = f"""
 WITH access AS (
     SELECT r.id AS room_id, r.is_private, m.id AS membership_id,
@@ -219,104 +354,9 @@ FROM access a LEFT JOIN stored s ON true
 """
 
 
-def _message_send_one_statement(
-    *, user: AbstractBaseUser, slug: str, content: str, client_uuid: uuid.UUID
-) -> SendResult:
-    """message_send's common case in one statement (see SEND_SQL); the same
-    errors, idempotency and broadcast as the general path."""
-    rate_key, now, params = one_statement_prepare(
-        user=user, slug=slug, content=content, client_uuid=client_uuid
-    )
-    try:
-        # Inside a caller's transaction, a savepoint keeps a failed insert
-        # from aborting it; on its own the statement is its own transaction.
-        connection = connections[db_alias()]
-        with (
-            transaction.atomic(using=connection.alias)
-            if connection.in_atomic_block
-            else nullcontext()
-        ):
-            with connection.cursor() as cursor:
-                cursor.execute(SEND_SQL, params)
-                row = cursor.fetchone()
-    except IntegrityError:
-        # A racing twin stored this client_id first: return the original.
-        limiter.refund(rate_key)
-        existing = _message_by_client_id(user=user, client_id=client_uuid, room=room_get(slug=slug))
-        if existing is None:
-            raise
-        return existing
-    if row is None:
-        limiter.refund(rate_key)
-        raise NotFound(f"no room {slug!r}")
-    if row[5] is None:
-        limiter.refund(rate_key)  # refused, or a retry: not a new message
-        room_id, is_private, membership_id, is_banned, is_muted, _, _ = row
-        room = Room(id=room_id, slug=slug, is_private=is_private)
-        membership = (
-            None
-            if membership_id is None
-            else Membership(
-                id=membership_id, room=room, user=user, is_banned=is_banned, is_muted=is_muted
-            )
-        )
-        if not _access(room=room, membership=membership).can_post:
-            raise Forbidden(f"you are muted in {slug!r}")
-        existing = _message_by_client_id(user=user, client_id=client_uuid, room=room)
-        if existing is None:  # the original went (its room was deleted) meanwhile
-            raise BadRequest("client_id was already used; use a new one")
-        return existing
-    result = stored_result(
-        user=user, slug=slug, content=content, client_uuid=client_uuid, now=now, row=row
-    )
-    transaction.on_commit(
-        using=db_alias(),
-        func=partial(
-            events.broadcast_message, room_id=result.message.room_id, payload=result.payload
-        ),
-    )
-    return result
-
-
-def message_rate_key(user: AbstractBaseUser, slug: str) -> tuple:
-    return ("message", user.pk, slug)
-
-
-def one_statement_applies(content: object) -> bool:
-    """Whether message_send stores `content` with SEND_SQL: on PostgreSQL, a
-    message that mentions no one."""
-    return (
-        ONE_STATEMENT_SEND
-        and connections[db_alias()].vendor == "postgresql"
-        and isinstance(content, str)
-        and "@" not in content
-    )
-
-
-def one_statement_prepare(
-    *, user: AbstractBaseUser, slug: str, content: str, client_uuid: uuid.UUID
-) -> tuple[tuple, datetime, dict]:
-    """Before SEND_SQL: check the slug and count the post against the rate
-    limit. Returns the rate key (to refund what is not stored), the message's
-    time and the statement's parameters."""
-    _check_slug(slug)
-    rate_key = message_rate_key(user, slug)
-    limiter.hit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
-    now = timezone.now()
-    params = {
-        "user_id": user.pk,
-        "slug": slug,
-        "client_id": client_uuid,
-        "content": content,
-        "now": now,
-        "role": Membership.Role.MEMBER.value,
-    }
-    return rate_key, now, params
-
-
-def stored_result(
+def _stored(
     *,
-    user: AbstractBaseUser,
+    user: User,
     slug: str,
     content: str,
     client_uuid: uuid.UUID,
@@ -340,20 +380,59 @@ def stored_result(
     return SendResult(message=message, created=True, payload=payload)
 
 
-def _message_by_client_id(
-    *, user: AbstractBaseUser, client_id: uuid.UUID, room: Room
-) -> SendResult | None:
+def _send_general(*, user: User, slug: str, content: str, client_uuid: uuid.UUID) -> SendResult:
+    """Store a message with the ORM (mentions, and databases other than
+    PostgreSQL); the caller broadcasts it after commit."""
+    access = room_access_by_slug(user=user, slug=slug)
+    room = access.room
+    if not access.can_post:
+        raise Forbidden(f"you are muted in {room.slug!r}")
+    # No lookup of client_id beforehand: the unique index finds a retry when
+    # the insert fails, which keeps the common path one query shorter.
+    rate_key = message_rate_key(user, room.slug)
+    limiter.hit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
+    try:
+        with transaction.atomic(using=db_alias()):
+            seq = _next_seq(room.pk)
+            message = Message.objects.create(
+                room=room, seq=seq, user=user, client_id=client_uuid, content=content
+            )
+            mentions_notify(message=message, room=room)
+            # Posting counts as reading up to one's own message, and makes the
+            # author a member of a public room.
+            updated = Membership.objects.filter(room=room, user=user, last_read_seq__lt=seq).update(
+                last_read_seq=seq
+            )
+            if not updated and access.membership is None:
+                Membership.objects.get_or_create(
+                    room=room, user=user, defaults={"last_read_seq": seq}
+                )
+    except IntegrityError:
+        # A retry (or a racing twin) of a stored client_id: return the original.
+        existing = _message_by_client_id(user=user, client_id=client_uuid, slug=room.slug)
+        if existing is None:
+            raise
+        limiter.refund(rate_key)  # a retry is not a new message
+        return existing
+    return SendResult(
+        message=message, created=True, payload=events.message_payload(message, room.slug)
+    )
+
+
+def _message_by_client_id(*, user: User, client_id: uuid.UUID, slug: str) -> SendResult | None:
     # No ordering: `.first()` would sort by (room, seq) and lead PostgreSQL
     # away from the (user, client_id) unique index.
-    rows = Message.objects.filter(user=user, client_id=client_id).select_related("user").order_by()
+    rows = (
+        Message.objects.filter(user=user, client_id=client_id)
+        .select_related("user", "room")
+        .order_by()
+    )
     message = next(iter(rows[:1]), None)
     if message is None:
         return None
-    if message.room_id != room.pk:
+    if message.room.slug != slug:
         raise BadRequest("client_id was already used for a message in another room")
-    return SendResult(
-        message=message, created=False, payload=events.message_payload(message, room.slug)
-    )
+    return SendResult(message=message, created=False, payload=events.message_payload(message, slug))
 
 
 def _next_seq(room_id: int) -> int:
@@ -368,7 +447,7 @@ def _next_seq(room_id: int) -> int:
     return int(seq)
 
 
-def read_mark(*, user: AbstractBaseUser, slug: str, seq: object) -> int:
+def read_mark(*, user: User, slug: str, seq: object) -> int:
     """Move the user's read position forward (never back), clamped to the
     room's last seq; a move is broadcast as a receipt. Returns the position."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
@@ -389,7 +468,7 @@ def read_mark(*, user: AbstractBaseUser, slug: str, seq: object) -> int:
                     events.broadcast_receipt,
                     room_id=room.pk,
                     room_slug=room.slug,
-                    user=events.user_payload(user),
+                    user=user_payload(user),
                     seq=seq,
                 ),
             )
@@ -420,13 +499,11 @@ def _clean_reason(reason: object) -> str:
     return reason
 
 
-def _is_staff(user: AbstractBaseUser) -> bool:
+def _is_staff(user: User) -> bool:
     return bool(getattr(user, "is_staff", False) and getattr(user, "is_active", True))
 
 
-def _require_moderator(
-    *, moderator: AbstractBaseUser, room: Room, target: AbstractBaseUser | None
-) -> None:
+def _require_moderator(*, moderator: User, room: Room, target: User | None) -> None:
     """FORBIDDEN unless `moderator` may moderate `room`; only staff act on staff
     or on the room's owner."""
     if _is_staff(moderator):
@@ -447,10 +524,10 @@ def _require_moderator(
 
 def _audit(
     *,
-    moderator: AbstractBaseUser,
+    moderator: User,
     action: str,
     room: Room,
-    target_user: AbstractBaseUser | None = None,
+    target_user: User | None = None,
     message: Message | None = None,
     reason: str = "",
 ) -> ModerationAction:
@@ -464,7 +541,7 @@ def _audit(
     )
 
 
-def message_delete(*, moderator: AbstractBaseUser, message_id: int, reason: str = "") -> Message:
+def message_delete(*, moderator: User, message_id: int, reason: str = "") -> Message:
     """Hide a message from everyone and tell its room at once (after commit):
     `{"type":"message_deleted","room","id","seq"}`.
 
@@ -512,9 +589,9 @@ def message_delete(*, moderator: AbstractBaseUser, message_id: int, reason: str 
 
 def _member_flag(
     *,
-    moderator: AbstractBaseUser,
+    moderator: User,
     room: Room,
-    user: AbstractBaseUser,
+    user: User,
     field: str,
     value: bool,
     action: str,
@@ -555,9 +632,7 @@ def _member_flag(
     return membership
 
 
-def member_ban(
-    *, moderator: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
-) -> Membership | None:
+def member_ban(*, moderator: User, room: Room, user: User, reason: str = "") -> Membership | None:
     """Ban a user from a room: each of their open connections gets
     `{"type":"kicked","room","reason"}` and leaves the room; from then on
     joining, posting and reading there are FORBIDDEN."""
@@ -572,9 +647,7 @@ def member_ban(
     )
 
 
-def member_unban(
-    *, moderator: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
-) -> Membership | None:
+def member_unban(*, moderator: User, room: Room, user: User, reason: str = "") -> Membership | None:
     """Lift a ban; the user may join the room again (nothing is sent)."""
     return _member_flag(
         moderator=moderator,
@@ -587,9 +660,7 @@ def member_unban(
     )
 
 
-def member_mute(
-    *, moderator: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
-) -> Membership | None:
+def member_mute(*, moderator: User, room: Room, user: User, reason: str = "") -> Membership | None:
     """Mute a member: they still read the room, but their next post is FORBIDDEN."""
     return _member_flag(
         moderator=moderator,
@@ -603,7 +674,7 @@ def member_mute(
 
 
 def member_unmute(
-    *, moderator: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
+    *, moderator: User, room: Room, user: User, reason: str = ""
 ) -> Membership | None:
     """Let a muted member post again."""
     return _member_flag(
@@ -617,9 +688,7 @@ def member_unmute(
     )
 
 
-def member_remove(
-    *, moderator: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
-) -> bool:
+def member_remove(*, moderator: User, room: Room, user: User, reason: str = "") -> bool:
     """Delete a user's membership. In a private room that ends their access, so
     their open connections get `kicked` and leave the room; in a public one they
     may join again (and a ban kept on the membership is lifted with it).

@@ -10,9 +10,7 @@ Reverse them in the `chat` namespace: `reverse("chat:room", args=[slug])`.
 
 from django.urls import path
 
-from notifications import sse
-
-from . import pages, views
+from . import pages, sse, views
 
 app_name = "chat"
 

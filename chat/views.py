@@ -22,6 +22,7 @@ from rest_framework.response import Response
 
 from django_realtime import __version__
 from django_realtime.errors import BadRequest
+from django_realtime.payloads import user_payload
 from django_realtime.rest import (
     MAX_PAGE,
     LoginThrottle,
@@ -29,9 +30,9 @@ from django_realtime.rest import (
     body_object,
     extend_schema,
     page_params,
+    request_user,
 )
-from presence import selectors as presence_selectors
-from presence.store import store as presence_store
+from presence import tracking
 
 from . import auth, events, selectors, services
 from .serializers import (
@@ -76,7 +77,7 @@ class TicketView(RealtimeAPIView):
 
     @extend_schema(request=None, responses={200: TicketSerializer})
     def post(self, request: Request) -> Response:
-        return Response({"ticket": auth.ticket_issue(user=request.user)})
+        return Response({"ticket": auth.ticket_issue(user=request_user(request))})
 
 
 class RoomListView(RealtimeAPIView):
@@ -84,14 +85,14 @@ class RoomListView(RealtimeAPIView):
 
     @extend_schema(responses={200: RoomSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        rooms = selectors.rooms_visible(user=request.user)
+        rooms = selectors.rooms_visible(user=request_user(request))
         return Response([_room_data(r) for r in rooms])
 
     @extend_schema(request=RoomSerializer, responses={201: RoomSerializer})
     def post(self, request: Request) -> Response:
         body = body_object(request)
         room = services.room_create(
-            user=request.user,
+            user=request_user(request),
             slug=body.get("slug"),
             name=body.get("name"),
             is_private=body.get("is_private", False) is True,
@@ -118,10 +119,10 @@ class MemberView(RealtimeAPIView):
     @extend_schema(request=InviteSerializer, responses={201: MemberSerializer})
     def post(self, request: Request, slug: str) -> Response:
         membership = services.member_invite(
-            inviter=request.user, slug=slug, username=body_object(request).get("username")
+            inviter=request_user(request), slug=slug, username=body_object(request).get("username")
         )
         return Response(
-            {"user": events.user_payload(membership.user), "role": membership.role},
+            {"user": user_payload(membership.user), "role": membership.role},
             status=status.HTTP_201_CREATED,
         )
 
@@ -138,7 +139,7 @@ class MessageListView(RealtimeAPIView):
         responses={200: MessagePageSerializer},
     )
     def get(self, request: Request, slug: str) -> Response:
-        room = selectors.room_access_by_slug(user=request.user, slug=slug).room
+        room = selectors.room_access_by_slug(user=request_user(request), slug=slug).room
         before, after, limit = page_params(request)
         rows, more = selectors.messages_page(room=room, before=before, after=after, limit=limit)
         results = [events.message_payload(m, room.slug) for m in rows]
@@ -169,7 +170,7 @@ class MessageListView(RealtimeAPIView):
         if client_id is None:
             client_id = uuid.uuid4()  # a client that cannot retry needs none
         result = services.message_send(
-            user=request.user, slug=slug, content=body["content"], client_id=client_id
+            user=request_user(request), slug=slug, content=body["content"], client_id=client_id
         )
         response = Response(result.payload, status=status.HTTP_201_CREATED)
         if not result.created:
@@ -183,7 +184,7 @@ class ReadView(RealtimeAPIView):
     @extend_schema(request=ReadSerializer, responses={200: ReadPositionSerializer})
     def post(self, request: Request, slug: str) -> Response:
         body = body_object(request)
-        position = services.read_mark(user=request.user, slug=slug, seq=body.get("seq"))
+        position = services.read_mark(user=request_user(request), slug=slug, seq=body.get("seq"))
         return Response({"room": slug, "last_read_seq": position})
 
 
@@ -192,7 +193,7 @@ class ReceiptListView(RealtimeAPIView):
 
     @extend_schema(responses={200: ReceiptSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
-        room = selectors.room_access_by_slug(user=request.user, slug=slug).room
+        room = selectors.room_access_by_slug(user=request_user(request), slug=slug).room
         return Response(selectors.receipts(room=room))
 
 
@@ -211,11 +212,11 @@ class PresenceView(RealtimeAPIView):
         responses={200: PresenceSerializer(many=True)},
     )
     def get(self, request: Request, slug: str) -> Response:
-        room = selectors.room_access_by_slug(user=request.user, slug=slug).room
+        room = selectors.room_access_by_slug(user=request_user(request), slug=slug).room
         # The shared store, as every process's WebSocket `joined` reads it.
-        present = async_to_sync(presence_store.members)(room_id=room.pk)
+        present = async_to_sync(tracking.members)(room_id=room.pk)
         if request.query_params.get("offline") in ("1", "true"):
-            present += presence_selectors.room_members_offline(
+            present += selectors.room_members_offline(
                 room_id=room.pk, present_user_ids=[p["user"]["id"] for p in present], limit=MAX_PAGE
             )
         return Response(present)

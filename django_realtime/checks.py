@@ -13,6 +13,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from . import internals
 from .conf import DEFAULTS
 
 # channels_redis' core layer blocks on BZPOPMIN for 5 s; a Redis read timeout
@@ -160,6 +161,19 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     ]
 
 
+def check_internals(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Other libraries' internals the package relies on (django_realtime.internals)."""
+    return [
+        Error(
+            f"The installed versions no longer have what django-realtime relies on: {problem}.",
+            hint="Install the versions of requirements.txt, or adapt the module that "
+            "django_realtime/internals.py names for it (docs/architecture.md).",
+            id="realtime.E009",
+        )
+        for problem in internals.problems()
+    ]
+
+
 def register_checks() -> None:
     """Register every check above with Django's check framework."""
     for check in (
@@ -168,5 +182,6 @@ def register_checks() -> None:
         check_channel_layer,
         check_database,
         check_middleware,
+        check_internals,
     ):
         register(check)

@@ -42,9 +42,6 @@ DEFAULTS: dict[str, Any] = {
     # A client frame over this closes the connection with 1009.
     "WS_MAX_FRAME_BYTES": 65536,
     "WS_TICKET_TTL_SECONDS": 30,
-    # daphne's handshake and accept timeouts are raised to at least this, so a
-    # client queued behind a reconnect storm waits rather than fails.
-    "WS_HANDSHAKE_TIMEOUT_SECONDS": 30,
     # Origins (scheme://host[:port]) allowed to open the WebSocket besides
     # those whose host is in ALLOWED_HOSTS.
     "WS_ALLOWED_ORIGINS": [],

@@ -24,12 +24,6 @@ Provides the package's adjustments to daphne's WebSocket transport.
   broadcast). A write to a TCP connection with nothing queued goes to the
   socket at once here, as asyncio's own transports do; what the socket does
   not take, and everything behind it, is buffered by Twisted as before.
-- Handshakes that wait their turn. daphne gives the HTTP upgrade and the
-  application's accept 5 s each, then drops the connection: in a reconnect
-  storm the last of a thousand clients waits about that long, fails, and
-  comes back to add to the next storm. Both timeouts are at least
-  WS_HANDSHAKE_TIMEOUT_SECONDS (30 s) here; a longer or infinite one given
-  on daphne's command line stays.
 - The registered server close codes. autobahn lets an application send only
   1000 and 3000-4999, yet a server must be able to say 1001 (going away),
   1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
@@ -41,15 +35,13 @@ so `daphne -b HOST -p PORT mysite.asgi:application` needs no extra flag.
 Under another ASGI server these are no-ops.
 """
 
-import importlib
-import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import realtime_settings
+from . import internals
 
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1011, 1012, 1013})
 
@@ -101,13 +93,6 @@ def eager_write(buffered_write: Callable[[Any, bytes], None]) -> Callable[[Any, 
     return write
 
 
-def at_least(timeout: float | None, floor: float) -> float | None:
-    """A timeout raised to `floor`; none (None, 0 or negative) stays none."""
-    if timeout is None or timeout <= 0:
-        return timeout
-    return max(timeout, floor)
-
-
 # What the adjustments below replace or read in daphne, autobahn and Twisted:
 # (module, object path, attribute). If an upgrade renames one, the server
 # refuses to start (missing_internals) rather than run half-patched.
@@ -133,19 +118,7 @@ INTERNALS = [
 
 def missing_internals() -> list[str]:
     """The names of INTERNALS that the installed versions do not have."""
-    missing = []
-    for module_name, path, name in INTERNALS:
-        target: Any = importlib.import_module(module_name)
-        for part in filter(None, path.split(".")):
-            target = getattr(target, part, None)
-        if path.endswith("__init__"):
-            # An attribute set in a constructor: look for it in its source.
-            found = target is not None and f"self.{name}" in inspect.getsource(target)
-        else:
-            found = target is not None and hasattr(target, name)
-        if not found:
-            missing.append(".".join(filter(None, (module_name, path, name))))
-    return missing
+    return internals.missing(INTERNALS)
 
 
 def tune_daphne() -> None:
@@ -170,18 +143,10 @@ def tune_daphne() -> None:
         return
     WebSocketProtocol._realtime_tuned = True
 
-    floor = realtime_settings.WS_HANDSHAKE_TIMEOUT_SECONDS
-
     class WebSocketFactory(daphne_server.WebSocketFactory):
         def __init__(self, daphne, *args, **kwargs):
             super().__init__(daphne, *args, **kwargs)
             self.setProtocolOptions(failByDrop=False)
-            daphne.websocket_connect_timeout = at_least(daphne.websocket_connect_timeout, floor)
-
-        def setProtocolOptions(self, **options):
-            if "openHandshakeTimeout" in options:
-                options["openHandshakeTimeout"] = at_least(options["openHandshakeTimeout"], floor)
-            super().setProtocolOptions(**options)
 
     original_server_close = WebSocketProtocol.serverClose
     original_handle_reply = WebSocketProtocol.handle_reply
@@ -210,7 +175,7 @@ def tune_daphne() -> None:
         else:
             original_server_close(self, code=code)
 
-    tcp.Server.write = eager_write(tcp.Server.write)
+    tcp.Server.write = eager_write(tcp.Server.write)  # type: ignore[method-assign]
     for name in ("pformat", "hltype", "hlval"):
         setattr(autobahn_protocol, name, lazily(getattr(autobahn_protocol, name)))
     daphne_server.WebSocketFactory = WebSocketFactory

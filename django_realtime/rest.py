@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.db import Error as DatabaseError
+from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -33,6 +36,7 @@ from .conf import realtime_settings
 from .errors import BadRequest, ClientError, RateLimited
 from .logcontext import RequestContextMiddleware
 from .strictjson import StrictJSONParser
+from .types import User
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
@@ -113,6 +117,15 @@ def extend_schema(**kwargs: Any) -> Any:
         return spectacular_extend_schema(**kwargs)(method)
 
     return decorator
+
+
+def request_user(request: Request | HttpRequest) -> User:
+    """The user of a request its view requires to be signed in (RealtimeAPIView's
+    IsAuthenticated, or login_required, ran before)."""
+    user = request.user
+    if isinstance(user, AnonymousUser) or not user.is_authenticated:
+        raise NotAuthenticated()
+    return user
 
 
 def body_object(request: Request) -> dict:

@@ -4,8 +4,12 @@ under, applied once at start-up (when chat.routing is imported).
 
 - daphne: the transport adjustments of django_realtime.daphne_transport and
   the 1012 drain on SIGTERM (django_realtime.drain).
-- uvicorn and other servers: nothing to change; the drain is theirs to call
-  (`await drain.drain()` in a lifespan shutdown).
+- uvicorn: nothing to change. On SIGTERM it closes every WebSocket with
+  1012 itself, before it waits for the connections to end and sends the
+  lifespan shutdown event (so a drain there would find no socket left);
+  `--timeout-graceful-shutdown` bounds its wait for open SSE streams.
+- other servers: nothing is changed; `await drain.drain()` is theirs to call
+  before their shutdown closes the sockets, if it does not send 1012.
 """
 
 import sys

@@ -13,6 +13,8 @@ and the action goes through it, so an announcement reaches open connections
 like any other notification.
 """
 
+from typing import TYPE_CHECKING
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -20,7 +22,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from chat.events import user_payload
+from django_realtime.payloads import user_payload
+from django_realtime.rest import request_user
 from django_realtime.users import username_path
 
 from . import services
@@ -67,7 +70,13 @@ class AnnouncementForm(forms.Form):
     )
 
 
-class AnnouncementActionMixin:
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin
+else:
+    _ModelAdmin = object
+
+
+class AnnouncementActionMixin(_ModelAdmin):
     """The "Send an announcement" action, for a ModelAdmin of the user model."""
 
     actions = ["send_announcement"]
@@ -82,7 +91,10 @@ class AnnouncementActionMixin:
             sent = services.notify_many(
                 recipients=queryset,
                 kind=services.ANNOUNCEMENT,
-                data={"text": form.cleaned_data["text"], "from": user_payload(request.user)},
+                data={
+                    "text": form.cleaned_data["text"],
+                    "from": user_payload(request_user(request)),
+                },
             )
             self.message_user(request, f"Announcement sent to {len(sent)} users.", messages.SUCCESS)
             return None

@@ -4,15 +4,16 @@ SSE stream replays. Every read is filtered by recipient, so nobody reads
 another user's notifications; each selector owns its query cost.
 """
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Max
+
+from django_realtime.types import User
 
 from .models import Notification
 
 
 def notifications_page(
     *,
-    user: AbstractBaseUser,
+    user: User,
     unread: bool = False,
     before: int | None = None,
     after: int | None = None,
@@ -33,7 +34,7 @@ def notifications_page(
     return rows[:limit], len(rows) > limit
 
 
-def unread_count(*, user: AbstractBaseUser) -> int:
+def unread_count(*, user: User) -> int:
     return Notification.objects.filter(recipient=user, read_at__isnull=True).count()
 
 

@@ -10,7 +10,8 @@ from rest_framework import serializers
 class NotificationSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.CharField()
-    data = serializers.JSONField()
+    # The API's field is called `data`, which DRF's Serializer also names a property.
+    data = serializers.JSONField()  # type: ignore[assignment]
     created_at = serializers.CharField()
     read = serializers.BooleanField()
 

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_realtime.errors import BadRequest, NotFound
-from django_realtime.rest import RealtimeAPIView, extend_schema, page_params
+from django_realtime.rest import RealtimeAPIView, extend_schema, page_params, request_user
 
 from . import events, selectors, services
 from .serializers import (
@@ -44,7 +44,11 @@ class NotificationListView(RealtimeAPIView):
             raise BadRequest("'unread' must be 1 or 0")
         before, after, limit = page_params(request)
         rows, more = selectors.notifications_page(
-            user=request.user, unread=unread in TRUE, before=before, after=after, limit=limit
+            user=request_user(request),
+            unread=unread in TRUE,
+            before=before,
+            after=after,
+            limit=limit,
         )
         ids = [n.pk for n in rows]
         next_url = previous_url = None
@@ -78,7 +82,7 @@ class UnreadCountView(RealtimeAPIView):
 
     @extend_schema(responses={200: UnreadCountSerializer})
     def get(self, request: Request) -> Response:
-        return Response({"count": selectors.unread_count(user=request.user)})
+        return Response({"count": selectors.unread_count(user=request_user(request))})
 
 
 class MarkReadView(RealtimeAPIView):
@@ -88,7 +92,9 @@ class MarkReadView(RealtimeAPIView):
     def post(self, request: Request, pk: str) -> Response:
         if not (pk.isascii() and pk.isdigit()) or len(pk) > 18:  # "¹".isdigit() is True
             raise NotFound("no such notification")
-        notification = services.notification_mark_read(user=request.user, notification_id=int(pk))
+        notification = services.notification_mark_read(
+            user=request_user(request), notification_id=int(pk)
+        )
         return Response(events.notification_payload(notification))
 
 
@@ -97,4 +103,6 @@ class MarkAllReadView(RealtimeAPIView):
 
     @extend_schema(request=None, responses={200: MarkedSerializer})
     def post(self, request: Request) -> Response:
-        return Response({"marked": services.notifications_mark_all_read(user=request.user)})
+        return Response(
+            {"marked": services.notifications_mark_all_read(user=request_user(request))}
+        )

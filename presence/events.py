@@ -1,18 +1,22 @@
 """
-Provides presence on the channel layer: `presence` diffs of transitions,
-sent to the room's group (merged when they come thick and fast), and the
-`is_typing: false` of a typist whose own process could not send it.
+Provides presence on the channel layer (through django_realtime.bus):
+`presence` diffs of transitions, sent to the room's group (merged when they
+come thick and fast), and `typing` frames, including the `is_typing: false`
+of a typist whose own process could not send it.
 """
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
-from chat.events import broadcast_typing, room_group, send_to_group
+from django_realtime import bus
 
 from . import conf
 from .store import Change, TypingLapse
 
+# Layer event types, in their own namespace ("presence.*").
 DIFF = "presence.diff"
+TYPING = "presence.typing"
 
 
 def diff_payload(room_slug: str, changes: list[Change]) -> dict:
@@ -84,7 +88,17 @@ async def _send(
     event = {"type": DIFF, "room_id": room_id, "payload": diff_payload(room_slug, changes)}
     if joiners:
         event["joiners"] = joiners
-    await send_to_group(room_group(room_id), event)
+    await bus.send(bus.room_group(room_id), event)
+
+
+async def broadcast_typing(
+    *, room_id: int, room_slug: str, user: dict[str, Any], is_typing: bool
+) -> None:
+    """`{"type":"typing","room","user","is_typing"}` to the room."""
+    payload = {"type": "typing", "room": room_slug, "user": user, "is_typing": is_typing}
+    await bus.send(
+        bus.room_group(room_id), {"type": TYPING, "room_id": room_id, "payload": payload}
+    )
 
 
 async def broadcast_typing_lapse(lapse: TypingLapse) -> None:

@@ -12,8 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import transitions
-from .store import AWAY, ONLINE, Change, Departure
+from .store import AWAY, ONLINE, Change, Departure, Reaper
 
 
 @dataclass
@@ -37,7 +36,10 @@ class _Connection:
 class LocalPresenceStore:
     """The in-process backend of presence.store.PresenceStore."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reap: Reaper | None = None) -> None:
+        """`reap(...)` watches each connection's task
+        (presence.transitions.reap_if_orphaned), given by presence.backends."""
+        self.reap = reap
         self._rooms: dict[int, dict[int, _UserInRoom]] = {}
         self._connections: dict[str, _Connection] = {}
         self._users: dict[int, set[str]] = {}  # user id -> their open channels
@@ -49,10 +51,10 @@ class LocalPresenceStore:
         with self._lock:
             connection = self._open(channel, user_id)
             watched, connection.watched = connection.watched, True
-        if not watched:
+        if not watched and self.reap is not None:
             # A consumer that dies of an exception never calls disconnect();
             # nothing else would ever end its presence here.
-            transitions.reap_if_orphaned(
+            self.reap(
                 self,
                 user_id=user_id,
                 channel=channel,

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
 
-from . import conf, scripts, transitions
-from .store import Change, Departure, Sweep, TypingLapse
+from . import conf, scripts
+from .store import Change, Departure, Reaper, Sweep, TypingLapse, Upkeep
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +98,17 @@ def _typing_lapse(member: str) -> TypingLapse | None:
 class RedisPresenceStore:
     """The Redis backend of presence.store.PresenceStore."""
 
-    def __init__(self, *, url: str, prefix: str, run_upkeep: bool = True) -> None:
+    def __init__(
+        self, *, url: str, prefix: str, upkeep: Upkeep | None = None, reap: Reaper | None = None
+    ) -> None:
+        """`upkeep(store)` runs once per process from the first connection (the
+        heartbeat and sweep, presence.upkeep); `reap(...)` watches each
+        connection's task (presence.transitions.reap_if_orphaned). Both are
+        given by presence.backends; without them the store only stores."""
         self.url = url
         self.prefix = prefix
-        self.run_upkeep = run_upkeep
+        self.upkeep = upkeep
+        self.reap = reap
         self._connections: dict[str, _Connection] = {}
         # redis.asyncio connections belong to the loop that opened them.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
@@ -119,12 +126,13 @@ class RedisPresenceStore:
             # end its connection when its task ends. (Should that fail, the
             # heartbeat skips a connection whose task is done, and its lease
             # expires like a dead process's.)
-            transitions.reap_if_orphaned(
-                self,
-                user_id=user_id,
-                channel=channel,
-                is_open=lambda: self._connections.get(channel) is entry,
-            )
+            if self.reap is not None:
+                self.reap(
+                    self,
+                    user_id=user_id,
+                    channel=channel,
+                    is_open=lambda: self._connections.get(channel) is entry,
+                )
         self._ensure_upkeep()
         async with entry.lock:
             await self._join(entry, channel, rooms=[])
@@ -164,7 +172,7 @@ class RedisPresenceStore:
         if entry is not None:
             entry.rooms.pop(room_id, None)
         async with entry.lock if entry else contextlib.nullcontext():
-            flat = await self._call(
+            flat: list[Any] = await self._call(
                 "exit",
                 lambda c: c.scripts["exit"](args=[self.prefix, channel, user_id, room_id]),
                 [],
@@ -173,7 +181,7 @@ class RedisPresenceStore:
         return changes[0] if changes else None
 
     async def members(self, *, room_id: int) -> list[dict[str, Any]]:
-        listed = await self._call(
+        listed: dict[Any, Any] = await self._call(
             "members", lambda c: c.redis.hgetall(f"{self.prefix}room:{room_id}"), {}
         )
         members = []
@@ -243,7 +251,9 @@ class RedisPresenceStore:
             return [ch for missing in await pipe.execute() for ch in missing]
 
         changes: list[Change] = []
-        heartbeat = self._call("heartbeat", beat, [], timeout=conf.upkeep_timeout_seconds())
+        heartbeat: Awaitable[list[str]] = self._call(
+            "heartbeat", beat, [], timeout=conf.upkeep_timeout_seconds()
+        )
         for channel in await heartbeat:
             changes += await self._restore(channel)
         return changes
@@ -291,7 +301,7 @@ class RedisPresenceStore:
         args.append(2 * ttl_ms)
         for room_id, slug, status in rooms:
             args += [room_id, slug, status]
-        flat = await self._call("join", lambda c: c.scripts["join"](args=args), [])
+        flat: list[Any] = await self._call("join", lambda c: c.scripts["join"](args=args), [])
         return _changes(flat)
 
     async def _restore(self, channel: str) -> list[Change]:
@@ -345,12 +355,10 @@ class RedisPresenceStore:
             return default
 
     def _ensure_upkeep(self) -> None:
-        if not self.run_upkeep:
+        if self.upkeep is None:
             return
         loop = asyncio.get_running_loop()
         task = self._upkeep
         if task is not None and not task.done() and task.get_loop() is loop:
             return
-        from . import upkeep
-
-        self._upkeep = loop.create_task(upkeep.run(self), name="presence-upkeep")
+        self._upkeep = loop.create_task(self.upkeep(self), name="presence-upkeep")

@@ -7,7 +7,7 @@ A user is present while at least one of their connections has joined the room
 said so. Every method returns the transitions it caused, so callers broadcast
 diffs and never the heartbeat-level churn beneath them.
 
-Two backends share one async interface, chosen at call time by the settings:
+Two backends share one async interface, chosen by presence.backends:
 presence.local (in the process; exact for the embedded one-process default,
 REDIS_URL unset) and presence.redis_store (shared by every process on one
 Redis; leases that expire when their process dies). No method raises on a
@@ -16,12 +16,9 @@ storage failure: it logs, and presence is best-effort until storage is back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from django_realtime.conf import redis_url
-
-from . import conf
 
 ONLINE = "online"
 AWAY = "away"
@@ -108,33 +105,8 @@ class PresenceStore(Protocol):
         """Stop background work and close connections (tests, shutdown)."""
 
 
-_backends: dict[tuple[str, str], PresenceStore] = {}
-
-
-def get_store() -> PresenceStore:
-    """The backend the settings select now: Redis when the site has one
-    (REALTIME["REDIS_URL"], else the channel layer's), else this process."""
-    url = redis_url()
-    key = (url, conf.redis_prefix() if url else "")
-    backend = _backends.get(key)
-    if backend is None:
-        if url:
-            from .redis_store import RedisPresenceStore
-
-            backend = RedisPresenceStore(url=url, prefix=key[1])
-        else:
-            from .local import LocalPresenceStore
-
-            backend = LocalPresenceStore()
-        backend = _backends.setdefault(key, backend)
-    return backend
-
-
-class _Selected:
-    """`store.enter(...)` and so on, on whichever backend get_store() selects."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(get_store(), name)
-
-
-store: Any = _Selected()
+# What presence.backends gives a store, so that the stores depend on nothing
+# above them: the process's upkeep loop, and the watch on a connection's task
+# (both in presence.transitions / presence.upkeep, which announce).
+Upkeep = Callable[[Any], Coroutine[Any, Any, None]]
+Reaper = Callable[..., None]

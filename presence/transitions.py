@@ -1,8 +1,9 @@
 """
-Provides what presence transitions set off, in one place for the consumer and
-the upkeep sweep alike: a diff frame to each room that changed, `is_typing:
-false` for typists nobody else will stop, and the last-seen time of users who
-went offline; and the end of a connection whose consumer died without
+Provides what presence transitions set off, in one place for every source of
+them (presence.tracking for connections, presence.upkeep's sweep, the
+reaper): a diff frame to each room that changed, `is_typing: false` for
+typists nobody else will stop, and the last-seen time of users who went
+offline; and the end of a connection whose consumer died without
 disconnecting. All best-effort: failures are logged, never raised.
 """
 
@@ -13,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-from channels.db import database_sync_to_async
+from django_realtime.asyncdb import db
 
 from . import events, services
 from .store import Change, Departure, PresenceStore, Sweep
@@ -47,11 +48,7 @@ async def record_last_seen(user_ids: list[int]) -> None:
     if not user_ids:
         return
     try:
-        # Its own thread, as chat.consumers.db() does: not queued behind the
-        # one thread Channels shares by default.
-        await database_sync_to_async(services.last_seen_record, thread_sensitive=False)(
-            user_ids=user_ids
-        )
+        await db(services.last_seen_record, user_ids=user_ids)
     except Exception as exc:  # noqa: BLE001 - a missed last-seen time is not worth a crash
         logger.warning("presence: recording last seen of %s failed: %r", user_ids, exc)
 

@@ -7,7 +7,7 @@ from pprint import pformat
 
 import pytest
 
-from django_realtime.daphne_transport import at_least, lazily
+from django_realtime.daphne_transport import lazily
 
 
 def test_a_lazy_log_argument_is_computed_only_when_formatted():
@@ -23,13 +23,6 @@ def test_a_lazy_log_argument_is_computed_only_when_formatted():
     assert f"\n{lazy}" == f"\n{pformat(config)}"
     assert str(lazy) == pformat(config)
     assert len(calls) == 2
-
-
-def test_a_handshake_timeout_is_raised_to_the_floor_and_none_stays_none():
-    assert at_least(5, 30) == 30
-    assert at_least(60, 30) == 60
-    assert at_least(-1, 30) == -1  # daphne's "infinite"
-    assert at_least(None, 30) is None
 
 
 # In a subprocess: importing daphne.server installs a Twisted reactor, which

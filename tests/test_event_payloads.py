@@ -9,6 +9,7 @@ from asgiref.sync import async_to_sync
 
 from chat import events as chat_events
 from chat import services
+from django_realtime.payloads import user_payload
 from notifications import events as notification_events
 from notifications.services import notify
 from presence import events as presence_events
@@ -18,7 +19,7 @@ from tests import msgpack_layer
 EVERY_EVENT_TYPE = {
     chat_events.MESSAGE,
     chat_events.RECEIPT,
-    chat_events.TYPING,
+    presence_events.TYPING,
     chat_events.MESSAGE_DELETED,
     chat_events.KICKED,
     notification_events.NOTIFICATION,
@@ -36,8 +37,8 @@ def test_every_event_type_survives_msgpack_unchanged(make_user, general):
         user=alice, slug="general", content="hello @bob", client_id=uuid.uuid4()
     )  # a message, and a mention notification
     services.read_mark(user=bob, slug="general", seq=sent.message.seq)
-    async_to_sync(chat_events.broadcast_typing)(
-        room_id=general.pk, room_slug="general", user=chat_events.user_payload(bob), is_typing=True
+    async_to_sync(presence_events.broadcast_typing)(
+        room_id=general.pk, room_slug="general", user=user_payload(bob), is_typing=True
     )
     async_to_sync(presence_events.broadcast_typing_lapse)(
         TypingLapse(room_id=general.pk, room_slug="general", user_id=bob.pk, username="bob")

@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 from chat import events, services
 from chat.consumers import RealtimeConsumer
 from chat.models import Message, Room
+from django_realtime import bus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,7 +83,7 @@ async def test_a_duplicate_doorbell_is_dropped(alice, bob, general):
     )
     assert (await ws.receive_json_from(timeout=5))["seq"] == 1
     await get_channel_layer().group_send(
-        events.room_group(general.pk),
+        bus.room_group(general.pk),
         {"type": events.MESSAGE, "room_id": general.pk, "payload": result.payload},
     )
     await ws.send_json_to({"type": "ping"})
@@ -175,9 +176,9 @@ async def test_a_message_stored_while_a_join_reads_its_backlog_is_delivered_at_o
     """The join has read the backlog (last_seq 0) when alice posts; the
     doorbell rings before the join has finished. bob gets the message right
     after `joined`, not at the next message or refresh."""
-    from chat import consumers
+    from presence import tracking
 
-    members = consumers.presence_store.members
+    members = tracking.members
 
     async def members_while_alice_posts(**kwargs):
         await sync_to_async(services.message_send)(
@@ -186,7 +187,7 @@ async def test_a_message_stored_while_a_join_reads_its_backlog_is_delivered_at_o
         await asyncio.sleep(0.2)  # the doorbell reaches bob's fan-out meanwhile
         return await members(**kwargs)
 
-    monkeypatch.setattr(consumers.presence_store, "members", members_while_alice_posts)
+    monkeypatch.setattr(tracking, "members", members_while_alice_posts)
     ws = await connect(bob)
     await ws.send_json_to({"type": "join", "room": "general"})
     frames = await frames_until(ws, "message")

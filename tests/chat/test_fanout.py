@@ -7,6 +7,7 @@ import pytest
 from chat import events
 from chat.fanout import RoomFanout
 from django_realtime import metrics
+from presence import events as presence_events
 
 
 class Member:
@@ -51,7 +52,7 @@ async def test_a_message_is_serialised_once_and_reaches_every_member(hub):
 async def test_other_events_reach_every_member_despite_one_failing(hub):
     members = [Member(fail=True), Member()]
     hub.members[7] = set(members)
-    event = {"type": events.TYPING, "room_id": 7, "payload": {"type": "typing"}}
+    event = {"type": presence_events.TYPING, "room_id": 7, "payload": {"type": "typing"}}
     await hub.dispatch(event)
     assert [m.events for m in members if not m.fail] == [[event]]
 

@@ -1,7 +1,8 @@
 """
-Real daphne processes on real sockets, sharing the test PostgreSQL database
-and a real Redis. Tests here use `transactional_db`, so what they create is
-committed and visible to the server processes.
+Real server processes (daphne, and uvicorn for the protocol tests) on real
+sockets, sharing the test PostgreSQL database and a real Redis. Tests here use
+`transactional_db`, so what they create is committed and visible to the server
+processes.
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-class DaphneProcess:
-    """`daphne project.asgi:application` in a subprocess, as production runs it."""
+# The ASGI servers the protocol tests run under (the `protocol_server` fixture).
+SERVER_KINDS = ("daphne", "uvicorn")
+
+
+class ServerProcess:
+    """`project.asgi:application` served by daphne or uvicorn in a subprocess,
+    with the command line production uses (docs/integration.md)."""
 
     def __init__(
         self,
@@ -46,13 +52,57 @@ class DaphneProcess:
         env: dict[str, str] | None = None,
         database: str | None = None,
         port: int | None = None,
+        kind: str = "daphne",
     ):
+        if kind not in SERVER_KINDS:
+            raise ValueError(f"kind must be one of {SERVER_KINDS}, not {kind!r}")
+        self.kind = kind
         self.port = port or free_port()
         self.redis_url = redis_url
         self.database = database
         self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"daphne-{self.port}.log"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{kind}-{self.port}.log"
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} on 127.0.0.1:{self.port}>"
+
+    def command(self) -> list[str]:
+        app = "project.asgi:application"
+        if self.kind == "uvicorn":
+            # --ws websockets-sansio is what `--ws auto` picks with websockets
+            # installed; named so the tests do not depend on that choice.
+            # On SIGTERM uvicorn closes every WebSocket with 1012 itself, then
+            # waits for open responses: without a timeout an SSE stream would
+            # hold the process forever (docs/integration.md).
+            return [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ws",
+                "websockets-sansio",
+                "--timeout-graceful-shutdown",
+                "5",
+            ]
+        # As production runs it (docs/integration.md): a WebSocket may take
+        # 30 s, not daphne's 5, to handshake and be accepted.
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "--websocket_connect_timeout",
+            "30",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            app,
+        ]
 
     @property
     def http(self) -> str:
@@ -62,7 +112,7 @@ class DaphneProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/"
 
-    def start(self) -> DaphneProcess:
+    def start(self) -> ServerProcess:
         env = {
             **os.environ,
             "DATABASE_URL": self.database or database_url(),
@@ -76,16 +126,7 @@ class DaphneProcess:
             env["REDIS_URL"] = self.redis_url
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "project.asgi:application",
-            ],
+            self.command(),
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -110,6 +151,10 @@ class DaphneProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+# The name the tests have always used; a daphne unless given kind="uvicorn".
+DaphneProcess = ServerProcess
 
 
 def manage_shell(code: str, *, redis_url: str) -> str:
@@ -138,15 +183,30 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def server(django_db_setup, redis_url):
     """One daphne on Redis for the session; rate limits as in production."""
-    proc = DaphneProcess(redis_url=redis_url).start()
+    proc = ServerProcess(redis_url=redis_url).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="session")
+def uvicorn_server(django_db_setup, redis_url):
+    """One uvicorn on Redis for the session, configured as `server` is."""
+    proc = ServerProcess(kind="uvicorn", redis_url=redis_url).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def protocol_server(request) -> ServerProcess:
+    """`server` (daphne), then `uvicorn_server`: for the tests of protocol
+    behaviour (close codes, resume, SSE) that every supported server must show."""
+    return request.getfixturevalue("server" if request.param == "daphne" else "uvicorn_server")
+
+
+@pytest.fixture(scope="session")
 def server_b(django_db_setup, redis_url):
     """A second daphne on the same Redis and database, without message rate limits."""
-    proc = DaphneProcess(redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}).start()
+    proc = ServerProcess(redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}).start()
     yield proc
     proc.stop()
 
@@ -154,9 +214,26 @@ def server_b(django_db_setup, redis_url):
 @pytest.fixture(scope="session")
 def unlimited_server(django_db_setup, redis_url):
     """A daphne with CHAT_MESSAGE_RATE=off, for bursts."""
-    proc = DaphneProcess(redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}).start()
+    proc = ServerProcess(redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def unlimited_uvicorn_server(django_db_setup, redis_url):
+    """A uvicorn with CHAT_MESSAGE_RATE=off, for bursts."""
+    proc = ServerProcess(
+        kind="uvicorn", redis_url=redis_url, env={"CHAT_MESSAGE_RATE": "off"}
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def unlimited_protocol_server(request) -> ServerProcess:
+    """`unlimited_server` (daphne), then `unlimited_uvicorn_server`."""
+    name = "unlimited_server" if request.param == "daphne" else "unlimited_uvicorn_server"
+    return request.getfixturevalue(name)
 
 
 class Ws:
@@ -248,7 +325,7 @@ class Ws:
 
 @pytest.fixture
 def http():
-    def make(server: DaphneProcess, token: str | None = None) -> httpx.Client:
+    def make(server: ServerProcess, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Token {token}"} if token else {}
         return httpx.Client(base_url=server.http, headers=headers, timeout=10)
 
@@ -265,11 +342,12 @@ def redis_server():
 
 @pytest.fixture
 def daphnes():
-    """Start daphne processes for one test; all are stopped after it."""
-    started: list[DaphneProcess] = []
+    """Start server processes for one test (daphne unless kind="uvicorn");
+    all are stopped after it."""
+    started: list[ServerProcess] = []
 
-    def start(**kwargs) -> DaphneProcess:
-        proc = DaphneProcess(**kwargs).start()
+    def start(**kwargs) -> ServerProcess:
+        proc = ServerProcess(**kwargs).start()
         started.append(proc)
         return proc
 
@@ -283,7 +361,7 @@ def _set_password(user, password: str) -> None:
     user.save()
 
 
-async def session_cookie(server: DaphneProcess, user, password: str = "pw") -> str:
+async def session_cookie(server: ServerProcess, user, password: str = "pw") -> str:
     """Log `user` in through the login form, as a browser does: the session cookie."""
     await sync_to_async(_set_password)(user, password)
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as client:

@@ -23,7 +23,7 @@ import websockets
 
 from chat.models import Room
 
-from .conftest import DaphneProcess, Ws
+from .conftest import SERVER_KINDS, ServerProcess, Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -93,23 +93,23 @@ async def test_a_flood_is_rate_limited_while_another_users_round_trip_still_work
 
 
 async def test_a_users_connection_beyond_20_is_closed_with_4429_and_the_slot_comes_back(
-    server, people
+    protocol_server, people
 ):
-    conns = [await Ws.connect(server.ws, token=people["alice"]) for _ in range(20)]
+    conns = [await Ws.connect(protocol_server.ws, token=people["alice"]) for _ in range(20)]
     for ws in conns:
         assert (await ws.request({"type": "ping"}, "pong"))["type"] == "pong"
-    extra = await Ws.connect(server.ws, token=people["alice"])
+    extra = await Ws.connect(protocol_server.ws, token=people["alice"])
     with pytest.raises(websockets.exceptions.ConnectionClosed):
         await extra.recv(timeout=5)
     assert extra.conn.close_code == 4429
     assert extra.conn.close_reason == "policy: at most 20 connections"
-    bob = await Ws.connect(server.ws, token=people["bob"])  # others are not affected
+    bob = await Ws.connect(protocol_server.ws, token=people["bob"])  # others are not affected
     assert (await bob.request({"type": "ping"}, "pong"))["type"] == "pong"
 
     await conns.pop().close()
     deadline = time.monotonic() + 10
     while True:  # the closed connection's slot is released as the server sees it go
-        again = await Ws.connect(server.ws, token=people["alice"])
+        again = await Ws.connect(protocol_server.ws, token=people["alice"])
         try:
             assert (await again.request({"type": "ping"}, "pong"))["type"] == "pong"
             break
@@ -130,10 +130,11 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-@pytest.fixture
-def flood_server(django_db_setup, redis_url):
-    """A daphne of its own, with production limits, whose memory is measured."""
-    proc = DaphneProcess(redis_url=redis_url).start()
+@pytest.fixture(params=SERVER_KINDS)
+def flood_server(request, django_db_setup, redis_url):
+    """A server of its own (daphne, then uvicorn), with production limits,
+    whose memory is measured."""
+    proc = ServerProcess(kind=request.param, redis_url=redis_url).start()
     yield proc
     proc.stop()
 
@@ -177,7 +178,7 @@ async def test_a_client_sending_as_fast_as_it_can_is_closed_with_4408_and_memory
     growth = peak - before
     print(
         f"\nflood: {sent} frames sent in {flood_seconds:.2f} s before the close; "
-        f"daphne RSS {before / 2**20:.1f} MB -> peak {peak / 2**20:.1f} MB "
+        f"{server.kind} RSS {before / 2**20:.1f} MB -> peak {peak / 2**20:.1f} MB "
         f"(+{growth / 2**20:.1f} MB)"
     )
     assert flooder.close_code == 4408

@@ -191,8 +191,10 @@ async def test_a_ticket_is_single_use_and_expires(short_ticket_server, people, h
 @pytest.mark.parametrize(
     "ticket", ["%00", "a%00b", "x" * 300, "%27%3B--", "%F0%9F%98%80", "%ED%A0%80"]
 )
-async def test_a_ticket_that_is_no_ticket_is_4401_never_a_server_error(server, people, ticket):
-    ws = await Ws.connect(f"{server.ws}?ticket={ticket}")
+async def test_a_ticket_that_is_no_ticket_is_4401_never_a_server_error(
+    protocol_server, people, ticket
+):
+    ws = await Ws.connect(f"{protocol_server.ws}?ticket={ticket}")
     with pytest.raises(websockets.exceptions.ConnectionClosed):
         await ws.recv(timeout=5)
     assert ws.conn.close_code == 4401

@@ -37,8 +37,8 @@ async def test_a_token_header_authenticates_and_ping_gets_pong(server, people):
 
 
 @pytest.mark.parametrize("token", [None, "not-a-token"])
-async def test_no_valid_credentials_is_closed_with_4401(server, people, token):
-    ws = await Ws.connect(server.ws, token=token)
+async def test_no_valid_credentials_is_closed_with_4401(protocol_server, people, token):
+    ws = await Ws.connect(protocol_server.ws, token=token)
     with pytest.raises(websockets.exceptions.ConnectionClosed):
         await ws.recv(timeout=5)
     assert ws.conn.close_code == 4401
@@ -178,11 +178,11 @@ async def test_a_retried_client_id_is_acked_with_the_original(server, people):
     await again_ws.close()
 
 
-async def test_resume_with_since_replays_exactly_what_was_missed(server, people):
-    a = await Ws.connect(server.ws, token=people["alice"])
+async def test_resume_with_since_replays_exactly_what_was_missed(protocol_server, people):
+    a = await Ws.connect(protocol_server.ws, token=people["alice"])
     for i in range(5):
         await a.post("general", f"m{i}")
-    b = await Ws.connect(server.ws, token=people["bob"])
+    b = await Ws.connect(protocol_server.ws, token=people["bob"])
     joined = await b.join("general", since=2)
     assert joined["last_seq"] == 5 and joined["truncated"] is False
     assert [m["seq"] for m in await b.messages("general", 3)] == [3, 4, 5]
@@ -193,11 +193,11 @@ async def test_resume_with_since_replays_exactly_what_was_missed(server, people)
     await b.close()
 
 
-async def test_resume_beyond_1000_missed_is_truncated_to_the_latest_1000(server, people):
+async def test_resume_beyond_1000_missed_is_truncated_to_the_latest_1000(protocol_server, people):
     alice, _ = people["users"]
     room = await Room.objects.aget(slug="general")
     await sync_to_async(_bulk_messages)(room, alice, 1005)
-    b = await Ws.connect(server.ws, token=people["bob"])
+    b = await Ws.connect(protocol_server.ws, token=people["bob"])
     joined = await b.join("general", since=0)
     assert joined["truncated"] is True and joined["last_seq"] == 1005
     got = await b.messages("general", 1000)
@@ -465,16 +465,16 @@ async def test_an_error_echoes_the_ref_of_the_frame(server, people):
     await ws.close()
 
 
-async def test_a_frame_over_64_kib_closes_with_1009(server, people):
-    ws = await Ws.connect(server.ws, token=people["alice"])
+async def test_a_frame_over_64_kib_closes_with_1009(protocol_server, people):
+    ws = await Ws.connect(protocol_server.ws, token=people["alice"])
     await ws.send(json.dumps({"type": "ping", "pad": "x" * 65536}))
     with pytest.raises(websockets.exceptions.ConnectionClosed):
         await ws.recv(timeout=5)
     assert ws.conn.close_code == 1009
 
 
-async def test_a_frame_just_under_64_kib_is_handled(server, people):
-    ws = await Ws.connect(server.ws, token=people["alice"])
+async def test_a_frame_just_under_64_kib_is_handled(protocol_server, people):
+    ws = await Ws.connect(protocol_server.ws, token=people["alice"])
     frame = json.dumps({"type": "ping", "pad": ""})
     pad = 65536 - len(frame) - 2  # two-byte characters below: count bytes, not chars
     await ws.send(json.dumps({"type": "ping", "pad": "é" * (pad // 2)}, ensure_ascii=False))

@@ -15,8 +15,8 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from chat import events
 from chat.models import Message, Room
+from django_realtime import bus
 
 from .conftest import Ws
 
@@ -59,7 +59,7 @@ async def test_a_process_subscribes_once_per_room_and_lets_go_after_the_last_mem
     """What an operator sees in Redis: PUBSUB NUMSUB of the room's channel."""
     proc = daphnes(redis_url=redis_url, env=UNLIMITED)
     room = await sync_to_async(Room.objects.get)(slug="hall0")
-    channel = f"asgi__group__{events.room_group(room.pk)}"
+    channel = f"asgi__group__{bus.room_group(room.pk)}"
     client = redis.Redis.from_url(redis_url)
 
     def subscriptions() -> int:

@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Message, Room
 from tests.servers import PostgresServer, RedisServer
 
-from .conftest import ROOT, Ws
+from .conftest import ROOT, SERVER_KINDS, Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -136,9 +136,14 @@ async def test_a_membership_older_than_the_group_expiry_still_receives(
     await b.close()
 
 
-async def test_sigterm_drains_with_1012_and_clients_resume_elsewhere(redis_server, daphnes, people):
-    one = daphnes(redis_url=redis_server.url, env=FAST)
-    two = daphnes(redis_url=redis_server.url, env=FAST)
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_sigterm_drains_with_1012_and_clients_resume_elsewhere(
+    redis_server, daphnes, people, kind
+):
+    """daphne: drain.py's trigger before the reactor stops; uvicorn: its own
+    shutdown closes every WebSocket with 1012 before it waits for them."""
+    one = daphnes(kind=kind, redis_url=redis_server.url, env=FAST)
+    two = daphnes(kind=kind, redis_url=redis_server.url, env=FAST)
     b = await Ws.connect(one.ws, token=people["bob"])
     await b.join("general")
     a = await Ws.connect(two.ws, token=people["alice"])

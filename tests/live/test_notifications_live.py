@@ -23,7 +23,14 @@ from asgiref.sync import sync_to_async
 from chat.models import Membership, Message, Room
 from notifications.models import Notification
 
-from .conftest import ROOT, DaphneProcess, Ws, database_url, session_cookie
+from .conftest import (
+    ROOT,
+    SERVER_KINDS,
+    ServerProcess,
+    Ws,
+    database_url,
+    session_cookie,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -144,15 +151,15 @@ def people(make_user, token_for):
     return {"alice": token_for(alice), "bob": token_for(bob), "users": (alice, bob)}
 
 
-def notifications_url(server: DaphneProcess) -> str:
+def notifications_url(server: ServerProcess) -> str:
     return f"{server.http}/events/notifications/"
 
 
-def room_url(server: DaphneProcess, slug: str = "general") -> str:
+def room_url(server: ServerProcess, slug: str = "general") -> str:
     return f"{server.http}/events/rooms/{slug}/"
 
 
-async def mention(server: DaphneProcess, token: str, text: str, room: str = "general") -> dict:
+async def mention(server: ServerProcess, token: str, text: str, room: str = "general") -> dict:
     async with httpx.AsyncClient(
         base_url=server.http, headers={"Authorization": f"Token {token}"}, timeout=10
     ) as client:
@@ -191,15 +198,17 @@ async def test_a_mention_reaches_the_recipients_websocket_and_sse_stream(server,
         await ws.close()
 
 
-async def test_sse_resumes_after_last_event_id_with_exactly_the_missed_events(server, people):
-    sse = await Sse.open(notifications_url(server), token=people["bob"])
-    await mention(server, people["alice"], "@bob one")
+async def test_sse_resumes_after_last_event_id_with_exactly_the_missed_events(
+    protocol_server, people
+):
+    sse = await Sse.open(notifications_url(protocol_server), token=people["bob"])
+    await mention(protocol_server, people["alice"], "@bob one")
     first = await sse.event("notification")
     await sse.close()
     for text in ["@bob two", "@bob three", "@bob four"]:
-        await mention(server, people["alice"], text)
+        await mention(protocol_server, people["alice"], text)
     again = await Sse.open(
-        notifications_url(server), token=people["bob"], last_event_id=first["id"]
+        notifications_url(protocol_server), token=people["bob"], last_event_id=first["id"]
     )
     missed = await again.events(3, "notification")
     assert [e["data"]["notification"]["data"]["excerpt"] for e in missed] == [
@@ -209,27 +218,27 @@ async def test_sse_resumes_after_last_event_id_with_exactly_the_missed_events(se
     ]
     ids = [int(e["id"]) for e in missed]
     assert ids == sorted(ids) and ids[0] > int(first["id"])
-    await mention(server, people["alice"], "@bob live")
+    await mention(protocol_server, people["alice"], "@bob live")
     live = await again.event("notification")
     assert live["data"]["notification"]["data"]["excerpt"] == "@bob live"
     assert await again.quiet() == []
     await again.close()
 
 
-async def test_a_fresh_stream_starts_from_now_and_says_where_that_is(server, people):
+async def test_a_fresh_stream_starts_from_now_and_says_where_that_is(protocol_server, people):
     """No Last-Event-ID: nothing is replayed, and a bare `id:` tells the client
     its position, so even its first reconnect loses nothing."""
-    await mention(server, people["alice"], "@bob before")
-    sse = await Sse.open(notifications_url(server), token=people["bob"])
+    await mention(protocol_server, people["alice"], "@bob before")
+    sse = await Sse.open(notifications_url(protocol_server), token=people["bob"])
     head = await sse.block(timeout=10)
     (before,) = await sync_to_async(list)(Notification.objects.all())
     assert head["id"] == str(before.pk) and "data" not in head
     assert int(head["retry"]) >= 1000
     assert await sse.quiet(0.5) == []
     await sse.close()
-    await mention(server, people["alice"], "@bob while away")
+    await mention(protocol_server, people["alice"], "@bob while away")
     resumed = await Sse.open(
-        notifications_url(server), token=people["bob"], last_event_id=head["id"]
+        notifications_url(protocol_server), token=people["bob"], last_event_id=head["id"]
     )
     event = await resumed.event("notification")
     assert event["data"]["notification"]["data"]["excerpt"] == "@bob while away"
@@ -331,12 +340,12 @@ async def test_a_room_stream_gets_messages_posted_over_rest_in_the_websocket_sha
     await ws.close()
 
 
-async def test_a_room_stream_resumes_after_last_event_id(server, people):
+async def test_a_room_stream_resumes_after_last_event_id(protocol_server, people):
     for i in range(5):
-        await mention(server, people["alice"], f"m{i}")
-    sse = await Sse.open(room_url(server), token=people["bob"], last_event_id=2)
+        await mention(protocol_server, people["alice"], f"m{i}")
+    sse = await Sse.open(room_url(protocol_server), token=people["bob"], last_event_id=2)
     assert [e["id"] for e in await sse.events(3, "message")] == ["3", "4", "5"]
-    await mention(server, people["alice"], "live")
+    await mention(protocol_server, people["alice"], "live")
     live = await sse.event("message")
     assert live["id"] == "6" and live["data"]["content"] == "live"
     assert await sse.quiet() == []
@@ -351,13 +360,13 @@ async def test_a_room_stream_is_read_only_and_does_not_join_the_room(server, peo
     assert not await Membership.objects.filter(user=bob).aexists()
 
 
-async def test_a_ban_ends_the_room_stream_with_kicked(server, people, redis_url):
+async def test_a_ban_ends_the_room_stream_with_kicked(protocol_server, people, redis_url):
     """A moderator's ban reaches the user's connections (chat.events.notify_kicked,
     here sent from another process): the stream says `kicked` and ends, and
     reconnecting is refused."""
     _, bob = people["users"]
     room = await Room.objects.aget(slug="general")
-    sse = await Sse.open(room_url(server), token=people["bob"])
+    sse = await Sse.open(room_url(protocol_server), token=people["bob"])
     await sse.block(timeout=10)
     await Membership.objects.acreate(room=room, user=bob, is_banned=True)
     code = (
@@ -374,7 +383,7 @@ async def test_a_ban_ends_the_room_stream_with_kicked(server, people, redis_url)
     await sse.close()
     async with httpx.AsyncClient(timeout=10) as client:
         again = await client.get(
-            room_url(server), headers={"Authorization": f"Token {people['bob']}"}
+            room_url(protocol_server), headers={"Authorization": f"Token {people['bob']}"}
         )
     assert again.status_code == 403
 
@@ -464,8 +473,8 @@ async def test_a_session_cookie_authenticates_a_stream(server, people):
     await sse.close()
 
 
-async def test_sse_headers_disable_caching_and_proxy_buffering(server, people):
-    sse = await Sse.open(notifications_url(server), token=people["bob"])
+async def test_sse_headers_disable_caching_and_proxy_buffering(protocol_server, people):
+    sse = await Sse.open(notifications_url(protocol_server), token=people["bob"])
     headers = sse.response.headers
     assert sse.response.status_code == 200
     assert headers["Content-Type"].startswith("text/event-stream")
@@ -476,12 +485,13 @@ async def test_sse_headers_disable_caching_and_proxy_buffering(server, people):
     await sse.close()
 
 
-@pytest.fixture(scope="module")
-def quick_server(django_db_setup, redis_url):
-    """A daphne that sends the keep-alive comment after 1 s of silence,
-    refreshes every stream (groups, access, catch-up) about every second and
-    allows two streams per user."""
-    proc = DaphneProcess(
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def quick_server(request, django_db_setup, redis_url):
+    """A server (daphne, then uvicorn) that sends the keep-alive comment after
+    1 s of silence, refreshes every stream (groups, access, catch-up) about
+    every second and allows two streams per user."""
+    proc = ServerProcess(
+        kind=request.param,
         redis_url=redis_url,
         env={
             "SSE_KEEPALIVE_SECONDS": "1",
@@ -578,9 +588,9 @@ async def _refused(client: httpx.AsyncClient, url: str) -> bool:
         return response.status_code == 429
 
 
-async def test_last_event_id_may_be_given_as_a_query_parameter(server, people):
+async def test_last_event_id_may_be_given_as_a_query_parameter(protocol_server, people):
     for i in range(3):
-        await mention(server, people["alice"], f"m{i}")
-    sse = await Sse.open(room_url(server) + "?last_event_id=1", token=people["bob"])
+        await mention(protocol_server, people["alice"], f"m{i}")
+    sse = await Sse.open(room_url(protocol_server) + "?last_event_id=1", token=people["bob"])
     assert [e["id"] for e in await sse.events(2, "message")] == ["2", "3"]
     await sse.close()

@@ -1,7 +1,8 @@
 """
-daphne's transport as project/daphne_transport.py tunes it, over real sockets:
-frames are written to the socket at once when nothing is queued, and queued
-behind what the socket has not yet taken otherwise.
+daphne's transport as django_realtime/daphne_transport.py tunes it, over real
+sockets: frames are written to the socket at once when nothing is queued, and
+queued behind what the socket has not yet taken otherwise. The large replay
+to a stalled reader runs under uvicorn too.
 """
 
 import asyncio
@@ -25,12 +26,13 @@ def people(make_user, token_for):
 
 
 async def test_a_reader_that_stalls_during_a_large_replay_gets_every_frame_intact_in_order(
-    unlimited_server, people
+    unlimited_protocol_server, people
 ):
     """1,000 messages of 4,000 four-byte characters (16 MB) replayed to a
     client that reads nothing for a second: far more than the sockets'
-    buffers take, so most frames wait in Twisted's buffer behind a partial
-    write; then 300 more arrive live while the backlog drains."""
+    buffers take, so most frames wait in the server's buffer (Twisted's
+    under daphne, asyncio's transport under uvicorn) behind a partial write;
+    then 300 more arrive live while the backlog drains."""
     count, live, size = 1000, 300, 4000
 
     def content(n: int) -> str:
@@ -49,11 +51,11 @@ async def test_a_reader_that_stalls_during_a_large_replay_gets_every_frame_intac
         for _ in numbers:
             await ws.recv_type("ack", timeout=30)
 
-    alice = await Ws.connect(unlimited_server.ws, token=people["alice"])
+    alice = await Ws.connect(unlimited_protocol_server.ws, token=people["alice"])
     await alice.join("general")
     await post(alice, range(count))
     conn = await websockets.connect(
-        unlimited_server.ws,
+        unlimited_protocol_server.ws,
         additional_headers={"Authorization": f"Token {people['bob']}"},
         max_queue=1,  # the client buffers almost nothing either
         max_size=2**20,

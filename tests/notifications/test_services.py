@@ -9,11 +9,13 @@ from channels.layers import get_channel_layer
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from chat import events as chat_events
+from chat import mentions
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.models import Membership, Message, Room
+from django_realtime import bus
 from django_realtime.errors import ClientError, NotFound
+from django_realtime.payloads import iso
 from notifications import services
 from notifications.models import Notification
 
@@ -38,7 +40,7 @@ async def test_notify_pushes_the_notification_frame_to_the_users_group_after_com
     bob = await sync_to_async(make_user)("bob")
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(chat_events.user_group(bob.pk), channel)
+    await layer.group_add(bus.user_group(bob.pk), channel)
     stored = await sync_to_async(services.notify)(
         recipient=bob, kind="announcement", data={"text": "hello"}
     )
@@ -50,7 +52,7 @@ async def test_notify_pushes_the_notification_frame_to_the_users_group_after_com
             "id": stored.pk,
             "kind": "announcement",
             "data": {"text": "hello"},
-            "created_at": chat_events.iso(stored.created_at),
+            "created_at": iso(stored.created_at),
             "read": False,
         },
     }
@@ -189,7 +191,7 @@ def test_mentions_cost_three_queries_whatever_the_number_named(
         content=" ".join(f"@user{i}" for i in range(5)) + " @ghost",
     )
     with django_assert_num_queries(3):
-        rows = services.mentions_notify(message=message, room=general)
+        rows = mentions.mentions_notify(message=message, room=general)
     assert len(rows) == 5
 
 
@@ -198,7 +200,7 @@ def test_a_message_without_mentions_costs_no_query(alice, general, django_assert
         room=general, seq=1, user=alice, client_id=uuid.uuid4(), content="no names here"
     )
     with django_assert_num_queries(0):
-        assert services.mentions_notify(message=message, room=general) == []
+        assert mentions.mentions_notify(message=message, room=general) == []
 
 
 @pytest.mark.parametrize("is_private", [False, True])

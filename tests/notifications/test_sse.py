@@ -10,8 +10,11 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.test import RequestFactory
 
-from chat.events import room_group, user_group
-from notifications import services, sse
+from chat.sse import RoomStream
+from django_realtime import sse
+from django_realtime.bus import room_group, user_group
+from notifications import services
+from notifications.sse import NotificationStream
 
 
 def test_an_event_is_id_event_and_one_line_of_json():
@@ -59,7 +62,7 @@ async def test_a_stream_leaves_its_groups_when_the_client_goes(make_user, genera
     channel leaves every group and the user's stream count drops."""
     bob = await sync_to_async(make_user)("bob")
     layer = get_channel_layer()
-    stream = sse.RoomStream(user=bob, room=general, since=None)
+    stream = RoomStream(user=bob, room=general, since=None)
     body = sse.pump(stream)
     assert await anext(body) == b"retry: 3000\nid: 0\n\n"
     groups = [room_group(general.pk), user_group(bob.pk)]
@@ -80,7 +83,7 @@ async def test_a_doorbell_overtaken_by_a_later_one_loses_nothing(make_user):
     processes): the stream answers the first doorbell from the database with
     both, in id order, and drops the second."""
     bob = await sync_to_async(make_user)("bob")
-    stream = sse.NotificationStream(user_id=bob.pk, last=None)
+    stream = NotificationStream(user_id=bob.pk, last=None)
     await stream.start()
     first = await sync_to_async(services.notify)(recipient=bob, kind="k", data={})
     second = await sync_to_async(services.notify)(recipient=bob, kind="k", data={})

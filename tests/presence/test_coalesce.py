@@ -5,7 +5,7 @@ import asyncio
 
 from channels.layers import get_channel_layer
 
-from chat.events import room_group
+from django_realtime.bus import room_group
 from presence.events import broadcast_changes
 from presence.store import Change
 

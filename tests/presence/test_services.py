@@ -9,10 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib import admin
 
+from chat import selectors as chat_selectors
 from chat.models import Membership
 from presence import selectors, services
+from presence.backends import get_store
 from presence.models import UserPresence
-from presence.store import get_store
 
 pytestmark = pytest.mark.django_db
 
@@ -88,5 +89,7 @@ def test_absent_members_are_read_in_one_query(general, alice, bob, django_assert
     for user in (alice, bob):
         Membership.objects.create(room=general, user=user)
     with django_assert_num_queries(1):
-        rows = selectors.room_members_offline(room_id=general.pk, present_user_ids=[], limit=100)
+        rows = chat_selectors.room_members_offline(
+            room_id=general.pk, present_user_ids=[], limit=100
+        )
     assert len(rows) == 2

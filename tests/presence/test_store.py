@@ -15,9 +15,9 @@ import pytest
 import redis.asyncio as redis
 from channels.layers import get_channel_layer
 
-from chat.events import room_group
+from django_realtime.bus import room_group
 from django_realtime.conf import DEFAULTS
-from presence import conf
+from presence import conf, transitions, upkeep
 from presence.local import LocalPresenceStore
 from presence.redis_store import RedisPresenceStore
 from presence.store import Change, Departure
@@ -27,7 +27,7 @@ REDIS_URL = os.environ["REALTIME_TEST_REDIS_URL"]
 
 
 def redis_store(prefix: str, **kwargs) -> RedisPresenceStore:
-    return RedisPresenceStore(url=REDIS_URL, prefix=prefix, run_upkeep=False, **kwargs)
+    return RedisPresenceStore(url=REDIS_URL, prefix=prefix, **kwargs)
 
 
 @pytest.fixture
@@ -279,7 +279,7 @@ async def test_the_upkeep_task_announces_a_dead_processs_leave_to_the_room(prefi
     listener = await layer.new_channel()
     await layer.group_add(room_group(4242), listener)
     dead = redis_store(prefix)
-    live = RedisPresenceStore(url=REDIS_URL, prefix=prefix)  # runs its upkeep
+    live = RedisPresenceStore(url=REDIS_URL, prefix=prefix, upkeep=upkeep.run)  # as a server's
     try:
         await dead.enter(**enter(room_id=4242, user_id=1, username="ghost", channel="d"))
         await live.enter(**enter(room_id=4242, user_id=2, username="bob", channel="l"))
@@ -307,9 +307,7 @@ async def test_the_upkeep_task_announces_a_dead_processs_leave_to_the_room(prefi
 
 async def test_an_unreachable_redis_answers_no_change_within_the_timeout(realtime):
     realtime.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
-    nowhere = RedisPresenceStore(
-        url=f"redis://127.0.0.1:{free_port()}/0", prefix="x:", run_upkeep=False
-    )
+    nowhere = RedisPresenceStore(url=f"redis://127.0.0.1:{free_port()}/0", prefix="x:")
     started = time.monotonic()
     assert await nowhere.enter(**enter()) is None
     assert await nowhere.members(room_id=1) == []
@@ -328,7 +326,7 @@ async def test_a_hung_redis_holds_no_call_longer_than_the_timeout(realtime):
     realtime.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
     realtime.PRESENCE_HEARTBEAT_SECONDS = 1.2  # the heartbeat's bound: 0.8 s
     server = RedisServer().start()
-    store = RedisPresenceStore(url=server.url, prefix="p:", run_upkeep=False)
+    store = RedisPresenceStore(url=server.url, prefix="p:")
     try:
         await store.enter(**enter(channel="before"))
         server.proc.send_signal(signal.SIGSTOP)
@@ -359,7 +357,7 @@ async def test_a_heartbeat_outlasts_a_stall_longer_than_the_call_timeout(realtim
     realtime.PRESENCE_REDIS_TIMEOUT_SECONDS = 0.5
     realtime.PRESENCE_HEARTBEAT_SECONDS = 1.5
     server = RedisServer().start()
-    store = RedisPresenceStore(url=server.url, prefix="p:", run_upkeep=False)
+    store = RedisPresenceStore(url=server.url, prefix="p:")
     try:
         await store.enter(**enter(channel="before"))
 
@@ -409,8 +407,9 @@ async def test_a_connection_whose_consumer_died_without_disconnecting_is_ended_a
 ):
     """A consumer killed by an exception never runs disconnect(): when the
     task that connected ends, the store ends the connection itself and the
-    room is told."""
-    store = LocalPresenceStore() if backend == "local" else redis_store(prefix)
+    room is told (the reaper presence.backends gives each store)."""
+    reap = transitions.reap_if_orphaned
+    store = LocalPresenceStore(reap=reap) if backend == "local" else redis_store(prefix, reap=reap)
     layer = get_channel_layer()
     listener = await layer.new_channel()
     await layer.group_add(room_group(4343), listener)

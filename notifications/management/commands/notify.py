@@ -4,8 +4,8 @@ to their open connections through the channel layer (REDIS_URL)."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.events import user_payload
 from django_realtime.errors import ClientError
+from django_realtime.payloads import user_payload
 from notifications import services
 
 

@@ -1,5 +1,6 @@
-"""chat.asyncsend.message_send: the WebSocket's post, stored on the event loop
-over an asynchronous connection, with the synchronous service's answers."""
+"""chat.services.message_send_async: the WebSocket's post, the same steps as
+message_send with the statement run on the event loop (chat.pgpool), and the
+same answers."""
 
 import uuid
 
@@ -7,15 +8,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from chat import asyncsend, events, services
+from chat import services
 from chat.models import Membership, Message
+from django_realtime import bus
 from django_realtime.errors import BadRequest, Forbidden, NotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def send(user, slug="general", content="hi", client_id=None):
-    return await asyncsend.message_send(
+    return await services.message_send_async(
         user=user, slug=slug, content=content, client_id=client_id or str(uuid.uuid4())
     )
 
@@ -23,7 +25,7 @@ async def send(user, slug="general", content="hi", client_id=None):
 async def test_a_message_is_stored_sequenced_and_rung_once(alice, general):
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(events.room_group(general.pk), channel)
+    await layer.group_add(bus.room_group(general.pk), channel)
     first, second = await send(alice, content="one"), await send(alice, content="two")
     assert (first.created, first.message.seq, second.message.seq) == (True, 1, 2)
     stored = await sync_to_async(list)(

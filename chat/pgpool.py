@@ -1,0 +1,80 @@
+"""
+Provides execute(): one SQL statement on an asynchronous psycopg connection of
+the running event loop, so the WebSocket's common send (chat.services'
+SEND_SQL) costs no hop to a thread. Only a pool: what to run, and what its
+rows mean, is chat.services'.
+"""
+
+import asyncio
+import weakref
+
+import psycopg
+from django.db import connections
+
+from django_realtime.conf import realtime_settings
+
+# Options of Django's connection that belong to its synchronous cursors.
+_SYNC_ONLY_OPTIONS = ("cursor_factory", "context")
+
+
+class _Connections:
+    """Up to `size` autocommit connections of one event loop, opened on demand."""
+
+    def __init__(self, alias: str, size: int):
+        self.alias = alias
+        self.idle: list[psycopg.AsyncConnection] = []
+        self.slots = asyncio.Semaphore(size)
+
+    async def execute(self, sql: str, params: dict) -> tuple | None:
+        async with self.slots:
+            conn = self.idle.pop() if self.idle else await self._open()
+            try:
+                async with asyncio.timeout(
+                    realtime_settings.DATABASE_STATEMENT_TIMEOUT_MS / 1000 + 2
+                ):
+                    cursor = await conn.execute(sql, params)
+                    row = await cursor.fetchone()
+            except BaseException:
+                conn.pgconn.finish()  # in an unknown state: never reused
+                raise
+            self.idle.append(conn)
+            return row
+
+    async def _open(self) -> psycopg.AsyncConnection:
+        params = connections[self.alias].get_connection_params()
+        for name in _SYNC_ONLY_OPTIONS:
+            params.pop(name, None)
+        return await psycopg.AsyncConnection.connect(**params, autocommit=True)
+
+    def finish(self) -> None:
+        """Close the connections of a loop that has ended (no loop to await on)."""
+        for conn in self.idle:
+            conn.pgconn.finish()
+        self.idle.clear()
+
+
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Connections]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _pool(alias: str) -> _Connections:
+    loop = asyncio.get_running_loop()
+    pools = _pools.get(loop)
+    if pools is None:
+        for old_loop, old in list(_pools.items()):
+            if old_loop.is_closed():  # a test's loop, or a server's that stopped
+                for stale in old.values():
+                    stale.finish()
+                del _pools[old_loop]
+        pools = _pools[loop] = {}
+    pool = pools.get(alias)
+    if pool is None:
+        pool = pools[alias] = _Connections(alias, realtime_settings.DATABASE_ASYNC_CONNECTIONS)
+    return pool
+
+
+async def execute(alias: str, sql: str, params: dict) -> tuple | None:
+    """Run `sql` in autocommit on database `alias`; its first row, or None.
+    Raises psycopg's errors (and TimeoutError) as they come."""
+    return await _pool(alias).execute(sql, params)

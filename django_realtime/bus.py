@@ -1,0 +1,226 @@
+"""
+Provides the one door to the channel layer: group names, bounded sends, adds
+and discards, an `Inbox` for receivers that are not consumers (the room
+fan-out, SSE streams) and the layer's `epoch`. Each app's `events.py` sends
+through here, and no other module calls the layer.
+
+The layer is a doorbell. Every call is bounded in time
+(LAYER_SEND_TIMEOUT_SECONDS) and a failure is logged, counted in
+`realtime_layer_errors_total{op}` and reported to the layer (which then
+probes Redis and moves `epoch` when it answers again); nothing here raises.
+A lost event costs latency, never data: receivers catch up from the database,
+at their refresh and whenever `epoch` moves.
+"""
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any
+
+from asgiref.sync import SyncToAsync, async_to_sync
+from channels.layers import get_channel_layer
+
+from . import metrics
+from .conf import realtime_settings
+
+logger = logging.getLogger(__name__)
+
+# Sends in flight at once from one send_many call, so a fan-out to thousands
+# of groups (an announcement) never exhausts the layer's connection pool.
+SEND_BATCH = 100
+# How long an Inbox waits after a failed receive before trying again.
+RECEIVE_RETRY_SECONDS = 0.5
+
+Event = dict[str, Any]
+
+
+# --- group names ---------------------------------------------------------------------
+def room_group(room_id: int) -> str:
+    """The layer group of a room's receivers (one per process: the fan-out, SSE)."""
+    return f"chat.room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    """The layer group of every connection and stream of one user."""
+    return f"chat.user.{user_id}"
+
+
+# --- the layer's state ----------------------------------------------------------------
+def epoch() -> int:
+    """Moves each time Redis answers again after a failure (django_realtime.layers);
+    a receiver that saw it move re-adds its groups and catches up. Always 0 on
+    a layer that does not keep one (the in-memory layer loses nothing)."""
+    return getattr(get_channel_layer(), "epoch", 0)
+
+
+def watches_epoch() -> bool:
+    """Whether the configured layer keeps an epoch worth polling."""
+    return hasattr(get_channel_layer(), "epoch")
+
+
+def _failed(op: str, what: str, exc: BaseException) -> None:
+    logger.warning("layer %s %s failed: %r", op, what, exc)
+    metrics.LAYER_ERRORS.labels(op).inc()
+    note_failure = getattr(get_channel_layer(), "note_failure", None)
+    if note_failure is not None:
+        note_failure()
+
+
+async def _bounded(op: str, what: str, call: Any) -> bool:
+    try:
+        await asyncio.wait_for(call, timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS)
+        return True
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - redis-py raises many kinds; all are outages
+        _failed(op, what, exc)
+        return False
+
+
+# --- calls ------------------------------------------------------------------------------
+async def send(group: str, event: Event) -> bool:
+    """group_send, bounded in time; False (logged, counted) when the layer failed."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    return await _bounded("group_send", group, layer.group_send(group, event))
+
+
+async def send_many(sends: list[tuple[str, Event]]) -> None:
+    """send() to many groups, SEND_BATCH at a time."""
+    for start in range(0, len(sends), SEND_BATCH):
+        batch = sends[start : start + SEND_BATCH]
+        await asyncio.gather(*(send(group, event) for group, event in batch))
+
+
+async def add(group: str, channel: str) -> bool:
+    """group_add, bounded in time; False when the layer failed (retry later)."""
+    layer = get_channel_layer()
+    return await _bounded("group_add", group, layer.group_add(group, channel))
+
+
+async def discard(group: str, channel: str) -> bool:
+    """group_discard, bounded in time; False when the layer failed (the
+    membership expires by itself; an extra doorbell meanwhile is harmless)."""
+    layer = get_channel_layer()
+    return await _bounded("group_discard", group, layer.group_discard(group, channel))
+
+
+async def new_channel(prefix: str = "") -> str:
+    return await get_channel_layer().new_channel(prefix=f"{prefix}." if prefix else "specific.")
+
+
+# --- from synchronous code --------------------------------------------------------------
+_in_flight: set[concurrent.futures.Future | asyncio.Task] = set()
+
+
+def send_sync(group: str, event: Event) -> None:
+    """send() from synchronous code (services, on_commit callbacks)."""
+    send_many_sync([(group, event)])
+
+
+def send_many_sync(sends: list[tuple[str, Event]]) -> None:
+    """send_many() from synchronous code, in one trip to the event loop (a
+    worker sending 1,000 notifications pays for one loop, not 1,000).
+
+    Inside a server the sends are handed to its event loop and not waited for:
+    the caller (a post's ack, a REST response) depends on the database write
+    only, never on the layer. Outside one (a management command, a worker)
+    they run to completion before this returns.
+    """
+    try:
+        here = asyncio.get_running_loop()  # called on the event loop itself
+    except RuntimeError:
+        here = None
+    if here is not None:
+        task = here.create_task(send_many(sends))
+        _in_flight.add(task)
+        task.add_done_callback(_in_flight.discard)
+        return
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(send_many(sends), loop)
+        _in_flight.add(future)
+        future.add_done_callback(_in_flight.discard)
+    else:
+        async_to_sync(send_many)(sends)
+
+
+# --- receiving outside a consumer ---------------------------------------------------------
+class Inbox:
+    """A private layer channel in some groups: how a receiver that is not a
+    consumer (the room fan-out, an SSE stream) gets layer events.
+
+    `stale` says when memberships may be gone (an add failed, or Redis came
+    back since): call `refresh()` and catch up from the database.
+    """
+
+    def __init__(self, groups: list[str] | None = None, *, prefix: str = ""):
+        self.groups: dict[str, int | None] = dict.fromkeys(groups or [])  # group -> epoch added
+        self.prefix = prefix
+        self.channel = ""
+        self._receiving: asyncio.Future | None = None
+
+    async def open(self) -> bool:
+        """Make the channel and join the groups; False if an add failed."""
+        if not self.channel:
+            self.channel = await new_channel(self.prefix)
+        return await self.refresh()
+
+    async def join(self, group: str) -> bool:
+        """Add one group (again, if it may be stale); False when the layer failed."""
+        self.groups[group] = None
+        current = epoch()
+        if not await add(group, self.channel):
+            return False
+        if group in self.groups:  # not left meanwhile
+            self.groups[group] = current
+        return True
+
+    async def leave(self, group: str) -> None:
+        if self.groups.pop(group, False) is not False:
+            await discard(group, self.channel)
+
+    async def refresh(self) -> bool:
+        """(Re-)join every group: memberships expire, and a Redis restarted
+        empty has none. False if the layer failed."""
+        results = [await self.join(group) for group in list(self.groups)]
+        return all(results)
+
+    @property
+    def stale(self) -> bool:
+        current = epoch()
+        return any(added != current for added in self.groups.values())
+
+    async def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None after `timeout` seconds (or a failed receive).
+
+        A timeout never cancels the receive: a cancelled channels_redis
+        receive drops whatever it had buffered for the channel. The pending
+        receive is kept for the next call instead.
+        """
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(get_channel_layer().receive(self.channel))
+        done, _ = await asyncio.wait(
+            {self._receiving}, timeout=None if timeout is None else max(0.0, timeout)
+        )
+        if not done:
+            return None
+        receiving, self._receiving = self._receiving, None
+        try:
+            return receiving.result()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the layer is down; wait, then retry
+            _failed("receive", self.channel, exc)
+            await asyncio.sleep(RECEIVE_RETRY_SECONDS if timeout is None else min(1.0, timeout))
+            return None
+
+    async def close(self) -> None:
+        """Stop receiving and leave the groups (the receiver has gone)."""
+        if self._receiving is not None:
+            self._receiving.cancel()
+            self._receiving = None
+        if self.channel:
+            for group in list(self.groups):
+                await self.leave(group)

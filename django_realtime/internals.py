@@ -1,0 +1,129 @@
+"""
+Provides the register of every private name of another library the package
+relies on, and the start-up check that they are still there.
+
+Where nothing public does the job, the package patches or reads another
+library's internals, each in one module:
+
+- django_realtime.daphne_transport: daphne, autobahn and Twisted (its own
+  list, checked when daphne runs; see that module);
+- django_realtime.layers: channels_redis' pub/sub layer, whose shard receive
+  loop it replaces to report outages and recoveries (the `epoch`);
+- django_realtime.sse: asgiref's per-request thread executor, released while
+  a stream is open, so a stream holds no OS thread;
+- chat.consumers: Channels' `AsyncConsumer.dispatch`, replaced to skip the
+  database cleanup hop before every frame (queries go through `db()`, which
+  cleans up around each call).
+
+`require()` runs when the WebSocket routing is imported (chat.routing) and
+as the system check realtime.E009. A missing name, or a copied function that
+changed upstream (its source no longer matches the fingerprint it was copied
+from), refuses to start, naming it: re-read the upstream change, adapt the
+module, and update the fingerprint here. Nothing switches itself off silently.
+"""
+
+import hashlib
+import importlib
+import inspect
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+# (module, attribute path, name): `name` must exist on the object at `path`.
+# A path ending in `__init__` means an attribute its constructor sets (found
+# in its source).
+Name = tuple[str, str, str]
+
+LAYER_INTERNALS: list[Name] = [
+    ("channels_redis.pubsub", "RedisPubSubChannelLayer", "_get_layer"),
+    ("channels_redis.pubsub", "RedisPubSubChannelLayer.__init__", "_layers"),
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer.__init__", "_shards"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_do_receiving"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_receive_message"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_ensure_redis"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "_pubsub"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "_redis"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "host"),
+]
+ASGIREF_INTERNALS: list[Name] = [
+    ("asgiref.sync", "SyncToAsync", "thread_sensitive_context"),
+    ("asgiref.sync", "SyncToAsync", "context_to_thread_executor"),
+]
+CHANNELS_INTERNALS: list[Name] = [
+    ("channels.consumer", "", "get_handler_name"),
+    ("channels.consumer", "AsyncConsumer", "dispatch"),
+]
+
+# Functions copied and changed here, by the sha256 (first 16 hex digits) of
+# the upstream source they were copied from.
+COPIED: dict[tuple[str, str], str] = {
+    # channels_redis 4.3.0; ours also treats a TimeoutError as an outage.
+    ("channels_redis.pubsub", "RedisSingleShardConnection._do_receiving"): "a822736dcb875e43",
+    # channels 4.3.2; ours leaves out `await aclose_old_connections()`.
+    ("channels.consumer", "AsyncConsumer.dispatch"): "39f34e7d4fb0f655",
+}
+
+
+def _resolve(module_name: str, path: str) -> Any:
+    target: Any = importlib.import_module(module_name)
+    for part in filter(None, path.split(".")):
+        target = getattr(target, part, None)
+    return target
+
+
+def missing(names: list[Name]) -> list[str]:
+    """The dotted names of `names` that the installed versions do not have."""
+    absent = []
+    for module_name, path, name in names:
+        target = _resolve(module_name, path)
+        if path.endswith("__init__"):
+            try:
+                found = target is not None and f"self.{name}" in inspect.getsource(target)
+            except (OSError, TypeError):
+                found = False
+        else:
+            found = target is not None and hasattr(target, name)
+        if not found:
+            absent.append(".".join(filter(None, (module_name, path, name))))
+    return absent
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+
+
+def changed_upstream() -> list[str]:
+    """The copied functions whose upstream source is not the one copied."""
+    changed = []
+    for (module_name, path), expected in COPIED.items():
+        target = _resolve(module_name, path)
+        try:
+            actual = fingerprint(target) if target is not None else "missing"
+        except (OSError, TypeError):
+            actual = "unreadable"
+        if actual != expected:
+            changed.append(f"{module_name}.{path} (source {actual}, copied from {expected})")
+    return changed
+
+
+def problems() -> list[str]:
+    """Everything the installed versions no longer have of what the package
+    relies on (daphne's own list is checked when daphne runs)."""
+    return (
+        missing(LAYER_INTERNALS)
+        + missing(ASGIREF_INTERNALS)
+        + missing(CHANNELS_INTERNALS)
+        + changed_upstream()
+    )
+
+
+def require() -> None:
+    """Refuse to start, naming each problem, if there is any."""
+    found = problems()
+    if found:
+        raise ImproperlyConfigured(
+            "django-realtime relies on internals of channels_redis, asgiref and Channels "
+            f"that the installed versions no longer have: {'; '.join(found)}. Pin the "
+            "versions in requirements.txt, or adapt the module named in "
+            "django_realtime/internals.py and update its register."
+        )

@@ -1,0 +1,44 @@
+"""
+Provides the presence store the settings select, wired to what it sets off:
+Redis when the site has one (REALTIME["REDIS_URL"], else the channel layer's),
+else this process. This module is the only one that knows both the stores and
+what announces their transitions, so the stores depend on nothing above them.
+"""
+
+from typing import Any
+
+from django_realtime.conf import redis_url
+
+from . import conf, transitions, upkeep
+from .local import LocalPresenceStore
+from .redis_store import RedisPresenceStore
+from .store import PresenceStore
+
+_backends: dict[tuple[str, str], PresenceStore] = {}
+
+
+def get_store() -> PresenceStore:
+    """The backend the settings select now (one per Redis URL and prefix)."""
+    url = redis_url()
+    key = (url, conf.redis_prefix() if url else "")
+    backend = _backends.get(key)
+    if backend is None:
+        made: PresenceStore
+        if url:
+            made = RedisPresenceStore(
+                url=url, prefix=key[1], upkeep=upkeep.run, reap=transitions.reap_if_orphaned
+            )
+        else:
+            made = LocalPresenceStore(reap=transitions.reap_if_orphaned)
+        backend = _backends.setdefault(key, made)
+    return backend
+
+
+class _Selected:
+    """`store.enter(...)` and so on, on whichever backend get_store() selects."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_store(), name)
+
+
+store: Any = _Selected()
