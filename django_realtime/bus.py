@@ -199,6 +199,16 @@ class Inbox:
         receive drops whatever it had buffered for the channel. The pending
         receive is kept for the next call instead.
         """
+        if timeout is None and self._receiving is None:
+            # Nothing to keep pending across calls: a plain await, the cheap way.
+            try:
+                return await get_channel_layer().receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the layer is down; wait, then retry
+                _failed("receive", self.channel, exc)
+                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+                return None
         if self._receiving is None:
             self._receiving = asyncio.ensure_future(get_channel_layer().receive(self.channel))
         done, _ = await asyncio.wait(
