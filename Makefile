@@ -55,6 +55,9 @@ lint: install
 test: install browser-deps lint
 	CHROMIUM_PATH=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Without BENCH_ARGS: the realtime stack under daphne, uvicorn and granian in
+# one run, under the same loads, and a table of them side by side.
+bench: BENCH_ARGS ?= --server daphne,uvicorn,granian --sweep 30,60,90
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python bench/loadtest.py $(BENCH_ARGS)

@@ -6,6 +6,7 @@ room at a fixed rate, measuring what every member receives.
     python bench/loadtest.py --target all --sweep 10,20,40,60
     python bench/loadtest.py --mode idle --clients 2000
     python bench/loadtest.py --mode storm --clients 1000
+    python bench/loadtest.py --server daphne,uvicorn,granian --sweep 30,60,90  # `make bench`
 
 Targets, each started here on throwaway servers (PostgreSQL and Redis from the
 local binaries, as the test suite does), the same client measuring all:
@@ -14,9 +15,19 @@ local binaries, as the test suite does), the same client measuring all:
   tutorial-pubsub  the same on RedisPubSubChannelLayer
   bare             a bare `websockets` broadcast server (the ceiling for Python)
 
+Servers (--server, a comma list or all; the ASGI targets run under each in
+turn, every one on fresh PostgreSQL and Redis, under the same load, and a
+side-by-side table ends the run):
+  daphne           daphne on Twisted's asyncio reactor (what `make run` serves)
+  uvicorn          uvicorn with uvloop, httptools and `websockets` (its sans-I/O
+                   implementation, what `--ws auto` picks)
+  granian          granian's ASGI interface (Rust HTTP and WebSocket), one worker
+
 With two or more cores the server is pinned to core 0 and the load client,
 Redis and PostgreSQL to core 1, so CPU per delivery compares between runs; a
-run whose client used over 90 % of its core is marked client-bound.
+run whose client used over 90 % of its core is marked client-bound, and one
+during which processes it did not start used over 15 % of a core (a test run
+beside it, say) machine-busy.
 Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -43,6 +54,14 @@ sys.path.insert(0, str(ROOT))
 from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 TARGETS = ["realtime", "tutorial-core", "tutorial-pubsub", "bare"]
+BUSY_PERCENT = 15
+SERVERS = ["daphne", "uvicorn", "granian"]
+# The modules each server needs (uvicorn's and granian's: bench/requirements.txt).
+SERVER_MODULES = {
+    "daphne": ["daphne"],
+    "uvicorn": ["uvicorn", "uvloop", "httptools"],
+    "granian": ["granian", "uvloop"],
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,6 +70,85 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def pinned(cmd: list[str], core: int | None) -> list[str]:
     return ["taskset", "-c", str(core), *cmd] if core is not None else cmd
+
+
+def server_command(server: str, app: str) -> list[str]:
+    """The command line serving the ASGI app `app` on 127.0.0.1:{port}."""
+    if server == "uvicorn":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--ws",
+            "websockets-sansio",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    if server == "granian":
+        # asginl: ASGI without the lifespan protocol, which Channels'
+        # ProtocolTypeRouter does not speak.
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asginl",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            app,
+        ]
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds of these processes (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def machine_cpu_seconds() -> float:
+    """User, nice and system CPU seconds of the whole machine, all cores."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return sum(int(x) for x in fields[1:4]) / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (granian serves from a worker process)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                pass
+    return found
 
 
 class Stack:
@@ -109,30 +207,9 @@ class Stack:
                 env["CHANNEL_LAYER_BACKEND"] = self.target.split("-")[1]
                 env["DATABASE_URL"] = "sqlite:///:memory:"
                 app = "bench.baselines.tutorial:application"
-            if self.server_kind == "uvicorn":
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    app,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "{port}",
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--ws",
-                    "websockets",
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ]
-            else:
-                cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app]
+            cmd = server_command(self.server_kind, app)
         for port in self.ports:
-            log = open(f"/tmp/loadtest-{self.target}-{port}.log", "w")
+            log = open(f"/tmp/loadtest-{self.target}-{self.server_kind}-{port}.log", "w")
             self.logs.append(log)
             self.servers.append(
                 subprocess.Popen(
@@ -173,15 +250,33 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
         self.tokens = out.stdout.strip().splitlines()[-1].split()
 
     def server_stats(self) -> tuple[float, int]:
-        """(CPU seconds, RSS bytes) of the server processes, summed."""
+        """(CPU seconds, RSS bytes) of the server processes and their children, summed."""
         cpu, rss = 0.0, 0
         for server in self.servers:
-            fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / CLK_TCK
-            for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) * 1024
+            for pid in process_tree(server.pid):
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                fields = stat.rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / CLK_TCK
+                for line in status.splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
         return cpu, rss
+
+    def own_cpu_seconds(self) -> float:
+        """CPU seconds of everything this run started: this process and its
+        children (server, Redis) and PostgreSQL, which pg_ctl detaches."""
+        pids = process_tree(os.getpid())
+        if getattr(self, "pg", None) is not None:
+            try:
+                postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+                pids += process_tree(postmaster)
+            except (OSError, ValueError, IndexError):
+                pass
+        return cpu_seconds(pids)
 
     def server_metrics(self) -> dict:
         """A few counters from the realtime server's /metrics (nothing for the others)."""
@@ -301,6 +396,9 @@ class Result:
     server_rss_kb_per_connection: float = 0.0
     client_cpu_percent: float = 0.0
     client_bound: bool = False
+    # CPU that processes this run did not start used meanwhile, in % of one
+    # core (other work on the machine): over BUSY_PERCENT the figures are disturbed.
+    other_cpu_percent: float = 0.0
     extra: dict = field(default_factory=dict)
     processes: int = 1
 
@@ -419,6 +517,7 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
 
     cpu0, _ = stack.server_stats()
     client_cpu0, wall0 = time.process_time(), time.monotonic()
+    machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
     sent_per_room = [0] * args.rooms
     stop_at = time.monotonic() + args.duration
 
@@ -464,6 +563,7 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
     cpu1, rss = stack.server_stats()
     client_cpu = time.process_time() - client_cpu0
     wall = time.monotonic() - wall0
+    other = machine_cpu_seconds() - machine0 - (stack.own_cpu_seconds() - own0)
     latencies = [x for c in clients for x in c.latencies]
     result.sent = sent
     result.expected = expected
@@ -481,6 +581,7 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
     result.server_rss_mb = round(rss / 2**20, 1)
     result.client_cpu_percent = round(100 * client_cpu / wall, 1)
     result.client_bound = result.client_cpu_percent > 90
+    result.other_cpu_percent = round(max(0.0, 100 * other / wall), 1)
     result.extra = stack.server_metrics()
     await asyncio.gather(*(c.close() for c in clients))
     return result
@@ -539,6 +640,7 @@ async def run_storm(args, stack: Stack) -> Result:
         c.latencies, c.seen = [], set()
     cpu0, _ = stack.server_stats()
     client_cpu0 = time.process_time()
+    machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
     start = time.monotonic()
     gate = asyncio.Semaphore(args.clients)
 
@@ -554,6 +656,8 @@ async def run_storm(args, stack: Stack) -> Result:
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - start
     cpu1, _ = stack.server_stats()
+    other = machine_cpu_seconds() - machine0 - (stack.own_cpu_seconds() - own0)
+    result.other_cpu_percent = round(max(0.0, 100 * other / elapsed), 1)
     result.server_cpu_percent = round(100 * (cpu1 - cpu0) / elapsed, 1)
     result.client_cpu_percent = round(100 * (time.process_time() - client_cpu0) / elapsed, 1)
     result.client_bound = result.client_cpu_percent > 90
@@ -580,13 +684,14 @@ def plot(results: list[Result], path: str) -> None:
         print("matplotlib is not installed (make bench installs it); no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    for target in dict.fromkeys(r.target for r in results):
-        rows = [r for r in results if r.target == target and r.latency_ms]
+    several = len({r.server for r in results if r.target != "bare"}) > 1
+    for target, server in dict.fromkeys((r.target, r.server) for r in results):
+        rows = [r for r in results if (r.target, r.server) == (target, server) and r.latency_ms]
         ax.plot(
             [r.deliveries_per_second for r in rows],
             [r.latency_ms["p99"] for r in rows],
             marker="o",
-            label=target,
+            label=label(target, server) if several else target,
         )
     ax.set_xlabel("delivered frames per second")
     ax.set_ylabel("p99 end-to-end latency (ms)")
@@ -599,28 +704,149 @@ def plot(results: list[Result], path: str) -> None:
     print(f"plot: {path}", file=sys.stderr)
 
 
+def label(target: str, server: str) -> str:
+    """What a run is called: the target, and for the ASGI targets the server."""
+    return target if target == "bare" else f"{target} ({server})"
+
+
+def busy(r: Result) -> str:
+    if r.other_cpu_percent <= BUSY_PERCENT:
+        return ""
+    return f" MACHINE-BUSY (others used {r.other_cpu_percent:g} % of a core)"
+
+
 def summary_line(r: Result) -> str:
     lat = r.latency_ms
+    name = label(r.target, r.server)
     if r.mode == "idle":
         return (
-            f"{r.target:16} idle {r.connected} conns: {r.server_rss_kb_per_connection} KB/conn, "
+            f"{name:26} idle {r.connected} conns: {r.server_rss_kb_per_connection} KB/conn, "
             f"RSS {r.server_rss_mb} MB, setup {r.setup_rate}/s"
         )
     if r.mode == "storm":
         return (
-            f"{r.target:16} storm {r.connected} clients: recovered in "
+            f"{name:26} storm {r.connected} clients: recovered in "
             f"{r.extra['recovered_seconds']} s, loss {r.loss_percent} %, dup {r.duplicates}, "
             f"server {r.server_cpu_percent} % CPU, client {r.client_cpu_percent} %"
             + (" CLIENT-BOUND" if r.client_bound else "")
+            + busy(r)
         )
     bound = " CLIENT-BOUND" if r.client_bound else ""
     return (
-        f"{r.target:16} {r.rate_per_room:>6g}/s/room: {r.deliveries_per_second:>9,.0f} del/s "
+        f"{name:26} {r.rate_per_room:>6g}/s/room: {r.deliveries_per_second:>9,.0f} del/s "
         f"p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms, "
         f"loss {r.loss_percent} %, dup {r.duplicates}, ooo {r.out_of_order}, "
         f"server {r.server_cpu_percent} % CPU {r.server_cpu_us_per_delivery} us/del, "
-        f"client {r.client_cpu_percent} %{bound}"
+        f"client {r.client_cpu_percent} %{bound}{busy(r)}"
     )
+
+
+def table(results: list[Result]) -> str:
+    """The runs side by side, as a Markdown table (pasted into docs/performance.md)."""
+
+    def number(value: float | None, digits: int = 0) -> str:
+        return "–" if value is None else f"{value:,.{digits}f}"
+
+    mode = results[0].mode
+    if mode == "idle":
+        head = ["run", "connections", "KB / connection", "RSS MB", "setup /s", "idle CPU %"]
+        rows = [
+            [
+                label(r.target, r.server),
+                number(r.connected),
+                number(r.server_rss_kb_per_connection, 1),
+                number(r.server_rss_mb, 1),
+                number(r.setup_rate),
+                number(r.server_cpu_percent, 1),
+            ]
+            for r in results
+        ]
+    elif mode == "storm":
+        head = [
+            "run",
+            "clients",
+            "recovered s",
+            "loss %",
+            "dup",
+            "server CPU %",
+            "client CPU %",
+            "others' CPU %",
+        ]
+        rows = [
+            [
+                label(r.target, r.server),
+                number(r.connected),
+                number(r.extra["recovered_seconds"], 2),
+                number(r.loss_percent, 3),
+                number(r.duplicates),
+                number(r.server_cpu_percent, 1),
+                number(r.client_cpu_percent, 1),
+                number(r.other_cpu_percent),
+            ]
+            for r in results
+        ]
+    else:
+        head = [
+            "run",
+            "offered /s",
+            "delivered /s",
+            "p50 ms",
+            "p99 ms",
+            "loss %",
+            "server CPU µs / delivery",
+            "server CPU %",
+            "setup (connect + join) /s",
+            "RSS MB",
+            "client CPU %",
+            "others' CPU %",
+        ]
+        rows = [
+            [
+                label(r.target, r.server),
+                number(r.expected / r.duration_seconds),
+                number(r.deliveries_per_second),
+                number(r.latency_ms.get("p50"), 1),
+                number(r.latency_ms.get("p99"), 1),
+                number(r.loss_percent, 2),
+                number(r.server_cpu_us_per_delivery, 1),
+                number(r.server_cpu_percent),
+                number(r.setup_rate),
+                number(r.server_rss_mb),
+                number(r.client_cpu_percent),
+                number(r.other_cpu_percent),
+            ]
+            for r in results
+        ]
+    for r, row in zip(results, rows, strict=True):
+        if r.client_bound:
+            row[0] += " CLIENT-BOUND"
+        if r.other_cpu_percent > BUSY_PERCENT:
+            row[0] += " MACHINE-BUSY"
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if any(r.other_cpu_percent > BUSY_PERCENT for r in results):
+        lines.append(
+            f"\nMACHINE-BUSY: processes this run did not start used over {BUSY_PERCENT} % "
+            "of a core meanwhile; those figures are disturbed, run again on a quiet machine."
+        )
+    return "\n".join(lines)
+
+
+def check_servers(servers: list[str], targets: list[str]) -> None:
+    """Stop before starting anything if a server is unknown or not installed."""
+    import importlib.util
+
+    for server in servers:
+        if server not in SERVERS:
+            raise SystemExit(f"--server: {server!r} is none of {', '.join(SERVERS)}")
+        if targets == ["bare"]:
+            continue
+        missing = [m for m in SERVER_MODULES[server] if importlib.util.find_spec(m) is None]
+        if missing:
+            raise SystemExit(
+                f"--server {server} needs {', '.join(missing)}: "
+                "`make bench` installs bench/requirements.txt"
+            )
 
 
 async def main_async(args) -> list[Result]:
@@ -632,16 +858,25 @@ async def main_async(args) -> list[Result]:
     if pin:
         os.sched_setaffinity(0, {1})
     targets = TARGETS if args.target == "all" else args.target.split(",")
+    servers = SERVERS if args.server == "all" else args.server.split(",")
+    check_servers(servers, targets)
     rates = [float(x) for x in args.sweep.split(",")] if args.sweep else [args.rate]
     results = []
-    for target in targets:
-        args.target = target
+    given = args.target, args.server
+    # The bare server is no ASGI app: it runs once, under the first server's name.
+    runs = [
+        (target, server)
+        for target in targets
+        for server in (servers[:1] if target == "bare" else servers)
+    ]
+    for target, server in runs:
+        args.target, args.server = target, server
         stack = Stack(
             target,
             bool(pin),
             users=args.clients,
             rooms=args.rooms,
-            server=args.server,
+            server=server,
             processes=args.processes,
         ).start()
         try:
@@ -661,6 +896,7 @@ async def main_async(args) -> list[Result]:
                 print(summary_line(results[-1]), flush=True)
         finally:
             stack.stop()
+    args.target, args.server = given
     return results
 
 
@@ -672,9 +908,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=["traffic", "idle", "storm"], default="traffic")
     parser.add_argument(
         "--server",
-        choices=["daphne", "uvicorn"],
         default="daphne",
-        help="the ASGI server (uvicorn needs `make bench`'s extras)",
+        help=f"the ASGI server: one of {', '.join(SERVERS)}, a comma list (each in turn, "
+        "side by side) or all; uvicorn and granian need `make bench`'s extras",
     )
     parser.add_argument(
         "--processes",
@@ -705,6 +941,21 @@ def main() -> None:
         print(json.dumps(payload["results"], indent=2))
     if args.plot:
         plot(results, args.plot)
+    if len(results) > 1:
+        info = payload["machine"]
+        versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        load = f"{args.clients} clients in {args.rooms} rooms"
+        if args.mode == "traffic":
+            load += f", {args.senders} sender(s) per room, {args.duration:g} s per rate"
+        else:
+            load += f", --mode {args.mode}"
+        pinned_run = args.pin and args.processes == 1 and (os.cpu_count() or 0) >= 2
+        pinning = "server on core 0, the rest on core 1" if pinned_run else "nothing pinned"
+        print(
+            f"\n{load}; {info['cores']} cores ({info['cpu']}), {pinning}, "
+            f"Python {info['python']}; {versions}\n"
+        )
+        print(table(results), flush=True)
 
 
 def machine() -> dict:
@@ -716,7 +967,20 @@ def machine() -> dict:
         ),
         "unknown",
     )
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+    from importlib import metadata
+
+    versions = {}
+    for name in ["daphne", "uvicorn", "granian", "uvloop", "websockets", "channels"]:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
 
 
 if __name__ == "__main__":
