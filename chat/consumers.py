@@ -22,7 +22,6 @@ that arrived meanwhile.
 import asyncio
 import json
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -37,6 +36,7 @@ from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
 from django_realtime.logcontext import log_room, log_user
+from django_realtime.slots import PerUserSlots
 from presence import tracking
 
 from . import events, frames, services, streams
@@ -60,7 +60,7 @@ class JoinedRoom:
 
 
 # Open connections per user in this process (WS_MAX_CONNECTIONS_PER_USER).
-_open_connections: Counter[int] = Counter()
+open_connections = PerUserSlots()
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -94,9 +94,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             if self.counted_user is not None:
-                _open_connections[self.counted_user] -= 1
-                if _open_connections[self.counted_user] <= 0:
-                    del _open_connections[self.counted_user]
+                open_connections.release(self.counted_user)
                 self.counted_user = None
 
     async def connect(self) -> None:
@@ -119,14 +117,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
-        if cap and _open_connections[self.user.pk] >= cap:
+        if open_connections.full(self.user.pk, cap):
             await self.accept()
             await self.close(
                 code=CLOSE_TOO_MANY_CONNECTIONS, reason=f"policy: at most {cap} connections"
             )
             return
         log_user.set(str(self.user.pk))  # on every log line of this connection
-        _open_connections[self.user.pk] += 1
+        open_connections.acquire(self.user.pk)
         self.counted_user = self.user.pk
         self.admitted = True
         self.typist = tracking.Typist(self.user)

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import random
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +27,7 @@ from . import bus
 from .asyncdb import db
 from .conf import realtime_settings
 from .errors import Unavailable
+from .slots import PerUserSlots
 from .tokens import token_user
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ EPOCH_POLL_SECONDS = 1.0
 MAX_EVENT_ID_DIGITS = 18  # below 2**63: anything longer is forged
 
 # Open streams per user in this process (SSE_MAX_STREAMS_PER_USER).
-_open_streams: Counter[int] = Counter()
+open_streams = PerUserSlots()
 
 
 def sse_event(*, event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -123,7 +123,7 @@ async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
 
 def over_stream_cap(user_id: int) -> HttpResponse | None:
     cap = realtime_settings.SSE_MAX_STREAMS_PER_USER
-    if cap and _open_streams[user_id] >= cap:
+    if open_streams.full(user_id, cap):
         response = error_response(429, f"at most {cap} open streams per user", "RATE_LIMITED")
         response["Retry-After"] = "10"
         return response
@@ -163,7 +163,7 @@ async def pump(stream: Stream) -> AsyncIterator[bytes]:
     lifetime = float(realtime_settings.SSE_MAX_STREAM_SECONDS)
     # Jittered, so streams opened together do not all reconnect together.
     deadline = loop.time() + lifetime * random.uniform(0.9, 1.0) if lifetime else math.inf
-    _open_streams[stream.user_id] += 1
+    open_streams.acquire(stream.user_id)
     inbox = bus.Inbox(stream.groups)
     try:
         await inbox.open()
@@ -201,9 +201,7 @@ async def pump(stream: Stream) -> AsyncIterator[bytes]:
                 yield b"".join(chunks)
                 last_write = loop.time()
     finally:
-        _open_streams[stream.user_id] -= 1
-        if _open_streams[stream.user_id] <= 0:
-            del _open_streams[stream.user_id]
+        open_streams.release(stream.user_id)
         await inbox.close()
 
 

@@ -67,14 +67,14 @@ async def test_a_stream_leaves_its_groups_when_the_client_goes(make_user, genera
     assert await anext(body) == b"retry: 3000\nid: 0\n\n"
     groups = [room_group(general.pk), user_group(bob.pk)]
     assert all(len(layer.groups.get(g, {})) == 1 for g in groups)
-    assert sse._open_streams[bob.pk] == 1
+    assert sse.open_streams.held(bob.pk) == 1
     waiting = asyncio.ensure_future(anext(body))
     await asyncio.sleep(0.05)
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
     assert not any(layer.groups.get(g) for g in groups)
-    assert bob.pk not in sse._open_streams
+    assert sse.open_streams.held(bob.pk) == 0
 
 
 @pytest.mark.django_db(transaction=True)
