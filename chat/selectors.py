@@ -91,7 +91,9 @@ def access_rule(*, room: Room, membership: Membership | None) -> Access:
     if membership is not None and membership.is_banned:
         raise Forbidden(f"you are banned from {room.slug!r}")
     if room.is_private and membership is None:
-        raise Forbidden(f"{room.slug!r} is private; ask a member to invite you")
+        # To whoever may not read it, a private room does not exist: the very
+        # refusal an unknown slug gets, so a stranger cannot enumerate them.
+        raise NotFound(f"no room {room.slug!r}")
     return Access(
         room=room,
         membership=membership,

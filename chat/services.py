@@ -101,7 +101,8 @@ def room_create(*, user: User, slug: object, name: object, is_private: bool = Fa
 
 def room_join(*, user: User, slug: str) -> tuple[Room, Membership]:
     """Make the user a member of a public room, or confirm their membership of a
-    private one (FORBIDDEN without an invitation, or when banned)."""
+    private one (NOT_FOUND without an invitation, as if it did not exist;
+    FORBIDDEN when banned)."""
     access = room_access_by_slug(user=user, slug=slug)  # one query for a member
     if access.membership is not None:
         return access.room, access.membership

@@ -103,15 +103,16 @@ def test_creating_a_room_makes_the_creator_its_owner(api, alice):
 
 
 def test_invites_let_a_user_into_a_private_room(api, alice, bob, secret):
-    assert api(bob).get("/api/rooms/secret/messages/").status_code == 403
+    assert api(bob).get("/api/rooms/secret/messages/").status_code == 404
     response = api(alice).post("/api/rooms/secret/members/", {"username": "bob"}, format="json")
     assert response.status_code == 201 and response.json()["user"]["username"] == "bob"
     assert api(bob).get("/api/rooms/secret/messages/").status_code == 200
 
 
-def test_a_non_member_may_not_invite(api, bob, carol, secret):
+def test_a_non_member_may_not_invite_and_learns_nothing_of_the_room(api, bob, carol, secret):
     response = api(bob).post("/api/rooms/secret/members/", {"username": "carol"}, format="json")
-    assert response.status_code == 403
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no room 'secret'", "code": "NOT_FOUND"}
 
 
 # --- history ------------------------------------------------------------------------
@@ -305,8 +306,8 @@ def test_a_bad_read_seq_is_a_400(api, alice, general, seq):
 
 
 def test_receipts_and_presence_of_a_private_room_are_refused_to_outsiders(api, bob, secret):
-    assert api(bob).get("/api/rooms/secret/receipts/").status_code == 403
-    assert api(bob).get("/api/rooms/secret/presence/").status_code == 403
+    assert api(bob).get("/api/rooms/secret/receipts/").status_code == 404
+    assert api(bob).get("/api/rooms/secret/presence/").status_code == 404
 
 
 # --- schema ---------------------------------------------------------------------------

@@ -209,6 +209,13 @@ def test_an_outsider_sees_nothing_of_a_private_room_over_rest_or_pages(api, brow
     outsider = Client()
     outsider.force_login(bob)
     page = outsider.get("/rooms/secret/")
-    assert page.status_code == 403 and b"launch code" not in page.content
+    assert page.status_code == 404 and b"launch code" not in page.content
+    unknown = outsider.get("/rooms/sekret/")
+    assert unknown.status_code == 404
+    # The same page but for the per-request tokens (CSRF, CSP nonce).
+    tokens = re.compile(rb'(value|content|nonce)="[A-Za-z0-9+/=_-]{20,}"')
+    assert tokens.sub(b"", page.content.replace(b"secret", b"sekret")) == tokens.sub(
+        b"", unknown.content
+    )
     assert b'href="/rooms/secret/"' not in outsider.get("/").content
     assert "secret" not in [r["slug"] for r in api(bob).get("/api/rooms/").json()]

@@ -98,11 +98,12 @@ def test_unknown_room_is_not_found(alice, db):
         send(alice, slug="nowhere")
 
 
-def test_a_private_room_refuses_non_members(bob, secret):
-    """A non-member can neither post to nor join a private room."""
-    with pytest.raises(Forbidden):
+def test_a_private_room_does_not_exist_for_non_members(bob, secret):
+    """A non-member can neither post to nor join a private room, and is told
+    what a slug of no room gets."""
+    with pytest.raises(NotFound, match="^no room 'secret'$"):
         send(bob, slug="secret")
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound, match="^no room 'secret'$"):
         services.room_join(user=bob, slug="secret")
 
 
@@ -112,7 +113,7 @@ def test_an_invited_user_may_post_in_a_private_room(alice, bob, secret):
 
 
 def test_only_members_or_staff_may_invite(bob, carol, secret, make_user):
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound):  # to bob, not a member, the room does not exist
         services.member_invite(inviter=bob, slug="secret", username="carol")
     staff = make_user("mod", is_staff=True)
     services.member_invite(inviter=staff, slug="secret", username="carol")

@@ -1,10 +1,12 @@
 """
 Authorization on a real daphne: what a user outside a private room can get
-from it over REST and the WebSocket (nothing, on every frame type), spoofed
+from it over REST, SSE and the WebSocket (nothing, on every frame type, and
+refusals byte for byte those of a room that does not exist), spoofed
 senders, single-use expiring tickets, and credentials kept out of URLs and logs.
 """
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -19,6 +21,7 @@ from .conftest import DaphneProcess, Ws
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
 PRIVATE = "secret"
+UNKNOWN = "sekret"  # no such room; as long as PRIVATE, so the refusals compare byte for byte
 
 
 @pytest.fixture
@@ -40,27 +43,41 @@ def about_the_room(frames: list[dict], room: str = PRIVATE) -> list[dict]:
 # --- REST ---------------------------------------------------------------------------
 
 
-async def test_an_outsider_gets_403_from_every_rest_endpoint_of_a_private_room(
+def as_unknown(text: str) -> str:
+    return text.replace(PRIVATE, UNKNOWN)
+
+
+async def test_an_outsider_gets_from_every_rest_endpoint_what_an_unknown_room_gets(
     server, people, http
 ):
     a = await Ws.connect(server.ws, token=people["alice"])
     await a.join(PRIVATE)
     await a.post(PRIVATE, "the launch code is 0000")
-    with http(server, people["bob"]) as bob:
-        attempts = {
-            "history": bob.get(f"/api/rooms/{PRIVATE}/messages/"),
-            "history after": bob.get(f"/api/rooms/{PRIVATE}/messages/?after=0"),
-            "receipts": bob.get(f"/api/rooms/{PRIVATE}/receipts/"),
-            "presence": bob.get(f"/api/rooms/{PRIVATE}/presence/"),
-            "presence offline": bob.get(f"/api/rooms/{PRIVATE}/presence/?offline=1"),
-            "post": bob.post(f"/api/rooms/{PRIVATE}/messages/", json={"content": "hi"}),
-            "read": bob.post(f"/api/rooms/{PRIVATE}/read/", json={"seq": 1}),
-            "invite himself": bob.post(f"/api/rooms/{PRIVATE}/members/", json={"username": "bob"}),
+
+    def attempts(client: httpx.Client, room: str) -> dict[str, httpx.Response]:
+        return {
+            "history": client.get(f"/api/rooms/{room}/messages/"),
+            "history after": client.get(f"/api/rooms/{room}/messages/?after=0"),
+            "receipts": client.get(f"/api/rooms/{room}/receipts/"),
+            "presence": client.get(f"/api/rooms/{room}/presence/"),
+            "presence offline": client.get(f"/api/rooms/{room}/presence/?offline=1"),
+            "post": client.post(
+                f"/api/rooms/{room}/messages/",
+                json={"content": "hi", "client_id": "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"},
+            ),
+            "read": client.post(f"/api/rooms/{room}/read/", json={"seq": 1}),
+            "invite himself": client.post(f"/api/rooms/{room}/members/", json={"username": "bob"}),
+            "events": client.get(f"/events/rooms/{room}/"),
         }
+
+    with http(server, people["bob"]) as bob:
+        private, unknown = attempts(bob, PRIVATE), attempts(bob, UNKNOWN)
         rooms = bob.get("/api/rooms/").json()
-    for name, response in attempts.items():
-        assert response.status_code == 403, (name, response.text)
-        assert response.json()["code"] == "FORBIDDEN", name
+    for name, response in private.items():
+        assert response.status_code == 404, (name, response.text)
+        assert response.json()["code"] == "NOT_FOUND", name
+        assert as_unknown(response.text) == unknown[name].text, name
+        assert response.headers["content-type"] == unknown[name].headers["content-type"], name
         assert "launch code" not in response.text and "alice" not in response.text, name
     assert PRIVATE not in [r["slug"] for r in rooms]
     assert not await Membership.objects.filter(room__slug=PRIVATE, user__username="bob").aexists()
@@ -86,11 +103,21 @@ async def test_an_outsider_gets_nothing_of_a_private_room_from_any_frame_type(se
         "read": await b.request({"type": "read", "room": PRIVATE, "seq": 1}, "error"),
     }
     assert {k: (f["type"], f["code"]) for k, f in refusals.items()} == {
-        "join": ("error", "FORBIDDEN"),
-        "message": ("error", "FORBIDDEN"),
+        "join": ("error", "NOT_FOUND"),
+        "message": ("error", "NOT_FOUND"),
         "typing": ("error", "BAD_REQUEST"),  # not joined: the same as for any room
-        "read": ("error", "FORBIDDEN"),
+        "read": ("error", "NOT_FOUND"),
     }
+    # ... each, byte for byte, what a room that does not exist gets
+    cid = refusals["message"]["client_id"]
+    unknown = {
+        "join": await b.request({"type": "join", "room": UNKNOWN, "since": 0}, "joined", "error"),
+        "message": await b.post(UNKNOWN, "let me in", client_id=cid),
+        "typing": await b.request({"type": "typing", "room": UNKNOWN, "is_typing": True}, "error"),
+        "read": await b.request({"type": "read", "room": UNKNOWN, "seq": 1}, "error"),
+    }
+    for name, frame in refusals.items():
+        assert as_unknown(json.dumps(frame)) == json.dumps(unknown[name]), name
     # leave and presence are harmless: they touch only bob's own connection
     assert (await b.request({"type": "leave", "room": PRIVATE}, "left"))["room"] == PRIVATE
     await b.send({"type": "presence", "status": "away"})
@@ -122,7 +149,7 @@ async def test_a_non_member_is_refused_the_same_whatever_the_room_id_or_spelling
         frame = await b.join(room)
         assert (frame["type"], frame["code"]) == ("error", "NOT_FOUND"), room
     frame = await b.request({"type": "join", "room_id": room_id, "room": PRIVATE}, "error")
-    assert frame["code"] == "FORBIDDEN"
+    assert frame["code"] == "NOT_FOUND"
     await b.close()
 
 
@@ -273,7 +300,7 @@ async def test_sse_gives_no_cors_grant_to_a_foreign_origin_and_refuses_outsiders
     headers = {"Authorization": f"Token {people['bob']}", "Origin": "https://evil.example"}
     async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=10) as client:
         refused = await client.get(f"/events/rooms/{PRIVATE}/")
-        assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused.headers
+        assert refused.status_code == 404 and "Access-Control-Allow-Origin" not in refused.headers
         async with client.stream("GET", "/events/notifications/") as stream:
             assert stream.status_code == 200
             assert "Access-Control-Allow-Origin" not in stream.headers

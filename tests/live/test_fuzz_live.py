@@ -521,7 +521,7 @@ def expected_for_valid(session: Session, frame: dict) -> str | None:
     if kind == "typing":
         # the state is updated before this check, from the frames already seen
         return None if room in session.joined else "BAD_REQUEST"
-    refusal = {"secret": "FORBIDDEN", "nowhere": "NOT_FOUND"}.get(room)
+    refusal = {"secret": "NOT_FOUND", "nowhere": "NOT_FOUND"}.get(room)  # private = absent
     if refusal:
         return refusal
     return {"join": "joined", "message": "ack", "read": None}[kind]
