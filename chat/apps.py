@@ -9,4 +9,8 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, as Django's signal handlers are: it imports models.
+        from django_realtime import credentials
+
         checks.register_checks()
+        credentials.connect_signals()

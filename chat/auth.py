@@ -26,6 +26,7 @@ from django.utils.http import is_same_domain
 
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
+from django_realtime.credentials import Credential
 from django_realtime.tokens import token_user
 
 from .models import WsTicket
@@ -107,17 +108,23 @@ class WebSocketAuthMiddleware:
             return await WebsocketDenier.as_asgi()(scope, receive, send)
 
         user: Any = AnonymousUser()
+        # What the connection was opened with, so that it ends with it (§2).
+        credential: Credential | None = None
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         ticket = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket")
         if authorization:
             scheme, _, key = authorization.partition(" ")
             if scheme.lower() == "token" and key.strip():
                 user = await db(token_user, key=key.strip()) or user
+                credential = Credential("token", key.strip())
         elif ticket:
             user = await db(ticket_redeem, key=ticket[0][:128]) or user
         elif origin is not None:
             user = await get_user(scope)
-        return await self.inner(dict(scope, user=user), receive, send)
+            session_key = getattr(scope.get("session"), "session_key", None)
+            credential = Credential("session", session_key) if session_key else None
+        scope = dict(scope, user=user, realtime_credential=credential)
+        return await self.inner(scope, receive, send)
 
 
 def websocket_auth_stack(inner: Any) -> Any:

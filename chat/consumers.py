@@ -30,11 +30,11 @@ from typing import Any
 from channels import consumer as channels_consumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from django_realtime import bus, drain, metrics
+from django_realtime import bus, credentials, drain, metrics
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
-from django_realtime.errors import BadRequest, ClientError, RateLimited
+from django_realtime.errors import BadRequest, ClientError, RateLimited, Unavailable
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.slots import PerUserSlots
 from presence import tracking
@@ -112,6 +112,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         # Serialises delivery between the dispatch loop and the refresher task.
         self.delivery_lock = asyncio.Lock()
         self.user = self.scope.get("user")
+        self.credential = self.scope.get("realtime_credential")
+        self.checked_at = asyncio.get_running_loop().time()
         if self.user is None or not self.user.is_authenticated:
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -354,7 +356,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def refresh_user_group(self) -> bool:
         """(Re-)add the user's group: memberships expire, and a restarted
-        Redis has none. Called at connect and by the fan-out's refresher."""
+        Redis has none. Called at connect and by the fan-out's refresher,
+        which is also when the credential is re-checked once it is due."""
+        now = asyncio.get_running_loop().time()
+        if now - self.checked_at >= realtime_settings.SESSION_RECHECK_SECONDS:
+            self.checked_at = now
+            task = asyncio.create_task(self._recheck())
+            self.waiting.add(task)
+            task.add_done_callback(self.waiting.discard)
         return await bus.add(bus.user_group(self.user.pk), self.channel_name)
 
     def catch_up(self, room_id: int, last_seq: int) -> None:
@@ -408,6 +417,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 return
         await self.send_frame(payload)
 
+    async def session_end(self, event: dict) -> None:
+        """The credential this connection was opened with ended (a logout, a
+        deleted token): close with 4401 (django_realtime.credentials)."""
+        if self.credential is not None and event.get("credential") == self.credential.fingerprint:
+            await self._end_session()
+
+    async def session_recheck(self, event: dict) -> None:
+        """The user changed (deactivated, a new password): check again."""
+        await self._recheck()
+
     async def notify_notification(self, event: dict) -> None:
         """A notification for this user (notifications.events): forward it."""
         await self.send_frame(event["payload"])
@@ -453,6 +472,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             logger.info("closing a flooding connection of user %s (4408)", self.user.pk)
             return True
         return False
+
+    async def _recheck(self) -> None:
+        try:
+            valid = await db(
+                credentials.still_valid, user_id=self.user.pk, credential=self.credential
+            )
+        except Unavailable:
+            return  # the database is away: check again later rather than cut everyone off
+        if not valid:
+            await self._end_session()
+
+    async def _end_session(self) -> None:
+        if not self.closing:
+            self.closing = True
+            logger.info("closing a connection of user %s: its session ended", self.user.pk)
+            await self.close(code=credentials.CLOSE_CODE, reason=credentials.CLOSE_REASON)
 
     def _joined_room(self, frame: dict) -> JoinedRoom:
         slug = frames.slug(frame)

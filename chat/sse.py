@@ -20,6 +20,7 @@ from django_realtime.errors import ClientError
 from django_realtime.sse import (
     Stream,
     authenticate,
+    credential_of,
     error_response,
     event_stream_response,
     last_event_id,
@@ -106,5 +107,6 @@ async def room_events(request: HttpRequest, slug: str) -> HttpResponseBase:
     if refused is not None:
         return refused
     return event_stream_response(
-        RoomStream(user=user, room=access.room, since=last_event_id(request))
+        RoomStream(user=user, room=access.room, since=last_event_id(request)),
+        credential_of(request),
     )

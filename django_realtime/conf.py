@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     # database this often (jittered), and at once when Redis comes back: a
     # Redis restarted empty, an expired group or a dropped doorbell heals within it.
     "GROUP_REFRESH_SECONDS": 30.0,
+    # Each WebSocket and SSE stream checks its session or token again this
+    # often, besides at once on logout, token deletion and user changes (§2).
+    "SESSION_RECHECK_SECONDS": 300.0,
     # --- The database ----------------------------------------------------------
     # A WebSocket post is stored over this many asynchronous connections per
     # process (PostgreSQL only).

@@ -23,9 +23,10 @@ from typing import Any
 from asgiref.sync import SyncToAsync
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from . import bus
+from . import bus, credentials
 from .asyncdb import db
 from .conf import realtime_settings
+from .credentials import Credential
 from .errors import Unavailable
 from .slots import PerUserSlots
 from .tokens import token_user
@@ -121,6 +122,15 @@ async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
     return user, None
 
 
+def credential_of(request: HttpRequest) -> Credential | None:
+    """What an authenticated request came with: its token, else its session."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "token" and key.strip():
+        return Credential("token", key.strip())
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    return Credential("session", session_key) if session_key else None
+
+
 def over_stream_cap(user_id: int) -> HttpResponse | None:
     cap = realtime_settings.SSE_MAX_STREAMS_PER_USER
     if open_streams.full(user_id, cap):
@@ -152,10 +162,11 @@ class Stream:
         raise NotImplementedError
 
 
-async def pump(stream: Stream) -> AsyncIterator[bytes]:
+async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIterator[bytes]:
     """Join the groups, send the head and backlog, then live events, a
     keep-alive after each silence and a catch-up at each refresh, until the
-    client goes (Django cancels the response) or the stream's time is up."""
+    client goes (Django cancels the response), the stream's time is up or
+    the credential it was opened with ends (django_realtime.credentials)."""
     release_request_thread()
     loop = asyncio.get_running_loop()
     keepalive = float(realtime_settings.SSE_KEEPALIVE_SECONDS)
@@ -165,6 +176,7 @@ async def pump(stream: Stream) -> AsyncIterator[bytes]:
     deadline = loop.time() + lifetime * random.uniform(0.9, 1.0) if lifetime else math.inf
     open_streams.acquire(stream.user_id)
     inbox = bus.Inbox(stream.groups)
+    checked_at = loop.time()
     try:
         await inbox.open()
         try:
@@ -180,6 +192,18 @@ async def pump(stream: Stream) -> AsyncIterator[bytes]:
             wake = min(last_write + keepalive, next_refresh, deadline, now + poll)
             event = await inbox.next(timeout=wake - now)
             chunks: list[bytes] = []
+            now = loop.time()
+            recheck = now - checked_at >= realtime_settings.SESSION_RECHECK_SECONDS
+            if event is not None and event.get("type") == credentials.END:
+                if credential is not None and event.get("credential") == credential.fingerprint:
+                    return  # the session ended: the client's reconnect gets 401
+                event = None
+            elif event is not None and event.get("type") == credentials.RECHECK:
+                recheck, event = True, None
+            if recheck:
+                checked_at = now
+                if not await _still_valid(stream.user_id, credential):
+                    return
             if event is not None:
                 try:
                     chunks = await stream.on_event(event)
@@ -205,8 +229,17 @@ async def pump(stream: Stream) -> AsyncIterator[bytes]:
         await inbox.close()
 
 
-def event_stream_response(stream: Stream) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(pump(stream), content_type="text/event-stream")
+async def _still_valid(user_id: int, credential: Credential | None) -> bool:
+    try:
+        return await db(credentials.still_valid, user_id=user_id, credential=credential)
+    except Unavailable:
+        return True  # the database is away: check again later rather than cut everyone off
+
+
+def event_stream_response(
+    stream: Stream, credential: Credential | None = None
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(pump(stream, credential), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

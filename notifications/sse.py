@@ -19,6 +19,7 @@ from django_realtime.errors import Unavailable
 from django_realtime.sse import (
     Stream,
     authenticate,
+    credential_of,
     error_response,
     event_stream_response,
     last_event_id,
@@ -113,4 +114,6 @@ async def notification_events(request: HttpRequest) -> HttpResponseBase:
     refused = over_stream_cap(user.pk)
     if refused is not None:
         return refused
-    return event_stream_response(NotificationStream(user_id=user.pk, last=last_event_id(request)))
+    return event_stream_response(
+        NotificationStream(user_id=user.pk, last=last_event_id(request)), credential_of(request)
+    )

@@ -1,0 +1,130 @@
+"""
+Provides session end (contract §2): when the credentials a WebSocket or an
+SSE stream was opened with stop being valid, it is closed, on every process,
+within about a second; the user's connections on other, still valid
+credentials stay.
+
+A connection remembers its `Credential`: the session it was opened on, or
+the token. Then:
+
+- logout (`user_logged_out`) ends that session's connections at once
+  (`session.end` with the credential's fingerprint, to the user's group);
+- deleting a token ends its connections the same way;
+- any save or deletion of the user (deactivation, a password change, which
+  invalidates their other sessions) asks every connection of the user to
+  check its credential again (`session.recheck`): one query each, and those
+  no longer valid end;
+- every connection also re-checks every SESSION_RECHECK_SECONDS (5 min), so
+  a session deleted by other means (`clearsessions`, the database) ends too.
+
+Raw session keys and tokens never travel on the layer: only a fingerprint.
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.utils.crypto import constant_time_compare
+from django.utils.module_loading import import_string
+from rest_framework.authtoken.models import Token
+
+from . import bus
+
+logger = logging.getLogger(__name__)
+
+# Layer event types, sent to the user's group (bus.user_group).
+END = "session.end"
+RECHECK = "session.recheck"
+CLOSE_CODE = 4401
+CLOSE_REASON = "session ended"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a connection was opened with: `kind` "session" or "token", and its key."""
+
+    kind: str
+    key: str
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.kind}:{self.key}".encode()).hexdigest()[:32]
+
+
+def still_valid(*, user_id: int, credential: Credential | None) -> bool:
+    """Whether the credential still authenticates the user (an active one)."""
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    if user is None or not getattr(user, "is_active", True):
+        return False
+    if credential is None:  # a ticket: bound to the user, not to a credential
+        return True
+    if credential.kind == "token":
+        return Token.objects.filter(key=credential.key, user_id=user_id).exists()
+    if credential.kind == "session":
+        return _session_authenticates(credential.key, user)
+    return False
+
+
+def _session_authenticates(session_key: str, user: Any) -> bool:
+    """What django.contrib.auth.get_user checks of a session: it exists, names
+    the user, and its auth hash matches the user's (a password change breaks it)."""
+    from django.conf import settings
+
+    store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key=session_key)
+    data = store.load()
+    if not data or str(data.get(SESSION_KEY)) != str(user.pk):
+        return False
+    if BACKEND_SESSION_KEY not in data:
+        return False
+    session_hash = data.get(HASH_SESSION_KEY)
+    if not hasattr(user, "get_session_auth_hash"):
+        return True
+    return bool(session_hash) and constant_time_compare(session_hash, user.get_session_auth_hash())
+
+
+# --- telling the connections -----------------------------------------------------------
+def end(*, user_id: int, credential: Credential) -> None:
+    """Close every connection opened with `credential`, on every process."""
+    event = {"type": END, "credential": credential.fingerprint}
+    transaction.on_commit(lambda: bus.send_sync(bus.user_group(user_id), event))
+
+
+def recheck(*, user_id: int) -> None:
+    """Have every connection of the user check its credential again."""
+    event = {"type": RECHECK}
+    transaction.on_commit(lambda: bus.send_sync(bus.user_group(user_id), event))
+
+
+def _on_logout(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    session = getattr(request, "session", None)
+    key = getattr(session, "session_key", None)
+    if user is not None and key:
+        end(user_id=user.pk, credential=Credential("session", key))
+
+
+def _on_token_deleted(sender: Any, instance: Token, **kwargs: Any) -> None:
+    end(user_id=instance.user_id, credential=Credential("token", instance.key))
+
+
+def _on_user_changed(
+    sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    if created or instance.pk is None:
+        return  # a new user has no connections yet
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login (Django saves only last_login): nothing to end
+    recheck(user_id=instance.pk)
+
+
+def connect_signals() -> None:
+    """Wire the triggers above (chat's AppConfig.ready)."""
+    user_logged_out.connect(_on_logout, dispatch_uid="realtime-session-end")
+    post_delete.connect(_on_token_deleted, sender=Token, dispatch_uid="realtime-token-end")
+    user_model = get_user_model()
+    post_save.connect(_on_user_changed, sender=user_model, dispatch_uid="realtime-user-save")
+    post_delete.connect(_on_user_changed, sender=user_model, dispatch_uid="realtime-user-del")
