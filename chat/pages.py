@@ -11,7 +11,7 @@ from pathlib import Path
 import drf_spectacular_sidecar
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase
 from django.shortcuts import render, resolve_url
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
@@ -21,6 +21,7 @@ from django_realtime.conf import realtime_settings
 from django_realtime.errors import ClientError
 from django_realtime.payloads import user_payload
 from django_realtime.rest import request_user
+from django_realtime.security import add_headers, policy
 
 from . import events, selectors
 
@@ -42,23 +43,30 @@ def client_config() -> dict:
     }
 
 
-def _render(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
+def _render(
+    request: HttpRequest, template: str, context: dict, status: int = 200, csp: str = ""
+) -> HttpResponseBase:
+    """The page, with the security headers (django_realtime.security); `csp`
+    replaces the default policy."""
     context = {
         **context,
         "rt_config": client_config(),
         "base_template": realtime_settings.BASE_TEMPLATE,
     }
-    return render(request, template, context, status=status)
+    response = render(request, template, context, status=status)
+    if csp:
+        response["Content-Security-Policy"] = csp
+    return add_headers(response)
 
 
 @login_required
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: HttpRequest) -> HttpResponseBase:
     rooms = selectors.rooms_visible(user=request_user(request))
     return _render(request, "chat/index.html", {"rooms": rooms})
 
 
 @login_required
-def room(request: HttpRequest, slug: str) -> HttpResponse:
+def room(request: HttpRequest, slug: str) -> HttpResponseBase:
     try:
         access = selectors.room_access_by_slug(user=request_user(request), slug=slug)
     except ClientError as exc:
@@ -93,13 +101,14 @@ SWAGGER_UI = "drf_spectacular_sidecar/swagger-ui-dist"
 
 
 @require_GET
-def api_docs(request: HttpRequest) -> HttpResponse:
+def api_docs(request: HttpRequest) -> HttpResponseBase:
     """Swagger UI over the package's schema, from drf-spectacular-sidecar's
     files (no CDN), served through `docs_asset`."""
     return _render(
         request,
         "chat/api_docs.html",
         {"schema_url": reverse("chat:api-schema")},
+        csp=policy(inline_styles=True),
     )
 
 

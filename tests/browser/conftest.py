@@ -131,9 +131,9 @@ class Tab:
         return self
 
     def wait_online(self, timeout: float = RECONNECT_TIMEOUT_MS) -> None:
-        self.page.wait_for_function(
-            "document.getElementById('room').dataset.conn === 'online'", timeout=timeout
-        )
+        # A selector, not wait_for_function: the pages' CSP forbids the eval
+        # that a JavaScript predicate needs.
+        self.page.locator("#room[data-conn='online']").wait_for(state="attached", timeout=timeout)
 
     def say(self, text: str) -> None:
         box = self.page.locator("#composer-input")

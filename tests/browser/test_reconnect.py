@@ -47,8 +47,8 @@ def test_a_restarted_server_is_shown_and_the_page_catches_up_once(
     restartable.stop(signal.SIGKILL)
     banner = tab.page.locator("#conn")
     banner.wait_for(state="visible")
-    tab.page.wait_for_function(
-        "['reconnecting', 'offline'].includes(document.getElementById('conn').dataset.state)"
+    tab.page.locator("#conn[data-state='reconnecting'], #conn[data-state='offline']").wait_for(
+        state="attached"
     )
     assert "Reconnecting" in banner.text_content()
     tab.screenshot("room-reconnecting")
@@ -84,7 +84,7 @@ def test_a_message_typed_while_the_server_is_down_is_delivered_once(restartable,
     client_id, and is stored and shown exactly once."""
     tab = sign_in(restartable, "alice").open_room("general")
     restartable.stop(signal.SIGTERM)
-    tab.page.wait_for_function("document.getElementById('conn').dataset.state !== 'online'")
+    tab.page.locator("#conn:not([data-state='online'])").wait_for(state="attached")
     tab.say("written offline")
     assert tab.pending() == ["written offline"]
     tab.page.locator("#conn-text", has_text="1 message will be sent").wait_for(timeout=30_000)

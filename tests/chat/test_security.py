@@ -5,8 +5,12 @@ every page (room, index, admin), NUL and lone surrogates refused cleanly, no
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -52,6 +56,9 @@ def test_hostile_text_is_stored_and_returned_exactly_over_rest(api, alice, gener
 
 
 # --- and escaped wherever it is shown ----------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_room_page_embeds_history_with_json_script_and_never_raw_markup(
@@ -219,3 +226,43 @@ def test_an_outsider_sees_nothing_of_a_private_room_over_rest_or_pages(api, brow
     )
     assert b'href="/rooms/secret/"' not in outsider.get("/").content
     assert "secret" not in [r["slug"] for r in api(bob).get("/api/rooms/").json()]
+
+
+# --- security headers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/rooms/general/", "/rooms/nowhere/", "/api/docs/"])
+def test_the_pages_carry_the_security_headers(alice, general, path):
+    client = Client()
+    client.force_login(alice)
+    response = client.get(path)
+    csp = response["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-eval" not in csp and "script-src 'self';" in csp
+    if path != "/api/docs/":  # Swagger UI inserts style elements
+        assert "unsafe-inline" not in csp
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+
+
+def test_the_demo_gives_the_admin_the_same_policy(admin_client):
+    assert "script-src 'self'" in admin_client.get("/admin/")["Content-Security-Policy"]
+
+
+def test_the_production_settings_pass_the_deploy_check():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "SECRET_KEY": "a-production-key-" + "x7Q!" * 12,
+        "HTTPS": "1",
+        "ALLOWED_HOSTS": "chat.example.com",
+    }
+    env.pop("DEBUG", None)
+    check = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    ok = subprocess.run(check, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    plain = subprocess.run(
+        check, cwd=ROOT, env={**env, "HTTPS": "0"}, capture_output=True, text=True, timeout=120
+    )
+    assert plain.returncode != 0 and "SESSION_COOKIE_SECURE" in plain.stderr
