@@ -62,16 +62,23 @@ def origin_allowed(origin: str) -> bool:
     return "*" in allowed or any(is_same_domain(host, pattern) for pattern in allowed)
 
 
-def ticket_issue(*, user: Any) -> str:
-    """A fresh single-use ticket for `user`; expired ones are swept on the way."""
+def ticket_issue(*, user: Any, credential: Credential | None = None) -> str:
+    """A fresh single-use ticket for `user`, asked for with `credential` (the
+    connection it opens ends with it); expired ones are swept on the way."""
     WsTicket.objects.filter(created_at__lt=_ticket_cutoff()).delete()
     key = secrets.token_urlsafe(32)
-    WsTicket.objects.create(key=key, user=user)
+    WsTicket.objects.create(
+        key=key,
+        user=user,
+        credential_kind=credential.kind if credential else "",
+        credential_key=credential.key if credential else "",
+    )
     return key
 
 
-def ticket_redeem(key: str) -> Any | None:
-    """The ticket's user, once: the row is deleted by the first redeemer."""
+def ticket_redeem(key: str) -> tuple[Any, Credential | None] | None:
+    """The ticket's user and the credential it was asked for with, once: the
+    row is deleted by the first redeemer."""
     if not _KEY_RE.fullmatch(key):
         return None  # never a ticket; a NUL in it would fail in the database
     ticket = (
@@ -84,7 +91,12 @@ def ticket_redeem(key: str) -> Any | None:
     deleted, _ = WsTicket.objects.filter(pk=ticket.pk).delete()
     if deleted != 1 or not ticket.user.is_active:
         return None
-    return ticket.user
+    credential = (
+        Credential(ticket.credential_kind, ticket.credential_key)
+        if ticket.credential_kind
+        else None
+    )
+    return ticket.user, credential
 
 
 # Tickets are token_urlsafe(32); DRF tokens are 40 hex digits.
@@ -118,7 +130,9 @@ class WebSocketAuthMiddleware:
                 user = await db(token_user, key=key.strip()) or user
                 credential = Credential("token", key.strip())
         elif ticket:
-            user = await db(ticket_redeem, key=ticket[0][:128]) or user
+            redeemed = await db(ticket_redeem, key=ticket[0][:128])
+            if redeemed is not None:
+                user, credential = redeemed
         elif origin is not None:
             user = await get_user(scope)
             session_key = getattr(scope.get("session"), "session_key", None)

@@ -84,6 +84,10 @@ class WsTicket(models.Model):
     key = models.CharField(max_length=64, primary_key=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The credential the ticket was asked for with ("session" or "token", and
+    # its key): the WebSocket it opens ends when that credential does.
+    credential_kind = models.CharField(max_length=8, blank=True, default="")
+    credential_key = models.CharField(max_length=128, blank=True, default="")
 
     def __str__(self) -> str:
         return f"ticket for {self.user}"

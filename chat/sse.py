@@ -16,11 +16,11 @@ from django.views.decorators.http import require_GET
 
 from django_realtime import bus
 from django_realtime.asyncdb import db
+from django_realtime.credentials import credential_of
 from django_realtime.errors import ClientError
 from django_realtime.sse import (
     Stream,
     authenticate,
-    credential_of,
     error_response,
     event_stream_response,
     last_event_id,

@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_realtime import __version__
+from django_realtime.credentials import credential_of
 from django_realtime.errors import BadRequest
 from django_realtime.payloads import user_payload
 from django_realtime.rest import (
@@ -77,7 +78,13 @@ class TicketView(RealtimeAPIView):
 
     @extend_schema(request=None, responses={200: TicketSerializer})
     def post(self, request: Request) -> Response:
-        return Response({"ticket": auth.ticket_issue(user=request_user(request))})
+        return Response(
+            {
+                "ticket": auth.ticket_issue(
+                    user=request_user(request), credential=credential_of(request)
+                )
+            }
+        )
 
 
 class RoomListView(RealtimeAPIView):

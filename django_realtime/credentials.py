@@ -56,6 +56,16 @@ class Credential:
         return hashlib.sha256(f"{self.kind}:{self.key}".encode()).hexdigest()[:32]
 
 
+def credential_of(request: Any) -> Credential | None:
+    """What an authenticated HTTP request (Django's or DRF's) came with: its
+    token, else its session."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "token" and key.strip():
+        return Credential("token", key.strip())
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    return Credential("session", session_key) if session_key else None
+
+
 def still_valid(*, user_id: int, credential: Credential | None) -> bool:
     """Whether the credential still authenticates the user (an active one)."""
     user = get_user_model()._default_manager.filter(pk=user_id).first()

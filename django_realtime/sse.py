@@ -122,15 +122,6 @@ async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
     return user, None
 
 
-def credential_of(request: HttpRequest) -> Credential | None:
-    """What an authenticated request came with: its token, else its session."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "token" and key.strip():
-        return Credential("token", key.strip())
-    session_key = getattr(getattr(request, "session", None), "session_key", None)
-    return Credential("session", session_key) if session_key else None
-
-
 def over_stream_cap(user_id: int) -> HttpResponse | None:
     cap = realtime_settings.SSE_MAX_STREAMS_PER_USER
     if open_streams.full(user_id, cap):

@@ -193,3 +193,27 @@ async def test_a_password_change_ends_the_sessions_but_not_the_token(
         assert (await closed_with(ws))[:2] == (4401, "session ended")
     assert await still_open(by_token)
     await by_token.close()
+
+
+async def test_a_ticket_socket_ends_with_the_session_that_asked_for_it(server, server_b, alice):
+    """A cross-origin page's socket, opened with a ?ticket= its session asked
+    for, ends when that session logs out; one from a token's ticket stays."""
+    browser = login(server)
+    page = browser.get("/accounts/login/")
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    by_session = browser.post("/api/auth/ws-ticket/", headers={"X-CSRFToken": csrf})
+    async with httpx.AsyncClient(timeout=10) as client:
+        by_token = await client.post(
+            f"{server.http}/api/auth/ws-ticket/",
+            headers={"Authorization": f"Token {alice['token']}"},
+        )
+    sockets = {}
+    for name, response in (("session", by_session), ("token", by_token)):
+        assert response.status_code == 200, response.text
+        ticket = response.json()["ticket"]
+        sockets[name] = Ws(await websockets.connect(f"{server_b.ws}?ticket={ticket}"))
+        assert (await sockets[name].join("general"))["type"] == "joined"
+    await asyncio.to_thread(logout, browser)
+    assert (await closed_with(sockets["session"]))[:2] == (4401, "session ended")
+    assert await still_open(sockets["token"])
+    await sockets["token"].close()
