@@ -242,7 +242,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             }
             await self.send_frame(frames.with_ref(joined, ref))
             for message in state.cursor.take(backlog):
-                await self.send_frame(message)
+                await self.send_frame(message, replay=True)
             state.cursor.sent(max(state.cursor.delivered, last_seq))
             for event in self.joining.pop(room.pk, []):
                 await self._handle_room_event(event)
@@ -374,7 +374,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             room = self.joined.get(room_id)  # still joined, once the lock is ours
             if room is not None:
                 for message in await room.cursor.catch_up(last_seq):
-                    await self.send_frame(message)
+                    await self.send_frame(message, replay=True)
 
         room = self.joined.get(room_id)
         if room is not None and not room.cursor.is_sent(last_seq):
@@ -459,8 +459,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         for message in await room.cursor.offer(payload["seq"], payload):
             await self.send_frame(message)
 
-    async def send_frame(self, frame: dict) -> None:
-        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+    async def send_frame(self, frame: dict, *, replay: bool = False) -> None:
+        """Send one frame. A `replay` (a backlog, a catch-up from the database)
+        is marked so, for the bound on unsent output (daphne_transport)."""
+        text = json.dumps(frame, ensure_ascii=False)
+        if replay:
+            await self.base_send({"type": "websocket.send", "text": text, "realtime.replay": True})
+        else:
+            await self.send(text_data=text)
         metrics.FRAMES_OUT.inc()
 
     # --- helpers ----------------------------------------------------------------------

@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "WS_FLOOD_CLOSE_RATE": "100/10s",
     # A client frame over this closes the connection with 1009.
     "WS_MAX_FRAME_BYTES": 65536,
+    # Output a connection's socket has not taken yet, past which the
+    # connection is closed with 4413 (its client resumes with `since`).
+    "WS_MAX_PENDING_OUTPUT_BYTES": 1048576,
     "WS_TICKET_TTL_SECONDS": 30,
     # Origins (scheme://host[:port]) allowed to open the WebSocket besides
     # those whose host is in ALLOWED_HOSTS.

@@ -24,6 +24,11 @@ Provides the package's adjustments to daphne's WebSocket transport.
   broadcast). A write to a TCP connection with nothing queued goes to the
   socket at once here, as asyncio's own transports do; what the socket does
   not take, and everything behind it, is buffered by Twisted as before.
+- Bounded output. A frame for a connection whose Twisted buffer already holds
+  more than WS_MAX_PENDING_OUTPUT_BYTES (a client that stopped reading) is
+  dropped, the connection is closed with 4413, and its TCP connection is
+  dropped OVERFLOW_GRACE_SECONDS later with the buffer. daphne's `send`
+  never waits, so Twisted's buffer is where a stalled reader's output piles up.
 - The registered server close codes. autobahn lets an application send only
   1000 and 3000-4999, yet a server must be able to say 1001 (going away),
   1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
@@ -41,9 +46,16 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import internals
+from . import internals, metrics
+from .conf import realtime_settings
 
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1011, 1012, 1013})
+# A connection whose socket stopped taking output: closed with this, and its
+# TCP connection (with the output buffered for it) dropped after the grace
+# unless it reads up to the close frame by then.
+OVERFLOW_CLOSE_CODE = 4413
+OVERFLOW_CLOSE_REASON = "policy: output over limit"
+OVERFLOW_GRACE_SECONDS = 60.0
 
 
 class Lazy:
@@ -104,6 +116,7 @@ INTERNALS = [
     ("twisted.internet.tcp", "Server", "dataBuffer"),
     ("twisted.internet.tcp", "Server", "offset"),
     ("twisted.internet.abstract", "FileDescriptor.__init__", "_tempDataBuffer"),
+    ("twisted.internet.abstract", "FileDescriptor.__init__", "_tempDataLen"),
     ("autobahn.websocket.protocol", "", "pformat"),
     ("autobahn.websocket.protocol", "", "hltype"),
     ("autobahn.websocket.protocol", "", "hlval"),
@@ -153,8 +166,11 @@ def tune_daphne() -> None:
 
     def handle_reply(self, message):
         # daphne drops the ASGI close `reason`; keep it for serverClose.
-        if message.get("type") == "websocket.close":
+        kind = message.get("type")
+        if kind == "websocket.close":
             self._realtime_close_reason = message.get("reason") or None
+        elif kind == "websocket.send" and over_output_cap(self, message):
+            return None  # closed for it (4413): the frame is dropped
         try:
             return original_handle_reply(self, message)
         except Disconnected:
@@ -174,6 +190,42 @@ def tune_daphne() -> None:
             self.sendClose(code=code, reason=reason)
         else:
             original_server_close(self, code=code)
+
+    def over_output_cap(self, message) -> bool:
+        """Whether Twisted holds more of this connection's output than
+        WS_MAX_PENDING_OUTPUT_BYTES, beyond the replays it was sent: then
+        close it with 4413 once, dropping what comes after.
+
+        A replay (a join's backlog, a catch-up: frames the consumer marks
+        `realtime.replay`) is written at once, far faster than any socket
+        takes it, so it never trips the cap, and what it adds is allowed on
+        top of the cap until the buffer is back under it."""
+        if getattr(self, "_realtime_overflowed", False):
+            return True
+        cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
+        transport = self.transport
+        if not cap or transport is None:
+            return False
+        pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if pending <= cap:
+            self._realtime_allowance = 0
+        if message.get("realtime.replay"):
+            text = message.get("text") or ""
+            size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            self._realtime_allowance = getattr(self, "_realtime_allowance", 0) + size
+            return False
+        if pending <= cap + getattr(self, "_realtime_allowance", 0):
+            return False
+        self._realtime_overflowed = True
+        metrics.OUTPUT_OVERFLOWS.inc()
+        # The close frame waits behind the buffered output: give the peer the
+        # grace to read that far (autobahn's own wait is a second) before the
+        # connection, and what is buffered for it, is dropped. Nothing is
+        # added meanwhile, so it holds at most about the cap.
+        self.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
+        self._realtime_close_reason = OVERFLOW_CLOSE_REASON
+        self.serverClose(code=OVERFLOW_CLOSE_CODE)
+        return True
 
     tcp.Server.write = eager_write(tcp.Server.write)  # type: ignore[method-assign]
     for name in ("pformat", "hltype", "hlval"):

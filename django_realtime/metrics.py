@@ -19,6 +19,10 @@ FANOUT_SECONDS = Histogram(
 )
 LAYER_ERRORS = Counter("realtime_layer_errors_total", "Channel layer calls that failed", ["op"])
 RATE_LIMITED = Counter("realtime_rate_limited_total", "Refusals by a rate limit", ["kind"])
+OUTPUT_OVERFLOWS = Counter(
+    "realtime_output_overflows_total",
+    "Connections closed because their socket stopped taking output (4413)",
+)
 RESUMES = Counter("realtime_resumes_total", "Joins with `since`")
 RESUME_REPLAYED = Counter(
     "realtime_resume_replayed_messages_total", "Messages replayed by joins with `since`"

@@ -1,0 +1,146 @@
+"""
+Bounded output (WS_MAX_PENDING_OUTPUT_BYTES) over real sockets, under daphne
+(uvicorn buffers a stalled reader's output in its transport, out of the
+application's reach: see docs/architecture.md): clients that stop reading
+in a busy room are closed with 4413 once their output passes the cap, the
+server's memory stays flat, the members who read get every message, and
+each stalled client, resuming with `since`, gets every message it missed
+once and in order.
+"""
+
+import asyncio
+import json
+import re
+import socket
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from chat.models import Room
+
+from .conftest import Ws
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
+
+STALLED = 10
+MESSAGES = 600
+SIZE = 15000  # characters (ASCII): 9 MB of output per member in all
+CAP = 1024 * 1024  # the default
+
+
+@pytest.fixture
+def people(make_user, token_for):
+    Room.objects.create(slug="general", name="General")
+    return {name: token_for(make_user(name)) for name in ("alice", "bob", "carol")}
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+
+
+async def stalled_client(server, token: str) -> websockets.ClientConnection:
+    """A client that joins the room, then reads nothing: a small receive
+    buffer, and the library's own queue of one frame."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # before the SYN
+    sock.connect(("127.0.0.1", server.port))
+    conn = await websockets.connect(
+        server.ws,
+        sock=sock,
+        additional_headers={"Authorization": f"Token {token}"},
+        max_queue=1,
+        max_size=2**20,
+        open_timeout=10,
+        ping_interval=None,  # its own keepalive would give up on the server meanwhile
+    )
+    await conn.send(json.dumps({"type": "join", "room": "general"}))
+    return conn
+
+
+async def read_until_closed(conn) -> tuple[list[int], int | None]:
+    """The seqs of the message frames a stalled client finally reads, and its close code."""
+    seqs: list[int] = []
+    try:
+        while True:
+            try:
+                raw = await asyncio.wait_for(conn.recv(), 20)
+            except TimeoutError:
+                raise AssertionError(f"no close after {len(seqs)} messages") from None
+            frame = json.loads(raw)
+            if frame["type"] == "message":
+                seqs.append(frame["seq"])
+    except websockets.ConnectionClosed as closed:
+        return seqs, closed.rcvd.code if closed.rcvd else None
+
+
+async def test_readers_that_stop_are_closed_past_the_cap_and_resume_with_nothing_lost(
+    daphnes, redis_server, people
+):
+    server = daphnes(
+        redis_url=redis_server.url,
+        env={
+            "WS_MAX_PENDING_OUTPUT_BYTES": str(CAP),
+            "CHAT_MESSAGE_RATE": "off",
+            "CHAT_MAX_CONTENT_CHARS": str(SIZE),
+            "CHAT_RESUME_MAX_MESSAGES": str(MESSAGES),
+            "WS_MAX_CONNECTIONS_PER_USER": "0",
+        },
+    )
+    alice = await Ws.connect(server.ws, token=people["alice"])
+    reader = await Ws.connect(server.ws, token=people["bob"])
+    for ws in (alice, reader):
+        await ws.join("general")
+    stalled = [await stalled_client(server, people["carol"]) for _ in range(STALLED)]
+    await asyncio.sleep(0.5)  # their joins are in
+    before = rss_kib(server.proc.pid)
+
+    async def post_all() -> None:
+        for n in range(MESSAGES):
+            await alice.send(
+                {
+                    "type": "message",
+                    "room": "general",
+                    "content": f"{n:05d}" + "x" * (SIZE - 5),
+                    "client_id": str(uuid.uuid4()),
+                }
+            )
+            # alice reads as she posts (her own messages come back to her too):
+            # a poster that did not would be a stalled reader itself.
+            await alice.recv_type("ack", timeout=30)
+            alice.backlog.clear()
+
+    posting = asyncio.create_task(post_all())
+    got = await reader.messages("general", MESSAGES, timeout=60)
+    await posting
+    after = rss_kib(server.proc.pid)
+    assert [m["seq"] for m in got] == list(range(1, MESSAGES + 1))
+
+    growth_mb = (after - before) / 1024
+    # Unbounded, the stalled readers alone would hold 10 x 9 MB.
+    assert growth_mb < 25, f"server RSS grew by {growth_mb:.1f} MB"
+
+    for conn in stalled:
+        seqs, code = await read_until_closed(conn)
+        assert code == 4413, (code, len(seqs))
+        assert seqs == list(range(1, len(seqs) + 1))  # in order, once, no gap
+        assert len(seqs) < MESSAGES
+        again = await Ws.connect(server.ws, token=people["carol"])
+        joined = await again.join("general", since=seqs[-1] if seqs else 0)
+        assert joined["type"] == "joined" and not joined["truncated"]
+        rest = await again.messages("general", MESSAGES - len(seqs), timeout=30)
+        assert [m["seq"] for m in rest] == list(range(len(seqs) + 1, MESSAGES + 1))
+        assert await again.quiet(0.2) == []
+        await again.close()
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(f"{server.http}/metrics")).text
+    overflows = re.search(r"^realtime_output_overflows_total (\S+)", metrics, re.M)
+    assert overflows and float(overflows.group(1)) == STALLED  # the readers kept up
+    assert (await alice.request({"type": "ping"}, "pong"))["type"] == "pong"
+    assert (await reader.request({"type": "ping"}, "pong"))["type"] == "pong"
+    print(f"\ndaphne: RSS {before / 1024:.0f} -> {after / 1024:.0f} MB ({growth_mb:+.1f} MB)")
+    await alice.close()
+    await reader.close()
