@@ -34,7 +34,7 @@ from django_realtime import bus, credentials, drain, metrics
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
-from django_realtime.errors import BadRequest, ClientError, RateLimited, Unavailable
+from django_realtime.errors import BadRequest, ClientError, RateLimited
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.slots import PerUserSlots
 from presence import tracking
@@ -420,7 +420,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def session_end(self, event: dict) -> None:
         """The credential this connection was opened with ended (a logout, a
         deleted token): close with 4401 (django_realtime.credentials)."""
-        if self.credential is not None and event.get("credential") == self.credential.fingerprint:
+        if credentials.ends(event, self.credential):
             await self._end_session()
 
     async def session_recheck(self, event: dict) -> None:
@@ -480,13 +480,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return False
 
     async def _recheck(self) -> None:
-        try:
-            valid = await db(
-                credentials.still_valid, user_id=self.user.pk, credential=self.credential
-            )
-        except Unavailable:
-            return  # the database is away: check again later rather than cut everyone off
-        if not valid:
+        if not await credentials.still_valid_async(
+            user_id=self.user.pk, credential=self.credential
+        ):
             await self._end_session()
 
     async def _end_session(self) -> None:

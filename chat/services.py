@@ -143,19 +143,15 @@ def message_send(*, user: User, slug: str, content: object, client_id: object) -
     stores nothing and broadcasts nothing.
     """
     steps = _send_steps(user=user, slug=slug, content=content, client_id=client_id)
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            result: SendResult = done.value
-            break
-        reply, error = None, None
+    step = _resume(steps)
+    while not isinstance(step, SendResult):
         try:
             reply = step.run()
         except Exception as exc:  # noqa: BLE001 - handed back to the steps, which decide
-            error = exc
+            step = _resume(steps, error=exc)
+        else:
+            step = _resume(steps, reply=reply)
+    result = step
     if result.created:
         transaction.on_commit(
             partial(
@@ -173,19 +169,15 @@ async def message_send_async(
     steps, the statement run over chat.pgpool and ORM steps in a thread.
     Each step commits by itself, so the broadcast follows at once."""
     steps = _send_steps(user=user, slug=slug, content=content, client_id=client_id)
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            result: SendResult = done.value
-            break
-        reply, error = None, None
+    step = _resume(steps)
+    while not isinstance(step, SendResult):
         try:
             reply = await step.run_async()
         except Exception as exc:  # noqa: BLE001 - handed back to the steps, which decide
-            error = exc
+            step = _resume(steps, error=exc)
+        else:
+            step = _resume(steps, reply=reply)
+    result = step
     if result.created:
         events.broadcast_message(room_id=result.message.room_id, payload=result.payload)
     return result
@@ -234,6 +226,17 @@ class _Call:
 
 
 SendSteps = Generator[_Statement | _Call, Any, SendResult]
+
+
+def _resume(
+    steps: SendSteps, *, reply: Any = None, error: BaseException | None = None
+) -> "_Statement | _Call | SendResult":
+    """Hand the last step's reply (or its error) back to the steps: the next
+    step to run, or the send's result once they are done."""
+    try:
+        return steps.throw(error) if error is not None else steps.send(reply)
+    except StopIteration as done:
+        return done.value
 
 
 def _send_steps(*, user: User, slug: str, content: object, client_id: object) -> SendSteps:

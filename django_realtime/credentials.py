@@ -34,6 +34,8 @@ from django.utils.module_loading import import_string
 from rest_framework.authtoken.models import Token
 
 from . import bus
+from .asyncdb import db
+from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,20 @@ def _session_authenticates(session_key: str, user: Any) -> bool:
     if not hasattr(user, "get_session_auth_hash"):
         return True
     return bool(session_hash) and constant_time_compare(session_hash, user.get_session_auth_hash())
+
+
+async def still_valid_async(*, user_id: int, credential: Credential | None) -> bool:
+    """still_valid() from the event loop. While the database is away the
+    answer is yes: check again later rather than cut everyone off."""
+    try:
+        return await db(still_valid, user_id=user_id, credential=credential)
+    except Unavailable:
+        return True
+
+
+def ends(event: dict[str, Any], credential: Credential | None) -> bool:
+    """Whether a `session.end` event is about `credential`."""
+    return credential is not None and event.get("credential") == credential.fingerprint
 
 
 # --- telling the connections -----------------------------------------------------------

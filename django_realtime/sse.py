@@ -186,14 +186,16 @@ async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIte
             now = loop.time()
             recheck = now - checked_at >= realtime_settings.SESSION_RECHECK_SECONDS
             if event is not None and event.get("type") == credentials.END:
-                if credential is not None and event.get("credential") == credential.fingerprint:
+                if credentials.ends(event, credential):
                     return  # the session ended: the client's reconnect gets 401
                 event = None
             elif event is not None and event.get("type") == credentials.RECHECK:
                 recheck, event = True, None
             if recheck:
                 checked_at = now
-                if not await _still_valid(stream.user_id, credential):
+                if not await credentials.still_valid_async(
+                    user_id=stream.user_id, credential=credential
+                ):
                     return
             if event is not None:
                 try:
@@ -218,13 +220,6 @@ async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIte
     finally:
         open_streams.release(stream.user_id)
         await inbox.close()
-
-
-async def _still_valid(user_id: int, credential: Credential | None) -> bool:
-    try:
-        return await db(credentials.still_valid, user_id=user_id, credential=credential)
-    except Unavailable:
-        return True  # the database is away: check again later rather than cut everyone off
 
 
 def event_stream_response(
