@@ -12,5 +12,8 @@ class ChatConfig(AppConfig):
         # Imported here, as Django's signal handlers are: it imports models.
         from django_realtime import credentials
 
+        from . import live
+
         checks.register_checks()
         credentials.connect_signals()
+        live.register()

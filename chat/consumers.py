@@ -30,13 +30,14 @@ from typing import Any
 from channels import consumer as channels_consumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from django_realtime import bus, credentials, drain, metrics
+from django_realtime import bus, credentials, drain, metrics, servers
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.slots import PerUserSlots
+from django_realtime.topics.subscriptions import CLOSE_OVERFLOW, OVERFLOW_REASON, Subscriptions
 from presence import tracking
 
 from . import events, frames, services, streams
@@ -130,6 +131,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.counted_user = self.user.pk
         self.admitted = True
         self.typist = tracking.Typist(self.user)
+        self.topics = Subscriptions(
+            user=self.user,
+            send_text=self.send_text,
+            send_frame=self.send_frame,
+            pending_output=servers.output_probe(self.base_send),
+            overflow=self._overflow,
+        )
         await self.accept()  # first: in a reconnect storm, the handshake is what waits
         await self.refresh_user_group()
         metrics.CONNECTIONS.inc()
@@ -149,6 +157,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         for room in list(self.joined.values()):
             await self._leave(room)
         self.typist.cancel_all()
+        await self.topics.close()
         await bus.discard(bus.user_group(self.user.pk), self.channel_name)
         await tracking.disconnect(user=self.user, channel=self.channel_name)
 
@@ -308,6 +317,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 announce_self=True,
             )
 
+    async def on_subscribe(self, frame: dict, ref: Any) -> None:
+        """Subscribe to a live-data topic → `subscribed`, the replay, then
+        publications (django_realtime.topics; docs/topics.md)."""
+        limiter.hit(("subscribe", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
+        await self.topics.subscribe(frame, ref)
+
+    async def on_unsubscribe(self, frame: dict, ref: Any) -> None:
+        """Stop a topic → `unsubscribed`."""
+        await self.topics.unsubscribe(frame, ref)
+
     async def on_ping(self, frame: dict, ref: Any) -> None:
         """Answer `pong`."""
         await self.send_frame(frames.with_ref({"type": "pong"}, ref))
@@ -321,6 +340,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         "typing": on_typing,
         "read": on_read,
         "presence": on_presence,
+        "subscribe": on_subscribe,
+        "unsubscribe": on_unsubscribe,
         "ping": on_ping,
     }
 
@@ -462,7 +483,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict, *, replay: bool = False) -> None:
         """Send one frame. A `replay` (a backlog, a catch-up from the database)
         is marked so, for the bound on unsent output (daphne_transport)."""
-        text = json.dumps(frame, ensure_ascii=False)
+        await self.send_text(json.dumps(frame, ensure_ascii=False), replay=replay)
+
+    async def send_text(self, text: str, *, replay: bool = False) -> None:
+        """Send one frame already encoded."""
         if replay:
             await self.base_send({"type": "websocket.send", "text": text, "realtime.replay": True})
         else:
@@ -484,6 +508,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             user_id=self.user.pk, credential=self.credential
         ):
             await self._end_session()
+
+    async def _overflow(self) -> None:
+        """The topic queue is full: close (4413); the client resumes with `since`."""
+        if not self.closing:
+            self.closing = True
+            await self.close(code=CLOSE_OVERFLOW, reason=OVERFLOW_REASON)
 
     async def _end_session(self) -> None:
         if not self.closing:

@@ -6,33 +6,14 @@ kept per process; the limits are meant to stop floods, which a per-process
 count does, not to meter exact quotas.
 """
 
-import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from django_realtime.errors import RateLimited
+from django_realtime.rates import Rate, parse_rate
 
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|m|min|h|hour)?\s*$")
-_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}
-
-
-@dataclass(frozen=True)
-class Rate:
-    count: int
-    period_seconds: float
-
-
-def parse_rate(text: str) -> Rate | None:
-    """'20/10s' -> Rate(20, 10.0); 'off' -> None (no limit)."""
-    if text.strip().lower() in {"off", "none", "0", ""}:
-        return None
-    match = _RATE_RE.match(text)
-    if not match:
-        raise ValueError(f"bad rate {text!r}; use e.g. '20/10s', '60/min' or 'off'")
-    count, multiplier, unit = match.groups()
-    return Rate(int(count), float(multiplier or 1) * _UNIT_SECONDS[unit])
+__all__ = ["Rate", "SlidingWindowLimiter", "limiter", "parse_rate"]
 
 
 class SlidingWindowLimiter:

@@ -10,6 +10,8 @@ Reverse them in the `chat` namespace: `reverse("chat:room", args=[slug])`.
 
 from django.urls import path
 
+from django_realtime.topics import views as topics
+
 from . import pages, sse, views
 
 app_name = "chat"
@@ -27,10 +29,12 @@ urlpatterns = [
         "api/rooms/<str:slug>/receipts/", views.ReceiptListView.as_view(), name="api-room-receipts"
     ),
     path("api/rooms/<str:slug>/presence/", views.PresenceView.as_view(), name="api-room-presence"),
+    path("api/topics/<str:topic>/publish/", topics.PublishView.as_view(), name="api-topic-publish"),
     path("api/schema/", views.SchemaView.as_view(), name="api-schema"),
     path("api/docs/", pages.api_docs, name="api-docs"),
     path("api/docs/assets/<str:name>", pages.docs_asset, name="api-docs-asset"),
     path("events/rooms/<str:slug>/", sse.room_events, name="events-room"),
+    path("events/topics/<str:topic>/", topics.topic_events, name="events-topic"),
     path("assets/<path:name>", pages.asset, name="asset"),
     path("", pages.index, name="index"),
     path("rooms/<str:slug>/", pages.room, name="room"),

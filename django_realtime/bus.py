@@ -14,6 +14,7 @@ at their refresh and whenever `epoch` moves.
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 from typing import Any
 
@@ -43,6 +44,12 @@ def room_group(room_id: int) -> str:
 def user_group(user_id: int) -> str:
     """The layer group of every connection and stream of one user."""
     return f"chat.user.{user_id}"
+
+
+def topic_group(topic: str) -> str:
+    """The layer group of a topic's receivers (one per process). A digest:
+    topic names may hold ':', which group names may not."""
+    return "topic." + hashlib.blake2b(topic.encode(), digest_size=12).hexdigest()
 
 
 # --- the layer's state ----------------------------------------------------------------

@@ -77,6 +77,22 @@ DEFAULTS: dict[str, Any] = {
     # A stream ends after about this long (jittered) and the client reconnects
     # with Last-Event-ID, so credentials and access are checked again (0: never).
     "SSE_MAX_STREAM_SECONDS": 3600,
+    # --- Live data: topics (docs/topics.md) -------------------------------------
+    # Namespaces: {"name": {"subscribe", "publish", "history_size",
+    # "history_ttl", "max_rate"}}, each option optional.
+    "TOPICS": {},
+    # Topics one WebSocket connection may subscribe to at once.
+    "TOPICS_MAX_SUBSCRIPTIONS": 100,
+    # Publications waiting for one slow connection (after conflation by key)
+    # past which it is closed with 4413 and resumes with `since`.
+    "TOPICS_MAX_QUEUE": 1000,
+    # A connection whose socket has more than this not taken yet is behind:
+    # its publications wait, conflated by key, until the socket drains.
+    "TOPICS_BEHIND_BYTES": 65536,
+    # The largest `data` of one publication, JSON-encoded.
+    "TOPICS_MAX_DATA_BYTES": 65536,
+    # Every topic key in Redis starts with this.
+    "TOPICS_REDIS_PREFIX": "topic:",
     # --- Presence (presence/conf.py says how these hang together) ---------------
     # Three heartbeats: a live connection survives two missed refreshes (a
     # Redis blip, a long pause of its process) before it is taken for dead.

@@ -121,12 +121,22 @@ INTERNALS = [
     ("autobahn.websocket.protocol", "", "hltype"),
     ("autobahn.websocket.protocol", "", "hlval"),
     ("daphne.server", "", "WebSocketFactory"),
+    ("daphne.server", "Server", "handle_reply"),  # the ASGI send: partial(handle_reply, protocol)
     ("daphne.server", "WebSocketFactory", "setProtocolOptions"),
     ("daphne.ws_protocol", "WebSocketProtocol", "handle_reply"),
     ("daphne.ws_protocol", "WebSocketProtocol", "serverClose"),
     ("daphne.ws_protocol", "WebSocketProtocol", "sendCloseFrame"),
     ("daphne.ws_protocol", "WebSocketProtocol", "sendClose"),
 ]
+
+
+def pending_output(protocol: Any) -> int:
+    """Bytes of a daphne WebSocket's output that Twisted holds, not yet taken
+    by the socket."""
+    transport = protocol.transport
+    if transport is None:
+        return 0
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 def missing_internals() -> list[str]:
@@ -206,7 +216,7 @@ def tune_daphne() -> None:
         transport = self.transport
         if not cap or transport is None:
             return False
-        pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        pending = pending_output(self)
         if pending <= cap:
             self._realtime_allowance = 0
         if message.get("realtime.replay"):

@@ -30,3 +30,8 @@ RESUME_REPLAYED = Counter(
 GAP_FILLS = Counter(
     "realtime_gap_fill_messages_total", "Messages a connection read from the database to fill a gap"
 )
+TOPIC_PUBLICATIONS = Counter("realtime_topic_publications_total", "Topic publications stored")
+TOPIC_CONFLATED = Counter(
+    "realtime_topic_conflated_total",
+    "Publications superseded by a newer one of the same key before a slow subscriber got them",
+)

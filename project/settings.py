@@ -288,6 +288,8 @@ REALTIME: dict = {
     "REDIS_URL": REDIS_URL,
     "DATABASE_STATEMENT_TIMEOUT_MS": DATABASE_STATEMENT_TIMEOUT_MS,
     "WS_ALLOWED_ORIGINS": env_list("WS_ALLOWED_ORIGINS", []),
+    # Live data (docs/topics.md): `public:rooms` carries the rooms' changes.
+    "TOPICS": {"public": {}},
 }
 for _name in _REALTIME_TEXT:
     if os.environ.get(_name):

@@ -44,7 +44,10 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            submodules = [f"{module}.{alias.name}" for alias in node.names]
+            # `from . import sub` imports the submodule, not the package's names.
+            named = all(sub in known for sub in submodules)
+            targets = submodules if named else [module, *submodules]
         else:
             continue
         found |= {target for target in targets if target in known and target != name}

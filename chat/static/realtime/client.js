@@ -13,7 +13,10 @@
  * - every joined room is resumed with `since` = the highest seq seen, and the
  *   page gets each room's messages once, in seq order: duplicates are dropped
  *   by id, and a seq gap is filled from REST history before later messages;
- * - an application ping every 25 s; no pong within 10 s closes and reconnects.
+ * - an application ping every 25 s; no pong within 10 s closes and reconnects;
+ * - every subscribed topic (docs/topics.md) is resubscribed with `since` and
+ *   `epoch` = the last position delivered, and each handler gets each
+ *   publication once, in offset order.
  *
  * The pure parts (backoffDelay, Outbox, RoomTracker) are exported on their own
  * so they run under `node --test` without a browser.
@@ -45,6 +48,7 @@ const CLOSE_CLIENT_TIMEOUT = 4000; // our own close: pong or connect timeout
 const WS_OPEN = 1;
 const HISTORY_PAGE = 100;
 const RETRYABLE_SEND_ERRORS = new Set(['RATE_LIMITED', 'UNAVAILABLE']);
+const SUBSCRIBE_REF = 'subscribe:';
 
 /**
  * The delay before reconnect attempt `attempt` (0-based): "full jitter",
@@ -331,7 +335,10 @@ function utf8Length(s) {
  *   error ({code, message, ref?, room?, client_id?}: server error frames and
  *     client-side failures such as GAP_FILL_FAILED), send_failed ({client_id,
  *     room, content, code, message}: the server refused the message for good;
- *     it left the outbox), outbox_overflow ({dropped: [items]}), unauthorized.
+ *     it left the outbox), outbox_overflow ({dropped: [items]}), unauthorized,
+ *   subscribed (a topic's subscribed frame: {topic, offset, epoch, recovered};
+ *     again whenever the server starts a new epoch), unsubscribed.
+ * A topic's refused subscribe is an error event with `topic` set.
  */
 export class RealtimeClient {
   constructor(options = {}) {
@@ -360,6 +367,8 @@ export class RealtimeClient {
 
     this._listeners = new Map();
     this._rooms = new Map(); // slug -> {slug, tracker, joined, filling, gapFailures, readSeq}
+    // topic -> {topic, handlers: Set<{handler, onError}>, epoch, offset, subscribed, awaiting, sentSince}
+    this._topics = new Map();
     this._ws = null;
     this._generation = 0;
     this._state = 'closed';
@@ -515,6 +524,7 @@ export class RealtimeClient {
     // The server starts every connection online; say "away" again if we were.
     if (this._presence !== 'online') this._send({ type: 'presence', status: this._presence });
     for (const r of this._rooms.values()) this._sendJoin(r);
+    for (const t of this._topics.values()) this._sendSubscribe(t);
     for (const r of this._rooms.values()) {
       if (r.readSeq !== null) this._send({ type: 'read', room: r.slug, seq: r.readSeq, ref: 'read' });
     }
@@ -542,6 +552,7 @@ export class RealtimeClient {
     for (const name of ['ping', 'pong', 'connect', 'stable']) this._clearTimer(name);
     this._sent.clear();
     for (const r of this._rooms.values()) r.joined = false;
+    for (const t of this._topics.values()) t.subscribed = t.awaiting = false;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try {
@@ -625,6 +636,10 @@ export class RealtimeClient {
         return this._onAck(frame);
       case 'error':
         return this._onError(frame);
+      case 'subscribed':
+        return this._onSubscribed(frame);
+      case 'publication':
+        return this._onPublication(frame);
       case 'kicked':
         this._rooms.delete(frame.room);
         this._emit('kicked', frame);
@@ -684,6 +699,26 @@ export class RealtimeClient {
         setTimeout(() => this._rooms.get(slug) === r && !r.joined && this._sendJoin(r), this._retryDelay());
       } else if (r) {
         this._rooms.delete(slug); // FORBIDDEN / NOT_FOUND: rejoining cannot help
+      }
+    } else if (ref && ref.startsWith(SUBSCRIBE_REF)) {
+      const topic = ref.slice(SUBSCRIBE_REF.length);
+      detail.topic = topic;
+      const t = this._topics.get(topic);
+      if (t) {
+        t.awaiting = false;
+        if (RETRYABLE_SEND_ERRORS.has(frame.code)) {
+          setTimeout(() => this._topics.get(topic) === t && !t.subscribed && !t.awaiting && this._sendSubscribe(t), this._retryDelay());
+        } else {
+          this._topics.delete(topic); // BAD_REQUEST / NOT_FOUND: resubscribing cannot help
+        }
+        for (const entry of [...t.handlers]) {
+          if (!entry.onError) continue;
+          try {
+            entry.onError(detail);
+          } catch (err) {
+            if (globalThis.console) console.error(`realtime: onError for topic '${topic}' failed`, err);
+          }
+        }
       }
     } else if (ref && this.outbox.has(ref)) {
       const item = this.outbox.get(ref);
@@ -808,6 +843,94 @@ export class RealtimeClient {
     if (status === this._presence) return false;
     this._presence = status;
     return this._send({ type: 'presence', status });
+  }
+
+  // --- topics ----------------------------------------------------------------------------
+  /**
+   * Subscribe `handler(data, publication)` to a topic (`namespace:name`,
+   * docs/topics.md), now and after every reconnect. Returns an unsubscribe
+   * function. Each handler gets each publication once, in offset order; the
+   * handlers of one topic share one subscription on the wire, and the last one
+   * to unsubscribe sends `unsubscribe`.
+   *
+   * `since` and `epoch`: where the page already stands (a position saved from
+   * topicPosition(), or `since: 0` alone for the current values); without
+   * them only later publications come. They only apply to a topic not yet
+   * subscribed. `onError(error)` gets this topic's refusals: RATE_LIMITED and
+   * UNAVAILABLE are retried, any other ends the subscription.
+   */
+  subscribe(topic, handler, { since, epoch, onError } = {}) {
+    if (typeof topic !== 'string' || !topic) throw new TypeError('subscribe needs a topic');
+    if (typeof handler !== 'function') throw new TypeError('subscribe needs a handler function');
+    if (since != null && (!Number.isSafeInteger(since) || since < 0)) throw new TypeError('since must be a non-negative integer');
+    if (epoch != null && typeof epoch !== 'string') throw new TypeError('epoch must be a string');
+    if (onError != null && typeof onError !== 'function') throw new TypeError('onError must be a function');
+    const entry = { handler, onError: onError || null };
+    let t = this._topics.get(topic);
+    if (!t) {
+      t = { topic, handlers: new Set([entry]), epoch: epoch != null ? epoch : null, offset: since != null ? since : null, subscribed: false, awaiting: false, sentSince: false };
+      this._topics.set(topic, t);
+      this._sendSubscribe(t);
+    } else {
+      t.handlers.add(entry);
+    }
+    return () => {
+      if (this._topics.get(topic) !== t || !t.handlers.delete(entry) || t.handlers.size) return;
+      this._topics.delete(topic);
+      this._send({ type: 'unsubscribe', topic });
+    };
+  }
+
+  _sendSubscribe(t) {
+    const frame = { type: 'subscribe', topic: t.topic, ref: `${SUBSCRIBE_REF}${t.topic}` };
+    if (t.offset !== null) frame.since = t.offset;
+    if (t.epoch !== null) frame.epoch = t.epoch;
+    if (!this._send(frame)) return;
+    t.awaiting = true;
+    t.sentSince = t.offset !== null;
+  }
+
+  /** Where a subscribed topic stands: {epoch, offset} (the highest offset delivered), or null. */
+  topicPosition(topic) {
+    const t = this._topics.get(topic);
+    if (!t || (t.epoch === null && t.offset === null)) return null;
+    return { epoch: t.epoch, offset: t.offset };
+  }
+
+  _onSubscribed(frame) {
+    const t = this._topics.get(frame.topic);
+    if (!t) return;
+    // A replay follows the answer to a subscribe with `since`, and a new
+    // subscribed the server sends by itself (a new epoch: the latest values).
+    const replay = t.awaiting ? t.sentSince : true;
+    const epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
+    // Offsets only compare within an epoch: in a new one, deliver from its start.
+    const base = epoch !== null && epoch === t.epoch && t.offset !== null ? t.offset : 0;
+    const offset = Number.isSafeInteger(frame.offset) ? frame.offset : 0;
+    t.epoch = epoch;
+    t.offset = replay ? base : Math.max(base, offset);
+    t.subscribed = true;
+    t.awaiting = false;
+    this._emit('subscribed', frame);
+  }
+
+  _onPublication(frame) {
+    const t = this._topics.get(frame.topic);
+    // Until its `subscribed` arrives, a topic's publications belong to an
+    // earlier subscription (one unsubscribed, or a previous socket's).
+    if (!t || !t.subscribed || !Number.isSafeInteger(frame.offset)) return;
+    if (t.offset !== null && frame.offset <= t.offset) return; // already delivered
+    t.offset = frame.offset;
+    for (const entry of [...t.handlers]) {
+      if (this._topics.get(t.topic) !== t) return;
+      if (!t.handlers.has(entry)) continue;
+      try {
+        entry.handler(frame.data, frame);
+      } catch (err) {
+        // one broken handler must not break delivery to the others
+        if (globalThis.console) console.error(`realtime: handler for topic '${t.topic}' failed`, err);
+      }
+    }
   }
 
   // --- gap fill from REST -------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""
+Provides model broadcasting: `broadcast_model()` declares that a model's
+saves and deletes are published after commit, with the fields to send and
+a per-object check of each subscriber; `publish_instances()` is the
+explicit call for bulk operations, which send no signals.
+
+Each publication is `{"event": "created" | "updated" | "deleted",
+"<model_name>": {fields}}` with `key` the instance's pk (or `key(instance)`).
+The check runs where each subscriber is (topics.visibility) on an instance
+rebuilt from the pk, `fields` and `check_fields`; the last are stored with
+the publication but never sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, router, transaction
+from django.db.models.signals import post_delete, post_save
+
+from . import visibility
+from .history import Publication
+from .publishing import publish_now
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    model: type[models.Model]
+    topic: Callable[[Any], str | None]
+    fields: tuple[str, ...]
+    key: Callable[[Any], str]
+    check: Callable[[Any, Any], bool] | None
+    check_fields: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model._meta.label_lower}"
+
+    def snapshot(self, instance: Any) -> dict[str, Any]:
+        values = {name: getattr(instance, _attname(self.model, name)) for name in self.fields}
+        # Plain JSON types (dates as ISO strings, decimals as strings).
+        return json.loads(json.dumps(values, cls=DjangoJSONEncoder))
+
+    def data(self, instance: Any, event: str) -> dict[str, Any]:
+        return {"event": event, str(self.model._meta.model_name): self.snapshot(instance)}
+
+    def audience(self, instance: Any) -> str:
+        """What a publication carries for the check: this declaration, the pk
+        and the check fields (stored with it, never sent)."""
+        checked = {n: getattr(instance, _attname(self.model, n)) for n in self.check_fields}
+        return json.dumps(
+            {"check": self.name, "pk": instance.pk, "fields": checked}, cls=DjangoJSONEncoder
+        )
+
+    def rebuild(self, publication: Publication) -> Any:
+        """The instance a check sees: pk, sent fields and check fields."""
+        data = publication.data if isinstance(publication.data, dict) else {}
+        audience = json.loads(publication.audience or "{}")
+        fields = {**(data.get(self.model._meta.model_name) or {}), **audience.get("fields", {})}
+        concrete = {f.name: f for f in self.model._meta.concrete_fields}
+        values = {}
+        for name, value in fields.items():
+            field = concrete.get(name)
+            if field is not None:
+                values[field.attname] = field.to_python(value) if value is not None else None
+        instance = self.model(**values)
+        instance.pk = audience.get("pk")
+        return instance
+
+    def sees(self, user: Any, publication: Publication) -> bool:
+        if self.check is None:
+            return True
+        return bool(self.check(user, self.rebuild(publication)))
+
+
+def _attname(model: type[models.Model], name: str) -> str:
+    try:
+        field = model._meta.get_field(name)
+    except Exception:  # noqa: BLE001 - not a field: an attribute or property
+        return name
+    return str(getattr(field, "attname", name))  # a foreign key's `_id`
+
+
+_broadcasts: dict[str, Broadcast] = {}
+
+
+def broadcast_model(
+    model: type[models.Model],
+    *,
+    topic: str | Callable[[Any], str | None],
+    fields: Iterable[str],
+    key: Callable[[Any], Any] | None = None,
+    visible: Callable[[Any, Any], bool] | None = None,
+    check_fields: Iterable[str] = (),
+) -> Broadcast:
+    """Publish `model`'s saves and deletes after commit (docs/topics.md).
+
+    `topic` is a topic or a function of the instance (None: not published).
+    `visible(user, instance)` decides per subscriber; without it, whoever may
+    subscribe to the topic sees every object.
+    """
+
+    def key_of(instance: Any) -> str:
+        return str(instance.pk if key is None else key(instance))
+
+    def topic_of(instance: Any) -> str | None:
+        return topic if isinstance(topic, str) else topic(instance)
+
+    declared = Broadcast(
+        model=model,
+        topic=topic_of,
+        fields=tuple(fields),
+        key=key_of,
+        check=visible,
+        check_fields=tuple(check_fields),
+    )
+    _broadcasts[declared.name] = declared
+    visibility.register(declared.name, declared.sees)
+    uid = f"realtime-broadcast-{declared.name}"
+    # Declaring a model again replaces its broadcast (a reload, a test).
+    post_save.disconnect(sender=model, dispatch_uid=uid + "-save")
+    post_delete.disconnect(sender=model, dispatch_uid=uid + "-delete")
+
+    def saved(sender: Any, instance: Any, created: bool, raw: bool = False, **_: Any) -> None:
+        if not raw:  # fixtures being loaded
+            _after_commit(declared, instance, "created" if created else "updated")
+
+    def deleted(sender: Any, instance: Any, **_: Any) -> None:
+        _after_commit(declared, instance, "deleted")
+
+    post_save.connect(saved, sender=model, weak=False, dispatch_uid=uid + "-save")
+    post_delete.connect(deleted, sender=model, weak=False, dispatch_uid=uid + "-delete")
+    return declared
+
+
+def _after_commit(declared: Broadcast, instance: Any, event: str) -> None:
+    # Everything is read now: after a delete the instance loses its pk.
+    topic = declared.topic(instance)
+    if topic is None:
+        return
+    data, key = declared.data(instance, event), declared.key(instance)
+    audience = declared.audience(instance) if declared.check is not None else None
+    using = router.db_for_write(declared.model, instance=instance)
+    transaction.on_commit(
+        lambda: publish_now(topic, data, key=key, audience=audience),
+        using=using,
+        robust=True,  # a Redis outage is logged; the commit stands
+    )
+
+
+def publish_instances(
+    model: type[models.Model], instances: Iterable[Any], *, event: str = "updated"
+) -> None:
+    """What broadcast_model publishes on a save, for instances changed in bulk
+    (`bulk_create`, `update()`, `bulk_update` send no signals)."""
+    declared = _broadcasts.get(model._meta.label_lower)
+    if declared is None:
+        raise LookupError(f"{model._meta.label} is not broadcast: call broadcast_model() first")
+    for instance in instances:
+        _after_commit(declared, instance, event)

@@ -1,0 +1,323 @@
+"""
+Provides `Subscriptions`: one WebSocket connection's topics, what it has
+been sent of each, and its outbound queue with conflation.
+
+Subscribing adds the connection to the process's hub first, then reads the
+history and sends `subscribed` and the replay; publications that arrive
+meanwhile wait and go out after it, by offset, once each.
+
+A publication goes straight to the socket while the connection keeps up.
+While it is behind (its socket holds more than TOPICS_BEHIND_BYTES not yet
+taken, or a namespace's max_rate is used up) publications wait in the
+connection's queue, where a newer one with the same key replaces the
+waiting one; past TOPICS_MAX_QUEUE waiting, the connection is closed (4413)
+and its client resumes with `since`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import metrics
+from ..asyncdb import db
+from ..conf import realtime_settings
+from ..errors import BadRequest
+from ..rates import Rate
+from . import names, visibility
+from .history import Publication, history, replay
+from .hub import Slot, hub
+
+logger = logging.getLogger(__name__)
+
+CLOSE_OVERFLOW = 4413
+OVERFLOW_REASON = "policy: output over limit"
+# How often a connection that is behind looks at its socket again.
+BEHIND_POLL_SECONDS = 0.02
+MAX_OFFSET = 2**63 - 1
+MAX_EPOCH_CHARS = 64
+
+
+@dataclass
+class Subscription:
+    topic: str
+    namespace: names.Namespace
+    epoch: str = ""
+    delivered: int = 0
+    # While a subscribe (or a resync) is under way: what arrived meanwhile.
+    waiting: list[tuple[Publication, str]] | None = field(default_factory=list)
+    resyncing: bool = False
+
+
+class _Bucket:
+    """A token bucket for a namespace's max_rate, per connection."""
+
+    def __init__(self, rate: Rate):
+        self.capacity = float(rate.count)
+        self.per_second = rate.count / rate.period_seconds
+        self.tokens = self.capacity
+        self.at = time.monotonic()
+
+    def wait(self) -> float:
+        """0 if a publication may go now (and takes a token), else how long until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
+
+
+class Subscriptions:
+    """The topics of one connection."""
+
+    def __init__(
+        self,
+        *,
+        user: Any,
+        send_text: Callable[..., Awaitable[None]],  # (text, *, replay=False)
+        send_frame: Callable[[dict[str, Any]], Awaitable[None]],
+        pending_output: Callable[[], int] | None,
+        overflow: Callable[[], Awaitable[None]],
+    ):
+        self.user = user
+        self.send_text = send_text
+        self.send_frame = send_frame
+        self.pending_output = pending_output
+        self.overflow = overflow
+        self.subs: dict[str, Subscription] = {}
+        self.queue: OrderedDict[tuple[str, Slot], tuple[Publication, str]] = OrderedDict()
+        self.buckets: dict[str, _Bucket] = {}
+        self.writer: asyncio.Task | None = None
+        self.closed = False
+
+    # --- the client's frames -------------------------------------------------------
+    async def subscribe(self, frame: dict[str, Any], ref: Any) -> None:
+        topic = frame.get("topic")
+        namespace = names.parse(topic)
+        assert isinstance(topic, str)
+        since = frame.get("since")
+        if since is not None and (
+            isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_OFFSET
+        ):
+            raise BadRequest("'since' must be a non-negative integer offset")
+        epoch = frame.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_CHARS):
+            raise BadRequest("'epoch' must be the string a `subscribed` frame gave")
+        if not await _may_subscribe(namespace, self.user, topic):
+            raise names.unknown(topic)
+        cap = realtime_settings.TOPICS_MAX_SUBSCRIPTIONS
+        if topic not in self.subs and len(self.subs) >= cap:
+            raise BadRequest(f"at most {cap} topics on one connection; unsubscribe from one first")
+        self._drop_queued(topic)
+        sub = Subscription(topic=topic, namespace=namespace)
+        self.subs[topic] = sub
+        try:
+            await hub().add(topic, self)
+            await self._send_state(sub, since=since, epoch=epoch, ref=ref)
+        except BaseException:
+            if self.subs.get(topic) is sub:
+                del self.subs[topic]
+                await hub().remove(topic, self)
+            raise
+
+    async def unsubscribe(self, frame: dict[str, Any], ref: Any) -> None:
+        topic = frame.get("topic")
+        names.check_name(topic)
+        assert isinstance(topic, str)
+        if self.subs.pop(topic, None) is not None:
+            self._drop_queued(topic)
+            await hub().remove(topic, self)
+        reply = {"type": "unsubscribed", "topic": topic}
+        await self.send_frame(reply if ref is None else {**reply, "ref": ref})
+
+    async def close(self) -> None:
+        """The connection ended: leave every topic."""
+        self.closed = True
+        if self.writer is not None:
+            self.writer.cancel()
+        for topic in list(self.subs):
+            del self.subs[topic]
+            await hub().remove(topic, self)
+        self.queue.clear()
+
+    # --- state and replay ------------------------------------------------------------
+    async def _send_state(
+        self, sub: Subscription, *, since: int | None, epoch: str | None, ref: Any
+    ) -> None:
+        """`subscribed` and the replay, then what arrived meanwhile."""
+        state = await history().state(sub.topic, namespace=sub.namespace)
+        result = replay(state, since=since, epoch=epoch)
+        publications = await visibility.visible(result.publications, self.user)
+        if self.subs.get(sub.topic) is not sub:
+            return  # unsubscribed meanwhile
+        sub.epoch, sub.delivered = result.epoch, result.offset
+        self._drop_queued(sub.topic)  # a resync's: of the old epoch
+        subscribed = {
+            "type": "subscribed",
+            "topic": sub.topic,
+            "offset": result.offset,
+            "epoch": result.epoch,
+            "recovered": result.recovered,
+        }
+        await self.send_frame(subscribed if ref is None else {**subscribed, "ref": ref})
+        for publication in publications:
+            await self.send_text(json.dumps(publication.frame(), ensure_ascii=False), replay=True)
+        waiting, sub.waiting = sub.waiting or [], None
+        for publication, text in waiting:
+            await self._accept(sub, publication, text)
+
+    async def _resync(self, sub: Subscription) -> None:
+        """The topic's epoch changed under the subscription (its history was
+        lost): a new `subscribed`, not recovered, with the latest values."""
+        try:
+            await self._send_state(sub, since=sub.delivered, epoch=None, ref=None)
+        except Exception:  # noqa: BLE001 - the next publication tries again
+            logger.warning("topic %s: resync failed; retrying at the next publication", sub.topic)
+            sub.waiting = None
+        finally:
+            sub.resyncing = False
+
+    async def _fill(self, sub: Subscription, publication: Publication, text: str) -> None:
+        """A publication ahead of a gap for this connection (rare: the hub
+        orders doorbells): the gap from the history first."""
+        try:
+            state = await history().state(sub.topic, namespace=sub.namespace)
+            missed = [
+                p
+                for p in state.publications
+                if state.epoch == sub.epoch and sub.delivered < p.offset < publication.offset
+            ]
+            for item in await visibility.visible(missed, self.user):
+                self._enqueue(sub, item, json.dumps(item.frame(), ensure_ascii=False))
+        except Exception:  # noqa: BLE001 - what the history cannot give, it cannot give
+            logger.warning("topic %s: a gap could not be filled", sub.topic)
+        sub.delivered = publication.offset
+        self._enqueue(sub, publication, text)
+        waiting, sub.waiting = sub.waiting or [], None
+        for item, item_text in waiting:
+            await self._accept(sub, item, item_text)
+
+    # --- live publications (from the hub) ----------------------------------------------
+    async def offer(self, publication: Publication, text: str) -> None:
+        sub = self.subs.get(publication.topic)
+        if sub is None or self.closed:
+            return
+        if sub.waiting is not None:
+            sub.waiting.append((publication, text))
+            return
+        await self._accept(sub, publication, text)
+
+    async def _accept(self, sub: Subscription, publication: Publication, text: str) -> None:
+        if publication.epoch != sub.epoch:
+            if not sub.resyncing:
+                sub.resyncing, sub.waiting = True, []
+                self._spawn(self._resync(sub))
+            return
+        if publication.offset <= sub.delivered:
+            return
+        if publication.offset > sub.delivered + 1:
+            sub.waiting = []
+            self._spawn(self._fill(sub, publication, text))
+            return
+        sub.delivered = publication.offset
+        if not self.queue and self.writer is None and not self._behind(sub.namespace):
+            await self.send_text(text)  # keeping up: straight out
+            return
+        self._enqueue(sub, publication, text)
+
+    # --- the queue ----------------------------------------------------------------------
+    def _behind(self, namespace: names.Namespace) -> bool:
+        """Whether a publication must wait (a token is taken when it need not)."""
+        probe = self.pending_output
+        if probe is not None and probe() > realtime_settings.TOPICS_BEHIND_BYTES:
+            return True
+        return namespace.max_rate is not None and self._bucket(namespace).wait() > 0
+
+    def _bucket(self, namespace: names.Namespace) -> _Bucket:
+        bucket = self.buckets.get(namespace.name)
+        if bucket is None:
+            assert namespace.max_rate is not None
+            bucket = self.buckets[namespace.name] = _Bucket(namespace.max_rate)
+        return bucket
+
+    def _enqueue(self, sub: Subscription, publication: Publication, text: str) -> None:
+        key: tuple[str, Slot] = (
+            publication.topic,
+            (publication.key,) if publication.key is not None else (None, publication.offset),
+        )
+        if self.queue.pop(key, None) is not None:
+            metrics.TOPIC_CONFLATED.inc()
+        self.queue[key] = (publication, text)
+        if len(self.queue) > realtime_settings.TOPICS_MAX_QUEUE:
+            logger.info("closing a connection of user %s: its topic queue is full", self.user.pk)
+            self.queue.clear()
+            self.closed = True
+            metrics.OUTPUT_OVERFLOWS.inc()
+            self._spawn(self.overflow())
+            return
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        """Send the queue in order as the socket and the rates allow."""
+        try:
+            while self.queue and not self.closed:
+                probe = self.pending_output
+                if probe is not None and probe() > realtime_settings.TOPICS_BEHIND_BYTES:
+                    await asyncio.sleep(BEHIND_POLL_SECONDS)
+                    continue
+                wait = self._send_next()
+                if wait is None:
+                    continue
+                if wait > 0:
+                    await asyncio.sleep(min(wait, 1.0))
+                else:
+                    text = self._sending
+                    await self.send_text(text)
+        finally:
+            self.writer = None
+
+    _sending = ""
+
+    def _send_next(self) -> float | None:
+        """Take the first queued publication whose namespace may send now
+        (into `_sending`; returns 0), or the wait until one may."""
+        soonest = None
+        for key, (publication, text) in self.queue.items():
+            sub = self.subs.get(publication.topic)
+            if sub is None:
+                del self.queue[key]
+                return None  # dropped; look again
+            rate = sub.namespace.max_rate
+            wait = self._bucket(sub.namespace).wait() if rate is not None else 0.0
+            if wait == 0:
+                del self.queue[key]
+                self._sending = text
+                return 0.0
+            soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    def _drop_queued(self, topic: str) -> None:
+        for key in [k for k in self.queue if k[0] == topic]:
+            del self.queue[key]
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[asyncio.Future] = set()
+
+
+async def _may_subscribe(namespace: names.Namespace, user: Any, topic: str) -> bool:
+    """The namespace's rule, in a thread: it may query the database."""
+    return bool(await db(namespace.may_subscribe, user=user, topic=topic))
