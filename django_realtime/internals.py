@@ -52,6 +52,8 @@ ASGIREF_INTERNALS: list[Name] = [
 CHANNELS_INTERNALS: list[Name] = [
     ("channels.consumer", "", "get_handler_name"),
     ("channels.consumer", "AsyncConsumer", "dispatch"),
+    # servers.output_probe looks through SessionMiddleware's send to the server's.
+    ("channels.sessions", "InstanceSessionWrapper.__init__", "real_send"),
 ]
 
 # Functions copied and changed here, by the sha256 (first 16 hex digits) of

@@ -54,6 +54,11 @@ def output_probe(send: Any) -> Callable[[], int] | None:
     """For a WebSocket's ASGI `send`, a function telling how many bytes of
     its output the socket has not taken yet; None under a server it cannot
     tell for (then output is never held back, only capped by the server)."""
+    for _ in range(5):  # Channels' SessionMiddleware wraps the server's send
+        wrapped = getattr(getattr(send, "__self__", None), "real_send", None)
+        if wrapped is None:
+            break
+        send = wrapped
     if isinstance(send, functools.partial) and send.args and "daphne.server" in sys.modules:
         protocol = send.args[0]  # daphne: partial(Server.handle_reply, protocol)
         if hasattr(protocol, "transport"):
