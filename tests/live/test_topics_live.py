@@ -279,8 +279,8 @@ async def stalled_subscriber(server, token: str, name: str):
 async def test_a_stalled_subscriber_gets_the_latest_value_of_each_key_and_nobody_waits(
     protocol_server, redis_url, people
 ):
-    """1,500 publications of 8 KB (12 MB, more than the kernel's buffers take) over 5 keys, published by another process:
-    the subscriber that reads gets every one in order; the one that stopped
+    """1,500 publications of 8 KB (12 MB: more than the kernel's buffers
+    take) over 5 keys, published by another process: the subscriber that reads gets every one in order; the one that stopped
     reading is neither closed nor sent the backlog when it reads again, but
     the latest value of each key, in offset order."""
     name, count = topic(), 1500
