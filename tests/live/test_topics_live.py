@@ -280,9 +280,10 @@ async def test_a_stalled_subscriber_gets_the_latest_value_of_each_key_and_nobody
     protocol_server, redis_url, people
 ):
     """1,500 publications of 8 KB (12 MB: more than the kernel's buffers
-    take) over 5 keys, published by another process: the subscriber that reads gets every one in order; the one that stopped
-    reading is neither closed nor sent the backlog when it reads again, but
-    the latest value of each key, in offset order."""
+    take) over 5 keys, published by another process: the subscriber that
+    reads gets every one in order; the one that stopped reading is neither
+    closed nor sent the backlog when it reads again, but the latest value of
+    each key, in offset order."""
     name, count = topic(), 1500
     reader, _ = await subscribed(protocol_server, people["alice"], name)
     stalled = await stalled_subscriber(protocol_server, people["alice"], name)
