@@ -173,8 +173,11 @@ _REDIS_HOST = {
 # channels_redis' layers as shipped, kept for the benchmark's comparison with
 # the Channels tutorial; never run the project on them.
 # The room fan-out's channel (chat/fanout.py) takes every room event of its
-# process, so the layers that cap a channel give it far more room.
-_FANOUT_CAPACITY = {"*fanout*": env_int("FANOUT_CHANNEL_CAPACITY", 100_000)}
+# process, and the topic hub's (django_realtime/topics/hub.py) every topic's
+# doorbell, so the layers that cap a channel give them far more room.
+_FANOUT_CAPACITY = {
+    glob: env_int("FANOUT_CHANNEL_CAPACITY", 100_000) for glob in ("*fanout*", "*topics*")
+}
 CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub-resilient")
 _LAYER_CONFIGS = {
     "pubsub-resilient": (
