@@ -35,8 +35,8 @@ from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
+from django_realtime.limits import Slots
 from django_realtime.logcontext import log_room, log_user
-from django_realtime.slots import PerUserSlots
 from django_realtime.topics.subscriptions import CLOSE_OVERFLOW, OVERFLOW_REASON, Subscriptions
 from presence import tracking
 
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_LARGE = 1009  # sendable under daphne thanks to django_realtime/daphne_transport.py
 CLOSE_FLOODING = 4408  # refused with RATE_LIMITED more than WS_FLOOD_CLOSE_RATE allows
-CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER in this process
+CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER (all processes)
 
 
 @dataclass
@@ -60,8 +60,9 @@ class JoinedRoom:
     cursor: SeqCursor
 
 
-# Open connections per user in this process (WS_MAX_CONNECTIONS_PER_USER).
-open_connections = PerUserSlots()
+# Open connections per user (WS_MAX_CONNECTIONS_PER_USER), across every
+# process once the package has a Redis (django_realtime.limits).
+open_connections = Slots("ws")
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -95,8 +96,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             if self.counted_user is not None:
-                open_connections.release(self.counted_user)
-                self.counted_user = None
+                counted, self.counted_user = self.counted_user, None
+                await open_connections.give_back(counted, self.channel_name)
 
     async def connect(self) -> None:
         """Accept an authenticated user; close anyone else with 4401, and a
@@ -120,14 +121,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
-        if open_connections.full(self.user.pk, cap):
+        if not await open_connections.take(self.user.pk, self.channel_name, cap):
             await self.accept()
             await self.close(
                 code=CLOSE_TOO_MANY_CONNECTIONS, reason=f"policy: at most {cap} connections"
             )
             return
         log_user.set(str(self.user.pk))  # on every log line of this connection
-        open_connections.acquire(self.user.pk)
         self.counted_user = self.user.pk
         self.admitted = True
         self.typist = tracking.Typist(self.user)
@@ -199,7 +199,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Subscribe to a room; with `since`, replay every later message once, in order."""
         slug = frames.slug(frame)
         since = frames.seq(frame, "since", required=False)
-        limiter.hit(("join", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
+        await limiter.ahit(("join", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
         room, _membership = await db(services.room_join, user=self.user, slug=slug)
         previous = self.joined.get(room.pk)
         if previous is not None and since is None:
@@ -292,7 +292,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if not isinstance(is_typing, bool):
             raise BadRequest("'is_typing' must be true or false")
         if is_typing:
-            limiter.hit(("typing", self.user.pk, room.room_id), realtime_settings.CHAT_TYPING_RATE)
+            await limiter.ahit(
+                ("typing", self.user.pk, room.room_id), realtime_settings.CHAT_TYPING_RATE
+            )
         await self.typist.typing(room_id=room.room_id, room_slug=room.slug, is_typing=is_typing)
 
     async def on_read(self, frame: dict, ref: Any) -> None:
@@ -320,7 +322,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def on_subscribe(self, frame: dict, ref: Any) -> None:
         """Subscribe to a live-data topic → `subscribed`, the replay, then
         publications (django_realtime.topics; docs/topics.md)."""
-        limiter.hit(("subscribe", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
+        await limiter.ahit(("subscribe", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
         await self.topics.subscribe(frame, ref)
 
     async def on_unsubscribe(self, frame: dict, ref: Any) -> None:
@@ -385,6 +387,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             task = asyncio.create_task(self._recheck())
             self.waiting.add(task)
             task.add_done_callback(self.waiting.discard)
+        await open_connections.renew(self.user.pk, self.channel_name)
         return await bus.add(bus.user_group(self.user.pk), self.channel_name)
 
     def catch_up(self, room_id: int, last_seq: int) -> None:

@@ -225,12 +225,28 @@ class _Call:
         return await db(self.fn, **self.kwargs)
 
 
-SendSteps = Generator[_Statement | _Call, Any, SendResult]
+@dataclass(frozen=True)
+class _Limit:
+    """The rate limit, shared across processes once there is a Redis
+    (django_realtime.limits): RateLimited when over it."""
+
+    key: tuple
+    rate: str
+
+    def run(self) -> None:
+        limiter.hit(self.key, self.rate)
+
+    async def run_async(self) -> None:
+        await limiter.ahit(self.key, self.rate)
+
+
+Step = _Statement | _Call | _Limit
+SendSteps = Generator[Step, Any, SendResult]
 
 
 def _resume(
     steps: SendSteps, *, reply: Any = None, error: BaseException | None = None
-) -> "_Statement | _Call | SendResult":
+) -> "Step | SendResult":
     """Hand the last step's reply (or its error) back to the steps: the next
     step to run, or the send's result once they are done."""
     try:
@@ -254,7 +270,7 @@ def _send_steps(*, user: User, slug: str, content: object, client_id: object) ->
         )
     check_slug(slug)
     rate_key = message_rate_key(user, slug)
-    limiter.hit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
+    yield _Limit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
     now = timezone.now()
     params = {
         "user_id": user.pk,

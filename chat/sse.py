@@ -24,9 +24,9 @@ from django_realtime.sse import (
     error_response,
     event_stream_response,
     last_event_id,
-    over_stream_cap,
     sse_event,
     stream_head,
+    take_stream_slot,
 )
 
 from . import events, selectors, streams
@@ -103,10 +103,11 @@ async def room_events(request: HttpRequest, slug: str) -> HttpResponseBase:
         access = await db(selectors.room_access_by_slug, user=user, slug=slug)
     except ClientError as exc:
         return error_response(exc.status, exc.message, exc.code)
-    refused = over_stream_cap(user.pk)
+    slot, refused = await take_stream_slot(user.pk)
     if refused is not None:
         return refused
     return event_stream_response(
         RoomStream(user=user, room=access.room, since=last_event_id(request)),
         credential_of(request),
+        slot=slot,
     )

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # Origins (scheme://host[:port]) allowed to open the WebSocket besides
     # those whose host is in ALLOWED_HOSTS.
     "WS_ALLOWED_ORIGINS": [],
+    # Every key of the shared limits (rates, connection and stream caps) in
+    # Redis starts with this.
+    "LIMITS_REDIS_PREFIX": "limit:",
     # REST: token logins per client address, and calls per user.
     "API_LOGIN_RATE": "120/min",
     "API_USER_RATE": "6000/min",

@@ -35,3 +35,8 @@ TOPIC_CONFLATED = Counter(
     "realtime_topic_conflated_total",
     "Publications superseded by a newer one of the same key before a slow subscriber got them",
 )
+LIMITS_FAIL_OPEN = Counter(
+    "realtime_limits_fail_open_total",
+    "Limit decisions made per process because Redis did not answer",
+    ["kind"],
+)

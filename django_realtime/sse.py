@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +29,7 @@ from .asyncdb import db
 from .conf import realtime_settings
 from .credentials import Credential
 from .errors import Unavailable
-from .slots import PerUserSlots
+from .limits import Slots
 from .tokens import token_user
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ RETRY_MS = 3000
 EPOCH_POLL_SECONDS = 1.0
 MAX_EVENT_ID_DIGITS = 18  # below 2**63: anything longer is forged
 
-# Open streams per user in this process (SSE_MAX_STREAMS_PER_USER).
-open_streams = PerUserSlots()
+# Open streams per user (SSE_MAX_STREAMS_PER_USER), across processes with Redis.
+open_streams = Slots("sse")
 
 
 def sse_event(*, event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -122,13 +123,16 @@ async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
     return user, None
 
 
-def over_stream_cap(user_id: int) -> HttpResponse | None:
+async def take_stream_slot(user_id: int) -> tuple[str, HttpResponse | None]:
+    """A slot for a new stream of the user (its name, for the stream to give
+    back), or the 429 when the user has SSE_MAX_STREAMS_PER_USER open."""
+    slot = uuid.uuid4().hex
     cap = realtime_settings.SSE_MAX_STREAMS_PER_USER
-    if open_streams.full(user_id, cap):
+    if not await open_streams.take(user_id, slot, cap):
         response = error_response(429, f"at most {cap} open streams per user", "RATE_LIMITED")
         response["Retry-After"] = "10"
-        return response
-    return None
+        return slot, response
+    return slot, None
 
 
 # --- the streams -----------------------------------------------------------------------
@@ -153,7 +157,9 @@ class Stream:
         raise NotImplementedError
 
 
-async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIterator[bytes]:
+async def pump(
+    stream: Stream, credential: Credential | None = None, slot: str | None = None
+) -> AsyncIterator[bytes]:
     """Join the groups, send the head and backlog, then live events, a
     keep-alive after each silence and a catch-up at each refresh, until the
     client goes (Django cancels the response), the stream's time is up or
@@ -165,7 +171,9 @@ async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIte
     lifetime = float(realtime_settings.SSE_MAX_STREAM_SECONDS)
     # Jittered, so streams opened together do not all reconnect together.
     deadline = loop.time() + lifetime * random.uniform(0.9, 1.0) if lifetime else math.inf
-    open_streams.acquire(stream.user_id)
+    if slot is None:  # not taken by a view (take_stream_slot): uncapped
+        slot = uuid.uuid4().hex
+        await open_streams.take(stream.user_id, slot, 0)
     inbox = bus.Inbox(stream.groups)
     checked_at = loop.time()
     try:
@@ -205,6 +213,7 @@ async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIte
             now = loop.time()
             if not stream.done and (inbox.stale or now >= next_refresh):
                 await inbox.refresh()
+                await open_streams.renew(stream.user_id, slot)
                 try:
                     chunks += await stream.catch_up()
                 except Unavailable:
@@ -218,14 +227,16 @@ async def pump(stream: Stream, credential: Credential | None = None) -> AsyncIte
                 yield b"".join(chunks)
                 last_write = loop.time()
     finally:
-        open_streams.release(stream.user_id)
+        await open_streams.give_back(stream.user_id, slot)
         await inbox.close()
 
 
 def event_stream_response(
-    stream: Stream, credential: Credential | None = None
+    stream: Stream, credential: Credential | None = None, slot: str | None = None
 ) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(pump(stream, credential), content_type="text/event-stream")
+    response = StreamingHttpResponse(
+        pump(stream, credential, slot), content_type="text/event-stream"
+    )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

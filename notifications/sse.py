@@ -23,9 +23,9 @@ from django_realtime.sse import (
     error_response,
     event_stream_response,
     last_event_id,
-    over_stream_cap,
     sse_event,
     stream_head,
+    take_stream_slot,
 )
 
 from . import events, selectors
@@ -111,9 +111,11 @@ async def notification_events(request: HttpRequest) -> HttpResponseBase:
         return error_response(exc.status, exc.message, exc.code)
     if error is not None:
         return error
-    refused = over_stream_cap(user.pk)
+    slot, refused = await take_stream_slot(user.pk)
     if refused is not None:
         return refused
     return event_stream_response(
-        NotificationStream(user_id=user.pk, last=last_event_id(request)), credential_of(request)
+        NotificationStream(user_id=user.pk, last=last_event_id(request)),
+        credential_of(request),
+        slot=slot,
     )

@@ -38,9 +38,9 @@ def _no_payload_lost_to_msgpack():
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
     """Rate-limit windows are per process; each test starts with none."""
-    limiter._hits.clear()
+    limiter.local._hits.clear()
     yield
-    limiter._hits.clear()
+    limiter.local._hits.clear()
 
 
 class _RealtimeSettings:

@@ -12,20 +12,16 @@ history is the record; the channel layer only rings the doorbell.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis
-import redis.asyncio
-
+from .. import redisconn
 from ..conf import realtime_settings, redis_url
 from ..errors import Unavailable
 from .names import Namespace
@@ -33,7 +29,6 @@ from .names import Namespace
 # A topic's epoch and offset outlive its publications by this long, so a
 # client that comes back after a quiet hour still resumes in the same epoch.
 META_TTL_SECONDS = 86400
-REDIS_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -329,44 +324,15 @@ def _unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(f"live data is unavailable: its Redis did not answer ({type(exc).__name__})")
 
 
+_PUBLISH = redisconn.Script(PUBLISH)
+_STATE = redisconn.Script(STATE)
+
+
 class RedisHistory:
     """The history every process shares, in Redis (a stream per topic)."""
 
     def __init__(self, url: str):
         self.url = url
-        self.sync = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            health_check_interval=30,
-        )
-        self.sync_scripts = {
-            "publish": self.sync.register_script(PUBLISH),
-            "state": self.sync.register_script(STATE),
-        }
-        # redis.asyncio connections belong to the loop that opened them.
-        self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _async(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self.clients.get(loop)
-        if client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=20,
-                timeout=REDIS_TIMEOUT_SECONDS,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                health_check_interval=30,
-            )
-            conn = redis.asyncio.Redis.from_pool(pool)
-            client = self.clients[loop] = (
-                conn,
-                {"publish": conn.register_script(PUBLISH), "state": conn.register_script(STATE)},
-            )
-        return client
 
     def publish(
         self,
@@ -379,11 +345,12 @@ class RedisHistory:
         audience: str | None,
     ) -> Published:
         try:
-            reply = self.sync_scripts["publish"](
-                keys=_keys(topic, idempotency_key),
-                args=_args(data, key, audience, idempotency_key, namespace),
+            reply = _PUBLISH.run(
+                self.url,
+                _keys(topic, idempotency_key),
+                _args(data, key, audience, idempotency_key, namespace),
             )
-        except redis.RedisError as exc:
+        except redisconn.ERRORS as exc:
             raise _unavailable(exc) from exc
         return _published(topic, data, key, audience, reply)
 
@@ -397,26 +364,24 @@ class RedisHistory:
         idempotency_key: str | None,
         audience: str | None,
     ) -> Published:
-        _, scripts = self._async()
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS * 2):
-                reply = await scripts["publish"](
-                    keys=_keys(topic, idempotency_key),
-                    args=_args(data, key, audience, idempotency_key, namespace),
-                )
-        except (redis.RedisError, TimeoutError, OSError) as exc:
+            reply = await _PUBLISH.arun(
+                self.url,
+                _keys(topic, idempotency_key),
+                _args(data, key, audience, idempotency_key, namespace),
+            )
+        except redisconn.ERRORS as exc:
             raise _unavailable(exc) from exc
         return _published(topic, data, key, audience, reply)
 
     async def state(self, topic: str, *, namespace: Namespace) -> State:
-        _, scripts = self._async()
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS * 2):
-                reply = await scripts["state"](
-                    keys=_keys(topic, None)[:2],
-                    args=[new_epoch(), int(max(META_TTL_SECONDS, namespace.history_ttl))],
-                )
-        except (redis.RedisError, TimeoutError, OSError) as exc:
+            reply = await _STATE.arun(
+                self.url,
+                _keys(topic, None)[:2],
+                [new_epoch(), int(max(META_TTL_SECONDS, namespace.history_ttl))],
+            )
+        except redisconn.ERRORS as exc:
             raise _unavailable(exc) from exc
         return _state(topic, namespace, reply)
 

@@ -24,8 +24,8 @@ from ..sse import (
     authenticate,
     error_response,
     event_stream_response,
-    over_stream_cap,
     sse_event,
+    take_stream_slot,
 )
 from . import names, visibility
 from .history import Publication, history, replay
@@ -175,10 +175,10 @@ async def topic_events(request: HttpRequest, topic: str) -> HttpResponseBase:
             raise names.unknown(topic)
     except ClientError as exc:
         return error_response(exc.status, exc.message, exc.code)
-    refused = over_stream_cap(user.pk)
+    slot, refused = await take_stream_slot(user.pk)
     if refused is not None:
         return refused
     stream = TopicStream(
         user=user, topic=topic, namespace=namespace, position=last_position(request)
     )
-    return event_stream_response(stream, credential_of(request))
+    return event_stream_response(stream, credential_of(request), slot=slot)

@@ -1,0 +1,285 @@
+"""
+Provides the limits that count across every process once the package has a
+Redis (contract §1): rate limits as sliding windows (`limiter.hit`,
+`await limiter.ahit`) and per-user slots for the WebSocket and SSE caps
+(`Slots`). Without Redis they count per process.
+
+Each decision is one Lua script on Redis, so concurrent processes cannot
+both take the last place. While Redis does not answer, a limit fails open
+to this process's own count (never refusing everyone): a log line now and
+then, and `realtime_limits_fail_open_total{kind}` per decision.
+
+A slot is a lease: a member of the user's sorted set that expires unless
+its holder renews it (the WebSocket at each group refresh, an SSE stream at
+its refresh), so a process that dies without a word gives its slots back
+within SLOT_LEASE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+from . import metrics, redisconn
+from .conf import realtime_settings, redis_url
+from .errors import RateLimited
+from .rates import parse_rate
+
+logger = logging.getLogger(__name__)
+
+# How often a fail-open is logged (each is counted).
+LOG_EVERY_SECONDS = 30.0
+
+# KEYS[1] the window (a sorted set of hits). ARGV: period ms, limit, a member.
+# -> {1, 0} taken, or {0, ms until the oldest hit leaves the window}
+HIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local period = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + period - now}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. now)
+redis.call('PEXPIRE', KEYS[1], period)
+return {1, 0}
+"""
+
+# KEYS[1] the user's slots. ARGV: member, cap (0: none, a renewal), lease ms.
+# -> 1 held, 0 refused
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(ARGV[2])
+if cap > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= cap then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_HIT = redisconn.Script(HIT)
+_TAKE = redisconn.Script(TAKE)
+_last_logged: dict[str, float] = {}
+
+
+def _key(*parts: Any) -> str:
+    return realtime_settings.LIMITS_REDIS_PREFIX + ":".join(map(str, parts))
+
+
+def _failed_open(kind: str, exc: BaseException) -> None:
+    metrics.LIMITS_FAIL_OPEN.labels(kind).inc()
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+        _last_logged[kind] = now
+        logger.warning(
+            "limits: Redis did not answer (%r); %s counts per process until it does", exc, kind
+        )
+
+
+def _member() -> str:
+    """A hit's name in the window, unique across processes and hosts."""
+    return secrets.token_hex(6)
+
+
+def _refused(rate_count: int, period: float, retry: float) -> RateLimited:
+    return RateLimited(
+        f"too many requests: at most {rate_count} per {period:g} s; retry in {retry:.1f} s",
+        retry_after_seconds=max(retry, 0.1),
+    )
+
+
+# --- rate limits ------------------------------------------------------------------------
+class SlidingWindowLimiter:
+    """Counts hits per key over the last period in this process; thread-safe,
+    bounded memory."""
+
+    def __init__(self, max_keys: int = 100_000):
+        self._hits: dict[tuple, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._max_keys = max_keys
+
+    def hit(self, key: tuple, rate_text: str) -> None:
+        """Record one hit, or raise RateLimited if the key is over its rate."""
+        rate = parse_rate(rate_text)
+        if rate is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            window = self._hits.get(key)
+            if window is None:
+                if len(self._hits) >= self._max_keys:
+                    self._evict(now)
+                window = self._hits[key] = deque()
+            while window and window[0] <= now - rate.period_seconds:
+                window.popleft()
+            if len(window) >= rate.count:
+                retry = window[0] + rate.period_seconds - now
+                raise _refused(rate.count, rate.period_seconds, retry)
+            window.append(now)
+
+    def refund(self, key: tuple) -> None:
+        """Take back the latest hit of `key` (it turned out not to count)."""
+        with self._lock:
+            window = self._hits.get(key)
+            if window:
+                window.pop()
+
+    def _evict(self, now: float) -> None:
+        # Drop windows whose newest hit is older than an hour; if that frees
+        # nothing, drop everything (a flood of distinct keys is itself abuse).
+        stale = [k for k, w in self._hits.items() if not w or w[-1] < now - 3600]
+        for k in stale:
+            del self._hits[k]
+        if len(self._hits) >= self._max_keys:
+            self._hits.clear()
+
+
+class SharedLimiter:
+    """Sliding windows in Redis when the package has one, else `local`."""
+
+    def __init__(self) -> None:
+        self.local = SlidingWindowLimiter()
+
+    def hit(self, key: tuple, rate_text: str) -> None:
+        """One hit from synchronous code; RateLimited when over the rate."""
+        rate = parse_rate(rate_text)
+        url = redis_url()
+        if rate is None or not url:
+            return self.local.hit(key, rate_text)
+        try:
+            taken, wait_ms = _HIT.run(
+                url, [_key("rate", *key)], [int(rate.period_seconds * 1000), rate.count, _member()]
+            )
+        except redisconn.ERRORS as exc:
+            _failed_open("rate", exc)
+            return self.local.hit(key, rate_text)
+        if not taken:
+            raise _refused(rate.count, rate.period_seconds, int(wait_ms) / 1000)
+        return None
+
+    async def ahit(self, key: tuple, rate_text: str) -> None:
+        """hit() from the event loop."""
+        rate = parse_rate(rate_text)
+        url = redis_url()
+        if rate is None or not url:
+            return self.local.hit(key, rate_text)
+        try:
+            taken, wait_ms = await _HIT.arun(
+                url, [_key("rate", *key)], [int(rate.period_seconds * 1000), rate.count, _member()]
+            )
+        except redisconn.ERRORS as exc:
+            _failed_open("rate", exc)
+            return self.local.hit(key, rate_text)
+        if not taken:
+            raise _refused(rate.count, rate.period_seconds, int(wait_ms) / 1000)
+        return None
+
+    def refund(self, key: tuple) -> None:
+        """Take back the latest hit of `key`; from the event loop it is sent
+        without waiting (the caller's answer never waits on a refund)."""
+        url = redis_url()
+        if not url:
+            return self.local.refund(key)
+        self.local.refund(key)  # a hit counted here while Redis was away
+        name = _key("rate", *key)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                redisconn.sync_client(url).zpopmax(name)
+            except redisconn.ERRORS as exc:
+                _failed_open("rate", exc)
+            return None
+        task = loop.create_task(_arefund(url, name))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+        return None
+
+
+_pending: set[asyncio.Task] = set()
+
+
+async def _arefund(url: str, name: str) -> None:
+    try:
+        async with asyncio.timeout(redisconn.TIMEOUT_SECONDS):
+            await redisconn.async_client(url).zpopmax(name)
+    except redisconn.ERRORS as exc:
+        _failed_open("rate", exc)
+
+
+limiter = SharedLimiter()
+
+
+# --- slots ------------------------------------------------------------------------------
+def lease_seconds() -> float:
+    """A slot nobody renews is free again after this (a dead process's)."""
+    return max(90.0, 3 * float(realtime_settings.GROUP_REFRESH_SECONDS))
+
+
+class Slots:
+    """Per-user open connections (or streams) of one kind, across processes."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.local: Counter[int] = Counter()  # this process's, whatever Redis says
+
+    async def take(self, user_id: int, member: str, cap: int) -> bool:
+        """Hold a slot for `member` unless the user has `cap` already (0: no cap)."""
+        url = redis_url()
+        if url:
+            try:
+                held = await _TAKE.arun(
+                    url,
+                    [_key(self.kind, user_id)],
+                    [member, cap, int(lease_seconds() * 1000)],
+                )
+            except redisconn.ERRORS as exc:
+                _failed_open(self.kind, exc)
+            else:
+                if not held:
+                    return False
+                self.local[user_id] += 1
+                return True
+        if cap and self.local[user_id] >= cap:
+            return False
+        self.local[user_id] += 1
+        return True
+
+    async def renew(self, user_id: int, member: str) -> None:
+        """Keep the lease (and restore it to a Redis that lost it)."""
+        url = redis_url()
+        if not url:
+            return
+        try:
+            await _TAKE.arun(
+                url, [_key(self.kind, user_id)], [member, 0, int(lease_seconds() * 1000)]
+            )
+        except redisconn.ERRORS as exc:
+            _failed_open(self.kind, exc)
+
+    async def give_back(self, user_id: int, member: str) -> None:
+        self.local[user_id] -= 1
+        if self.local[user_id] <= 0:
+            del self.local[user_id]
+        url = redis_url()
+        if not url:
+            return
+        try:
+            async with asyncio.timeout(redisconn.TIMEOUT_SECONDS):
+                await redisconn.async_client(url).zrem(_key(self.kind, user_id), member)
+        except redisconn.ERRORS as exc:
+            _failed_open(self.kind, exc)  # the lease runs out by itself
+
+    def held(self, user_id: int) -> int:
+        """This process's slots of the user."""
+        return self.local.get(user_id, 0)
