@@ -22,6 +22,7 @@ that arrived meanwhile.
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -108,6 +109,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.joining: dict[int, list[dict]] = {}
         # Deliveries that had to wait for the lock (a gap fill, a join): tasks.
         self.waiting: set[asyncio.Task] = set()
+        # Output held here while the server's send would wait (uvicorn past
+        # its high-water mark): nobody else waits for this socket.
+        self.output = servers.output_of(self.base_send)
+        self.held: deque[tuple[dict, int]] = deque()
+        self.held_bytes = self.held_allowance = 0
+        self.held_writer: asyncio.Task | None = None
         self.admitted = self.closing = False
         # This connection's RATE_LIMITED refusals, to close a flooder (4408).
         self.refusals = SlidingWindowLimiter(max_keys=1)
@@ -135,7 +142,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             user=self.user,
             send_text=self.send_text,
             send_frame=self.send_frame,
-            pending_output=servers.output_probe(self.base_send),
+            pending_output=self.pending_output if self.output is not None else None,
             overflow=self._overflow,
         )
         await self.accept()  # first: in a reconnect storm, the handshake is what waits
@@ -154,6 +161,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         fanout().unregister(self)
         for task in list(self.waiting):
             task.cancel()
+        if self.held_writer is not None:
+            self.held_writer.cancel()
+        self.held.clear()
         for room in list(self.joined.values()):
             await self._leave(room)
         self.typist.cancel_all()
@@ -363,7 +373,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return False
         if seq == cursor.delivered + 1 and not self.delivery_lock.locked():
             cursor.delivered = seq
-            await self.base_send({"type": "websocket.send", "text": text})
+            await self._send_message({"type": "websocket.send", "text": text}, len(text))
             return True
         self._under_lock(partial(self._handle_room_event, message_event(room_id, payload)))
         return False
@@ -490,11 +500,57 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def send_text(self, text: str, *, replay: bool = False) -> None:
         """Send one frame already encoded."""
+        message: dict[str, Any] = {"type": "websocket.send", "text": text}
         if replay:
-            await self.base_send({"type": "websocket.send", "text": text, "realtime.replay": True})
-        else:
-            await self.send(text_data=text)
+            message["realtime.replay"] = True
+        await self._send_message(message, len(text), replay=replay)
         metrics.FRAMES_OUT.inc()
+
+    # --- bounded output -----------------------------------------------------------------
+    # Under daphne, whose send never waits, the bound is in the transport
+    # (django_realtime.daphne_transport). A server whose send waits while the
+    # socket is full (uvicorn) would hold up whoever sends: the fan-out, and
+    # every other member behind this one. Frames for such a connection are
+    # held here, in order, and past WS_MAX_PENDING_OUTPUT_BYTES (replays
+    # allowed on top, as under daphne) it is closed with 4413.
+    def pending_output(self) -> int:
+        """Bytes of output not yet taken by the socket: the server's and held here."""
+        return (self.output.pending() if self.output is not None else 0) + self.held_bytes
+
+    async def _send_message(self, message: dict, size: int, *, replay: bool = False) -> None:
+        if not self.held and (self.output is None or not self.output.blocked()):
+            await self.base_send(message)
+            return
+        if self.closing:
+            return
+        self.held.append((message, size))
+        self.held_bytes += size
+        cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
+        if replay:
+            self.held_allowance += size
+        elif cap and self.pending_output() > cap + self.held_allowance:
+            self.held.clear()
+            self.held_bytes = 0
+            metrics.OUTPUT_OVERFLOWS.inc()
+            logger.info("closing a connection of user %s: output over limit", self.user.pk)
+            self.closing = True  # what comes after is dropped
+            # The close frame waits behind the held output, in a task of its own.
+            task = asyncio.create_task(self.close(code=CLOSE_OVERFLOW, reason=OVERFLOW_REASON))
+            self.waiting.add(task)
+            task.add_done_callback(self.waiting.discard)
+            return
+        if self.held_writer is None:
+            self.held_writer = asyncio.create_task(self._write_held())
+
+    async def _write_held(self) -> None:
+        try:
+            while self.held:
+                message, size = self.held.popleft()
+                self.held_bytes -= size
+                await self.base_send(message)
+            self.held_allowance = 0
+        finally:
+            self.held_writer = None
 
     # --- helpers ----------------------------------------------------------------------
     def _flooding(self) -> bool:
@@ -513,7 +569,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._end_session()
 
     async def _overflow(self) -> None:
-        """The topic queue is full: close (4413); the client resumes with `since`."""
+        """Output over its limit (a topic queue full): close (4413); the
+        client resumes with `since`."""
         if not self.closing:
             self.closing = True
             await self.close(code=CLOSE_OVERFLOW, reason=OVERFLOW_REASON)

@@ -1,7 +1,9 @@
 """
 Provides the rooms' live data: public rooms' creations, renames and
 deletions are published on `public:rooms` after each commit
-(django_realtime.topics), and the index page's room list follows them.
+(django_realtime.topics), and the index page's room list follows them. A
+room made private is a deletion there, one made public a creation; users
+banned from a room are not sent its changes.
 
 The namespace `public` is declared here with the defaults (any signed-in
 user subscribes, staff publish over HTTP); a site's REALTIME["TOPICS"]
@@ -12,7 +14,7 @@ from typing import Any
 
 from django_realtime.topics import broadcast_model, register_namespace
 
-from .models import Room
+from .models import Membership, Room
 
 ROOMS_TOPIC = "public:rooms"
 
@@ -22,8 +24,11 @@ def _topic(room: Room) -> str | None:
 
 
 def _may_see(user: Any, room: Room) -> bool:
-    # Private rooms are never published here; checked again per subscriber.
-    return not room.is_private
+    """What the index page lists: public rooms, minus those the user is
+    banned from (private rooms are never published here; checked again)."""
+    if room.is_private:
+        return False
+    return not Membership.objects.filter(room_id=room.pk, user=user, is_banned=True).exists()
 
 
 def register() -> None:

@@ -12,9 +12,11 @@ under, applied once at start-up (when chat.routing is imported).
   before their shutdown closes the sockets, if it does not send 1012.
 """
 
+import asyncio
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -23,15 +25,21 @@ from . import drain, internals
 from .daphne_transport import pending_output as daphne_pending_output
 from .daphne_transport import tune_daphne
 
-# What output_probe reads under uvicorn: its WebSocket protocols' `send` is
-# the ASGI send, a bound method whose object holds the asyncio transport
-# (whose get_write_buffer_size() is public asyncio API).
+# What output_of reads under uvicorn: its WebSocket protocol's `send` is the
+# ASGI send, a bound method whose object holds the asyncio transport (whose
+# get_write_buffer_size() is public asyncio API) and the `writable` Event.
 UVICORN_INTERNALS: list[internals.Name] = [
     ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "send"),
     (
         "uvicorn.protocols.websockets.websockets_sansio_impl",
         "WebSocketsSansIOProtocol.__init__",
         "transport",
+    ),
+    # The Event its send() waits on while the transport is over its high-water mark.
+    (
+        "uvicorn.protocols.websockets.websockets_sansio_impl",
+        "WebSocketsSansIOProtocol.__init__",
+        "writable",
     ),
 ]
 
@@ -50,9 +58,23 @@ def prepare() -> None:
             )
 
 
-def output_probe(send: Any) -> Callable[[], int] | None:
-    """For a WebSocket's ASGI `send`, a function telling how many bytes of
-    its output the socket has not taken yet; None under a server it cannot
+@dataclass(frozen=True)
+class Output:
+    """What a WebSocket's server holds of its output: `pending()` bytes not
+    yet taken by the socket, and `blocked()`, whether the server's send
+    would wait now (uvicorn's does, past its transport's high-water mark;
+    daphne's never does)."""
+
+    pending: Callable[[], int]
+    blocked: Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def output_of(send: Any) -> Output | None:
+    """The Output of a WebSocket's ASGI `send`; None under a server it cannot
     tell for (then output is never held back, only capped by the server)."""
     for _ in range(5):  # Channels' SessionMiddleware wraps the server's send
         wrapped = getattr(getattr(send, "__self__", None), "real_send", None)
@@ -62,9 +84,15 @@ def output_probe(send: Any) -> Callable[[], int] | None:
     if isinstance(send, functools.partial) and send.args and "daphne.server" in sys.modules:
         protocol = send.args[0]  # daphne: partial(Server.handle_reply, protocol)
         if hasattr(protocol, "transport"):
-            return functools.partial(daphne_pending_output, protocol)
-    owner = getattr(send, "__self__", None)  # uvicorn: the protocol's bound `send`
+            return Output(functools.partial(daphne_pending_output, protocol), _never)
+    owner: Any = getattr(send, "__self__", None)  # uvicorn: the protocol's bound `send`
     transport: Any = getattr(owner, "transport", None)
-    if callable(getattr(transport, "get_write_buffer_size", None)):
-        return lambda: 0 if transport.is_closing() else transport.get_write_buffer_size()
+    writable = getattr(owner, "writable", None)
+    if callable(getattr(transport, "get_write_buffer_size", None)) and isinstance(
+        writable, asyncio.Event
+    ):
+        return Output(
+            lambda: 0 if transport.is_closing() else transport.get_write_buffer_size(),
+            lambda: not writable.is_set(),
+        )
     return None

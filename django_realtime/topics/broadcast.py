@@ -20,7 +20,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import visibility
 from .history import Publication
@@ -86,6 +86,7 @@ def _attname(model: type[models.Model], name: str) -> str:
 
 
 _broadcasts: dict[str, Broadcast] = {}
+PREVIOUS = "_realtime_broadcast_before"  # the row before a save, on the instance
 
 
 def broadcast_model(
@@ -100,6 +101,9 @@ def broadcast_model(
     """Publish `model`'s saves and deletes after commit (docs/topics.md).
 
     `topic` is a topic or a function of the instance (None: not published).
+    A save reads the row first (one query): one that moves the instance to
+    another topic or key publishes `deleted` where it was and `created`
+    where it is.
     `visible(user, instance)` decides per subscriber; without it, whoever may
     subscribe to the topic sees every object.
     """
@@ -122,16 +126,36 @@ def broadcast_model(
     visibility.register(declared.name, declared.sees)
     uid = f"realtime-broadcast-{declared.name}"
     # Declaring a model again replaces its broadcast (a reload, a test).
+    pre_save.disconnect(sender=model, dispatch_uid=uid + "-before")
     post_save.disconnect(sender=model, dispatch_uid=uid + "-save")
     post_delete.disconnect(sender=model, dispatch_uid=uid + "-delete")
 
+    def saving(sender: Any, instance: Any, raw: bool = False, **_: Any) -> None:
+        # What the row was: a save that moves it to another topic or key
+        # (a room made private, a renamed slug) is a deletion where it was.
+        if raw or instance._state.adding or instance.pk is None:
+            return
+        using = router.db_for_write(model, instance=instance)
+        before = model._base_manager.using(using).filter(pk=instance.pk).first()
+        if before is not None:
+            instance.__dict__[PREVIOUS] = before
+
     def saved(sender: Any, instance: Any, created: bool, raw: bool = False, **_: Any) -> None:
-        if not raw:  # fixtures being loaded
-            _after_commit(declared, instance, "created" if created else "updated")
+        if raw:  # fixtures being loaded
+            return
+        before = instance.__dict__.pop(PREVIOUS, None)
+        moved = before is not None and (declared.topic(before), declared.key(before)) != (
+            declared.topic(instance),
+            declared.key(instance),
+        )
+        if moved:
+            _after_commit(declared, before, "deleted")
+        _after_commit(declared, instance, "created" if created or moved else "updated")
 
     def deleted(sender: Any, instance: Any, **_: Any) -> None:
         _after_commit(declared, instance, "deleted")
 
+    pre_save.connect(saving, sender=model, weak=False, dispatch_uid=uid + "-before")
     post_save.connect(saved, sender=model, weak=False, dispatch_uid=uid + "-save")
     post_delete.connect(deleted, sender=model, weak=False, dispatch_uid=uid + "-delete")
     return declared

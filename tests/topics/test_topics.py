@@ -382,3 +382,51 @@ def test_bulk_changes_are_published_by_an_explicit_call(alice):
     publish_instances(Room, Room.objects.filter(slug__in=["b1", "b2"]), event="created")
     held = history._memory.topics["public:rooms"]
     assert [p.data["room"]["slug"] for p in held.publications] == ["b1", "b2"]
+
+
+async def test_a_room_moving_out_of_public_rooms_is_a_deletion_there(alice, bob):
+    """Made private: `deleted` (under the old key); made public again:
+    `created`; a new slug: `deleted` for the old and `created` for the new."""
+    ws = await connect(bob)
+    await subscribe(ws, "public:rooms")
+    await sync_to_async(services.room_create)(user=alice, slug="den", name="Den")
+
+    def change(**fields):
+        room = Room.objects.get(name="Den")
+        for name, value in fields.items():
+            setattr(room, name, value)
+        room.save()
+
+    await sync_to_async(change)(is_private=True)
+    await sync_to_async(change)(is_private=False)
+    await sync_to_async(change)(slug="lair")
+    got = await next_frames(ws, 5)
+    assert [(f["data"]["event"], f["key"]) for f in got] == [
+        ("created", "den"),
+        ("deleted", "den"),
+        ("created", "den"),
+        ("deleted", "den"),
+        ("created", "lair"),
+    ]
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_a_user_banned_from_a_room_is_not_sent_its_changes(alice, bob, general):
+    from chat.models import Membership
+
+    await sync_to_async(Membership.objects.create)(room=general, user=bob, is_banned=True)
+    banned, other = await connect(bob), await connect(alice)
+    for ws in (banned, other):
+        await subscribe(ws, "public:rooms")
+
+    def rename():
+        room = Room.objects.get(pk=general.pk)
+        room.name = "General chat"
+        room.save()
+
+    await sync_to_async(rename)()
+    assert (await other.receive_json_from(timeout=5))["data"]["event"] == "updated"
+    assert await banned.receive_nothing(timeout=0.3)
+    for ws in (banned, other):
+        await ws.disconnect()
