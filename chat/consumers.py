@@ -111,7 +111,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.waiting: set[asyncio.Task] = set()
         # Output held here while the server's send would wait (uvicorn past
         # its high-water mark): nobody else waits for this socket.
-        self.output = servers.output_of(self.base_send)
+        self.output = servers.output_of(self.base_send, self.scope)
         self.held: deque[tuple[dict, int]] = deque()
         self.held_bytes = self.held_allowance = 0
         self.held_writer: asyncio.Task | None = None

@@ -110,4 +110,5 @@ async def room_events(request: HttpRequest, slug: str) -> HttpResponseBase:
         RoomStream(user=user, room=access.room, since=last_event_id(request)),
         credential_of(request),
         slot=slot,
+        request=request,
     )

@@ -40,6 +40,7 @@ so `daphne -b HOST -p PORT mysite.asgi:application` needs no extra flag.
 Under another ASGI server these are no-ops.
 """
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -121,13 +122,16 @@ INTERNALS = [
     ("autobahn.websocket.protocol", "", "hltype"),
     ("autobahn.websocket.protocol", "", "hlval"),
     ("daphne.server", "", "WebSocketFactory"),
-    ("daphne.server", "Server", "handle_reply"),  # the ASGI send: partial(handle_reply, protocol)
+    ("daphne.server", "Server", "create_application"),  # adds the realtime.output extension
     ("daphne.server", "WebSocketFactory", "setProtocolOptions"),
     ("daphne.ws_protocol", "WebSocketProtocol", "handle_reply"),
     ("daphne.ws_protocol", "WebSocketProtocol", "serverClose"),
     ("daphne.ws_protocol", "WebSocketProtocol", "sendCloseFrame"),
     ("daphne.ws_protocol", "WebSocketProtocol", "sendClose"),
 ]
+
+
+OUTPUT_EXTENSION = "realtime.output"
 
 
 def pending_output(protocol: Any) -> int:
@@ -237,6 +241,17 @@ def tune_daphne() -> None:
         self.serverClose(code=OVERFLOW_CLOSE_CODE)
         return True
 
+    original_create_application = daphne_server.Server.create_application
+
+    def create_application(self, protocol, scope):
+        # An ASGI extension telling the application how much of this
+        # connection's output Twisted holds (django_realtime.servers.output_of):
+        # the SSE streams' bound, and the topics' conflation.
+        extensions = scope.setdefault("extensions", {})
+        extensions[OUTPUT_EXTENSION] = {"pending": functools.partial(pending_output, protocol)}
+        return original_create_application(self, protocol, scope)
+
+    daphne_server.Server.create_application = create_application
     tcp.Server.write = eager_write(tcp.Server.write)  # type: ignore[method-assign]
     for name in ("pformat", "hltype", "hlval"):
         setattr(autobahn_protocol, name, lazily(getattr(autobahn_protocol, name)))

@@ -13,7 +13,6 @@ under, applied once at start-up (when chat.routing is imported).
 """
 
 import asyncio
-import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +21,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from . import drain, internals
-from .daphne_transport import pending_output as daphne_pending_output
-from .daphne_transport import tune_daphne
+from .daphne_transport import OUTPUT_EXTENSION, tune_daphne
 
 # What output_of reads under uvicorn: its WebSocket protocol's `send` is the
 # ASGI send, a bound method whose object holds the asyncio transport (whose
@@ -73,18 +71,18 @@ def _never() -> bool:
     return False
 
 
-def output_of(send: Any) -> Output | None:
-    """The Output of a WebSocket's ASGI `send`; None under a server it cannot
-    tell for (then output is never held back, only capped by the server)."""
+def output_of(send: Any, scope: dict | None = None) -> Output | None:
+    """The Output of a connection, from its ASGI scope and `send`; None under
+    a server it cannot tell for (then output is never held back, only capped
+    by the server)."""
+    extension = ((scope or {}).get("extensions") or {}).get(OUTPUT_EXTENSION)
+    if isinstance(extension, dict) and callable(extension.get("pending")):
+        return Output(extension["pending"], _never)  # daphne (daphne_transport)
     for _ in range(5):  # Channels' SessionMiddleware wraps the server's send
         wrapped = getattr(getattr(send, "__self__", None), "real_send", None)
         if wrapped is None:
             break
         send = wrapped
-    if isinstance(send, functools.partial) and send.args and "daphne.server" in sys.modules:
-        protocol = send.args[0]  # daphne: partial(Server.handle_reply, protocol)
-        if hasattr(protocol, "transport"):
-            return Output(functools.partial(daphne_pending_output, protocol), _never)
     owner: Any = getattr(send, "__self__", None)  # uvicorn: the protocol's bound `send`
     transport: Any = getattr(owner, "transport", None)
     writable = getattr(owner, "writable", None)

@@ -24,12 +24,13 @@ from typing import Any
 from asgiref.sync import SyncToAsync
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from . import bus, credentials
+from . import bus, credentials, metrics, servers
 from .asyncdb import db
 from .conf import realtime_settings
 from .credentials import Credential
 from .errors import Unavailable
 from .limits import Slots
+from .servers import Output
 from .tokens import token_user
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,10 @@ class Stream:
 
 
 async def pump(
-    stream: Stream, credential: Credential | None = None, slot: str | None = None
+    stream: Stream,
+    credential: Credential | None = None,
+    slot: str | None = None,
+    output: Output | None = None,
 ) -> AsyncIterator[bytes]:
     """Join the groups, send the head and backlog, then live events, a
     keep-alive after each silence and a catch-up at each refresh, until the
@@ -224,6 +228,8 @@ async def pump(
             if not chunks and now - last_write >= keepalive:
                 chunks = [KEEPALIVE]
             if chunks:
+                if output is not None and over_output_cap(output):
+                    return  # the client reconnects with its Last-Event-ID
                 yield b"".join(chunks)
                 last_write = loop.time()
     finally:
@@ -231,11 +237,28 @@ async def pump(
         await inbox.close()
 
 
+def over_output_cap(output: Output) -> bool:
+    """Whether the socket holds more than WS_MAX_PENDING_OUTPUT_BYTES of the
+    stream not yet taken (a client that stopped reading): then the stream
+    ends, counted, and its client resumes by Last-Event-ID."""
+    cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
+    if not cap or output.pending() <= cap:
+        return False
+    metrics.OUTPUT_OVERFLOWS.inc()
+    logger.info("ending a stream: its client stopped reading (output over limit)")
+    return True
+
+
 def event_stream_response(
-    stream: Stream, credential: Credential | None = None, slot: str | None = None
+    stream: Stream,
+    credential: Credential | None = None,
+    slot: str | None = None,
+    request: HttpRequest | None = None,
 ) -> StreamingHttpResponse:
+    scope = getattr(request, "scope", None)  # an ASGI request's
+    output = servers.output_of(None, scope) if isinstance(scope, dict) else None
     response = StreamingHttpResponse(
-        pump(stream, credential, slot), content_type="text/event-stream"
+        pump(stream, credential, slot, output), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once

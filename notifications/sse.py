@@ -118,4 +118,5 @@ async def notification_events(request: HttpRequest) -> HttpResponseBase:
         NotificationStream(user_id=user.pk, last=last_event_id(request)),
         credential_of(request),
         slot=slot,
+        request=request,
     )

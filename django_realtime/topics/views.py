@@ -181,4 +181,4 @@ async def topic_events(request: HttpRequest, topic: str) -> HttpResponseBase:
     stream = TopicStream(
         user=user, topic=topic, namespace=namespace, position=last_position(request)
     )
-    return event_stream_response(stream, credential_of(request), slot=slot)
+    return event_stream_response(stream, credential_of(request), slot=slot, request=request)

@@ -148,3 +148,74 @@ async def test_readers_that_stop_are_closed_past_the_cap_and_resume_with_nothing
     print(f"\n{kind}: RSS {before / 1024:.0f} -> {after / 1024:.0f} MB ({growth_mb:+.1f} MB)")
     await alice.close()
     await reader.close()
+
+
+async def test_an_sse_reader_that_stops_is_ended_past_the_cap_and_resumes(
+    daphnes, redis_server, people
+):
+    """A room's SSE stream whose client stopped reading (daphne, whose HTTP
+    send never waits: uvicorn's waits for the socket, which bounds it) ends
+    once more than the cap waits for it; the server's memory stays flat and
+    the client, reading again and resuming by Last-Event-ID, misses nothing."""
+    server = daphnes(
+        redis_url=redis_server.url,
+        env={
+            "WS_MAX_PENDING_OUTPUT_BYTES": str(CAP),
+            "CHAT_MESSAGE_RATE": "off",
+            "CHAT_MAX_CONTENT_CHARS": str(SIZE),
+        },
+    )
+    alice = await Ws.connect(server.ws, token=people["alice"])
+    await alice.join("general")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(
+        (
+            "GET /events/rooms/general/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Token {people['carol']}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    await asyncio.sleep(0.5)
+    before = rss_kib(server.proc.pid)
+    for n in range(MESSAGES):
+        await alice.send(
+            {
+                "type": "message",
+                "room": "general",
+                "content": f"{n:05d}" + "x" * (SIZE - 5),
+                "client_id": str(uuid.uuid4()),
+            }
+        )
+        await alice.recv_type("ack", timeout=30)
+        alice.backlog.clear()
+    await asyncio.sleep(1)
+    growth_mb = (rss_kib(server.proc.pid) - before) / 1024
+    assert growth_mb < 25, f"server RSS grew by {growth_mb:.1f} MB"
+    # The client reads again: what was sent, then the end of the response.
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    raw = b""
+    while not raw.endswith(b"0\r\n\r\n"):
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 20)
+        if not chunk:
+            break
+        raw += chunk
+    sock.close()
+    seqs = [int(s) for s in re.findall(rb"\nid: (\d+)\n", raw)]
+    assert seqs and seqs == list(range(seqs[0], seqs[-1] + 1)) and seqs[-1] < MESSAGES
+    headers = {"Authorization": f"Token {people['carol']}", "Last-Event-ID": str(seqs[-1])}
+    rest: list[int] = []
+    async with httpx.AsyncClient(base_url=server.http, timeout=30) as client:
+        async with client.stream("GET", "/events/rooms/general/", headers=headers) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("id: "):
+                    rest.append(int(line[4:]))
+                    if rest[-1] == MESSAGES:
+                        break
+        metrics = (await client.get("/metrics")).text
+    assert rest == list(range(seqs[-1] + 1, MESSAGES + 1))
+    overflows = re.search(r"^realtime_output_overflows_total (\S+)", metrics, re.M)
+    assert overflows and float(overflows.group(1)) == 1
+    print(f"\nSSE on daphne: RSS {growth_mb:+.1f} MB; the stalled stream got {len(seqs)} events")
+    await alice.close()
