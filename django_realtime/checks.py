@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from . import internals
-from .conf import DEFAULTS
+from .conf import DEFAULTS, layer_redis_urls, redis_urls, user_settings
 
 # channels_redis' core layer blocks on BZPOPMIN for 5 s; a Redis read timeout
 # at or below that ends every idle consumer's receive (channels_redis#422).
@@ -130,6 +130,67 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     return messages
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_redis_shards(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Several Redis (shards): each URL once, and presence, limits and topic
+    histories on the same list as the channel layer, so a room's presence and
+    its deliveries share one shard (django_realtime.redisconn)."""
+    if not isinstance(getattr(settings, "REALTIME", {}), dict):
+        return []  # realtime.E005 says so
+    messages: list[CheckMessage] = []
+    urls = redis_urls()
+    bad = [url for url in urls if not url.startswith(REDIS_SCHEMES)]
+    twice = sorted({url for url in urls if urls.count(url) > 1})
+    problems = [f"{url!r} is not a Redis URL" for url in bad]
+    problems += [f"{url} is named more than once" for url in twice]
+    if problems:
+        messages.append(
+            Error(
+                "The Redis shards (REALTIME['REDIS_URL'], else the channel layer's hosts): "
+                + "; ".join(problems)
+                + ".",
+                hint="One redis://, rediss:// or unix:// URL per shard, each once.",
+                id="realtime.E010",
+            )
+        )
+    layer_urls = layer_redis_urls()
+    configured = user_settings().get("REDIS_URL")
+    if (
+        configured is not None
+        and urls
+        and layer_urls
+        and (len(urls) > 1 or len(layer_urls) > 1)
+        and urls != layer_urls
+    ):
+        messages.append(
+            Warning(
+                f"REALTIME['REDIS_URL'] names {len(urls)} Redis shard(s) and the channel "
+                f"layer {len(layer_urls)} different ones: a room's presence and its "
+                "deliveries then live on different shards, so one dead shard costs the "
+                "presence of some rooms and the deliveries of others.",
+                hint="Give REALTIME['REDIS_URL'] the layer's host URLs in the same order, "
+                "or leave it unset (it then follows the layer).",
+                id="realtime.W006",
+            )
+        )
+    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
+    backend = str(layer.get("BACKEND", ""))
+    if backend.endswith("RedisChannelLayer") and "PubSub" not in backend and len(layer_urls) > 1:
+        messages.append(
+            Warning(
+                f"{backend} on {len(layer_urls)} hosts: each process's fan-out channel "
+                "lives on one host, so a dead host silences every room for the processes "
+                "whose channel hashes to it, not only its own rooms.",
+                hint="Use django_realtime.layers.ResilientRedisPubSubChannelLayer to shard "
+                "over several Redis (docs/integration.md).",
+                id="realtime.W007",
+            )
+        )
+    return messages
+
+
 def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     database = settings.DATABASES.get("default", {})
     if database.get("ENGINE") != "django.db.backends.sqlite3" or settings.DEBUG:
@@ -180,6 +241,7 @@ def register_checks() -> None:
         check_installed_apps,
         check_settings,
         check_channel_layer,
+        check_redis_shards,
         check_database,
         check_middleware,
         check_internals,

@@ -18,8 +18,11 @@ DEFAULTS: dict[str, Any] = {
     # --- Where things are -------------------------------------------------------
     # The WebSocket path under the site's WebSocket router (no leading slash).
     "WS_PATH": "ws/",
-    # Redis for presence (and the /readyz probe). None: the channel layer's own
-    # Redis (its first host) when the layer is a Redis one; "": none, one process.
+    # Redis for presence, the shared limits and topic histories (and the
+    # /readyz probe, on the first). None: the channel layer's own Redis hosts
+    # when the layer is a Redis one; "": none, one process. Several shards: a
+    # list of URLs (or one string of URLs separated by commas), best the same
+    # list, in the same order, as the layer's hosts (django_realtime.redisconn).
     "REDIS_URL": None,
     # The template the pages extend; a site sets its own to wrap them in its
     # layout (it must define the blocks `title`, `head`, `content`, `scripts`).
@@ -140,22 +143,43 @@ realtime_settings = RealtimeSettings()
 
 
 def redis_url() -> str:
-    """The Redis that presence and the shared counters use ("" for none)."""
+    """The first of redis_urls() ("" for none): the one Redis of a site with one."""
+    urls = redis_urls()
+    return urls[0] if urls else ""
+
+
+def redis_urls() -> list[str]:
+    """The Redis shards that presence, the shared limits and topic histories
+    use, in order ([] for none): REALTIME["REDIS_URL"] (a URL, a list of them,
+    or URLs separated by commas), else the default channel layer's hosts.
+    Which shard holds what: django_realtime.redisconn."""
     configured = realtime_settings.REDIS_URL
-    if configured is not None:
-        return str(configured)
-    return layer_redis_url()
+    if configured is None:
+        return layer_redis_urls()
+    if isinstance(configured, list | tuple):
+        return [str(url).strip() for url in configured if str(url).strip()]
+    return [url.strip() for url in str(configured).split(",") if url.strip()]
 
 
 def layer_redis_url() -> str:
     """The default channel layer's first Redis host as a URL, if it has one."""
+    urls = layer_redis_urls()
+    return urls[0] if urls else ""
+
+
+def layer_redis_urls() -> list[str]:
+    """The default channel layer's Redis hosts as URLs, in its order ([] when
+    it is not a Redis layer; "" for a host given in a form not understood)."""
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
     if not str(layer.get("BACKEND", "")).startswith(("channels_redis.", "django_realtime.")):
-        return ""
+        return []
     hosts = layer.get("CONFIG", {}).get("hosts") or []
     if not hosts:
-        return "redis://localhost:6379"  # channels_redis' own default
-    host = hosts[0]
+        return ["redis://localhost:6379"]  # channels_redis' own default
+    return [_host_url(host) for host in hosts]
+
+
+def _host_url(host: Any) -> str:
     if isinstance(host, str):
         return host
     if isinstance(host, dict) and isinstance(host.get("address"), str):

@@ -16,10 +16,20 @@ answers again. Consumers watch `epoch` to re-add their group memberships (a
 restarted Redis has none) and to catch up from the database on what was
 broadcast while the layer was down. Sends stay best-effort: the database is
 the record, the layer only rings the doorbell.
+
+Several hosts are channels_redis' own shards: a group lives on the host its
+name hashes to (django_realtime.redisconn.shard_index), so with the pub/sub
+layer a dead host silences only the rooms, users and topics whose groups
+hash to it; the others keep delivering. `epoch` is one for the whole layer:
+it moves once every host answers again after a failure of any, and every
+consumer then catches up from the database (a catch-up that finds nothing
+missing costs one query).
 """
 
 import asyncio
 import logging
+import socket
+import uuid
 
 from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import (
@@ -27,6 +37,8 @@ from channels_redis.pubsub import (
     RedisPubSubLoopLayer,
     RedisSingleShardConnection,
 )
+
+from .redisconn import shard_index
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +80,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             if self.healthy:
                 return
             try:
-                await asyncio.wait_for(self.connection(0).ping(), PROBE_TIMEOUT_SECONDS)
+                # Every shard: a receive fails on the shard of its channel, and
+                # memberships are lost on the shard of their group.
+                for index in range(self.ring_size):
+                    await asyncio.wait_for(self.connection(index).ping(), PROBE_TIMEOUT_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
@@ -100,6 +115,30 @@ class ResilientRedisPubSubChannelLayer(RedisPubSubChannelLayer):
             layer._shards = [_WatchedShard(shard.host, layer, self) for shard in layer._shards]
         return layer
 
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A new channel of this process, on a shard that answers: a consumer
+        opening while one of several shards is down gets its channel on
+        another (stock, the handshake fails with 500 for the channels whose
+        random name hashes to the dead shard). With one host, one attempt."""
+        layer = self._get_layer()
+        shards = layer._shards
+        attempts = 1 if len(shards) == 1 else 3 * len(shards)
+        for attempt in range(attempts):
+            channel = f"{layer.prefix}{prefix}{uuid.uuid4().hex}"
+            layer.channels[channel] = asyncio.Queue()
+            try:
+                await shards[shard_index(channel, len(shards))].subscribe(channel)
+                return channel
+            except asyncio.CancelledError:
+                layer.channels.pop(channel, None)
+                raise
+            except Exception:  # noqa: BLE001 - redis-py raises many kinds
+                layer.channels.pop(channel, None)
+                if attempt + 1 == attempts:
+                    raise
+                self.note_failure()
+        raise AssertionError("unreachable")
+
     def note_failure(self) -> None:
         """A send or group call failed: probe Redis until it answers, then bump the epoch."""
         self.healthy = False
@@ -120,10 +159,11 @@ class ResilientRedisPubSubChannelLayer(RedisPubSubChannelLayer):
         delay = BACKOFF_START_SECONDS
         outage = False
         while not self.healthy:
-            shard = self._get_layer()._shards[0]
             try:
-                shard._ensure_redis()
-                await asyncio.wait_for(shard._redis.ping(), PROBE_TIMEOUT_SECONDS)
+                # Every shard (several hosts): the failure may be any one's.
+                for shard in self._get_layer()._shards:
+                    shard._ensure_redis()
+                    await asyncio.wait_for(shard._redis.ping(), PROBE_TIMEOUT_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
@@ -137,28 +177,76 @@ class ResilientRedisPubSubChannelLayer(RedisPubSubChannelLayer):
                 self.healthy = True
 
 
+# A subscriber only reads, so when its link to Redis goes silent (a network
+# partition: no reset) nothing it does fails; redis-py's health check PINGs
+# without awaiting the answer, and that unacknowledged PING keeps the kernel
+# retransmitting for some 15 minutes before it gives up, the process deaf to
+# every group meanwhile (tests/hosts found it). The kernel ends such a link
+# after DEAD_LINK_SECONDS instead: TCP_USER_TIMEOUT for data sent and not
+# acknowledged, keepalive probes for a quiet link. redis-py then reconnects
+# and subscribes again, and the epoch moves. A busy or frozen Redis still
+# acknowledges at the TCP level, so neither ends a healthy link.
+DEAD_LINK_SECONDS = 10
+RECEIVE_POLL_SECONDS = 0.1
+_DEAD_LINK_OPTIONS = {
+    name: value
+    for name, value in (
+        ("TCP_KEEPIDLE", 4),
+        ("TCP_KEEPINTVL", 2),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", DEAD_LINK_SECONDS * 1000),
+    )
+    if hasattr(socket, name)  # Linux has them all
+}
+
+
+def _dead_link_bounded(host: dict) -> dict:
+    """The shard's connection options, with the dead-link bound unless the
+    site set its own keepalive options."""
+    options = {getattr(socket, name): value for name, value in _DEAD_LINK_OPTIONS.items()}
+    return {"socket_keepalive": True, "socket_keepalive_options": options, **host}
+
+
 class _WatchedShard(RedisSingleShardConnection):
     """A shard whose receive loop reports failures and recoveries to the layer.
     redis-py re-subscribes by itself when it reconnects; what was published in
     between is lost, and the epoch tells consumers to catch up."""
 
     def __init__(self, host, loop_layer, watcher: ResilientRedisPubSubChannelLayer):
-        super().__init__(host, loop_layer)
+        super().__init__(_dead_link_bounded(host), loop_layer)
         self.watcher = watcher
 
     async def _do_receiving(self):
         failed = False
+        # redis-py answers "nothing yet" at once, without waiting, when the
+        # link ended with ETIMEDOUT (the kernel's dead-link bound: a
+        # TimeoutError, taken for the poll's own timeout), and again on every
+        # call: this loop would spin and starve the event loop, every
+        # connection of the process with it (tests/hosts found it). Answers
+        # that did not wait, several in a row, end the link; the next call
+        # connects and subscribes again.
+        instant = 0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 if self._pubsub and self._pubsub.subscribed:
-                    message = await self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=0.1
-                    )
+                    started = loop.time()
+                    message = await self._pubsub.get_message(timeout=RECEIVE_POLL_SECONDS)
+                    if message is None and loop.time() - started < RECEIVE_POLL_SECONDS / 2:
+                        instant += 1  # a health-check reply also answers None at once
+                        if instant >= 3:
+                            instant = 0
+                            if self._pubsub.connection is not None:
+                                await self._pubsub.connection.disconnect()
+                            raise ConnectionError("the link to Redis ended")
+                        continue
+                    instant = 0
                     if failed:  # reconnected (and re-subscribed) after a failure
                         failed = False
                         self.watcher.healthy = False
                         self.watcher.note_recovered()
-                    self._receive_message(message)
+                    if message is not None and message["type"] == "message":
+                        self._receive_message(message)
                 else:
                     await asyncio.sleep(0.1)
             except (asyncio.CancelledError, GeneratorExit):

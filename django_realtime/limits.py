@@ -9,6 +9,11 @@ both take the last place. While Redis does not answer, a limit fails open
 to this process's own count (never refusing everyone): a log line now and
 then, and `realtime_limits_fail_open_total{kind}` per decision.
 
+With several Redis shards (conf.redis_urls()) each key lives on one shard
+and each script touches that one key: a rate window on the shard of its own
+key name, a user's slots on the shard of the user (redisconn.user_shard, with
+their presence). A dead shard fails open only the limits it holds.
+
 A slot is a lease: a member of the user's sorted set that expires unless
 its holder renews it (the WebSocket at each group refresh, an SSE stream at
 its refresh), so a process that dies without a word gives its slots back
@@ -26,7 +31,7 @@ from collections import Counter, deque
 from typing import Any
 
 from . import metrics, redisconn
-from .conf import realtime_settings, redis_url
+from .conf import realtime_settings, redis_urls
 from .errors import RateLimited
 from .rates import parse_rate
 
@@ -74,6 +79,18 @@ _last_logged: dict[str, float] = {}
 
 def _key(*parts: Any) -> str:
     return realtime_settings.LIMITS_REDIS_PREFIX + ":".join(map(str, parts))
+
+
+def _rate_url(name: str) -> str:
+    """The shard of the rate window `name` ("" without Redis)."""
+    urls = redis_urls()
+    return redisconn.pick(urls, redisconn.shard_index(name, len(urls))) if urls else ""
+
+
+def _slot_url(user_id: int) -> str:
+    """The shard of a user's slots ("" without Redis)."""
+    urls = redis_urls()
+    return redisconn.pick(urls, redisconn.user_shard(user_id, len(urls))) if urls else ""
 
 
 def _failed_open(kind: str, exc: BaseException) -> None:
@@ -153,12 +170,13 @@ class SharedLimiter:
     def hit(self, key: tuple, rate_text: str) -> None:
         """One hit from synchronous code; RateLimited when over the rate."""
         rate = parse_rate(rate_text)
-        url = redis_url()
+        name = _key("rate", *key)
+        url = _rate_url(name)
         if rate is None or not url:
             return self.local.hit(key, rate_text)
         try:
             taken, wait_ms = _HIT.run(
-                url, [_key("rate", *key)], [int(rate.period_seconds * 1000), rate.count, _member()]
+                url, [name], [int(rate.period_seconds * 1000), rate.count, _member()]
             )
         except redisconn.ERRORS as exc:
             _failed_open("rate", exc)
@@ -170,12 +188,13 @@ class SharedLimiter:
     async def ahit(self, key: tuple, rate_text: str) -> None:
         """hit() from the event loop."""
         rate = parse_rate(rate_text)
-        url = redis_url()
+        name = _key("rate", *key)
+        url = _rate_url(name)
         if rate is None or not url:
             return self.local.hit(key, rate_text)
         try:
             taken, wait_ms = await _HIT.arun(
-                url, [_key("rate", *key)], [int(rate.period_seconds * 1000), rate.count, _member()]
+                url, [name], [int(rate.period_seconds * 1000), rate.count, _member()]
             )
         except redisconn.ERRORS as exc:
             _failed_open("rate", exc)
@@ -187,11 +206,11 @@ class SharedLimiter:
     def refund(self, key: tuple) -> None:
         """Take back the latest hit of `key`; from the event loop it is sent
         without waiting (the caller's answer never waits on a refund)."""
-        url = redis_url()
+        name = _key("rate", *key)
+        url = _rate_url(name)
         if not url:
             return self.local.refund(key)
         self.local.refund(key)  # a hit counted here while Redis was away
-        name = _key("rate", *key)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -235,7 +254,7 @@ class Slots:
 
     async def take(self, user_id: int, member: str, cap: int) -> bool:
         """Hold a slot for `member` unless the user has `cap` already (0: no cap)."""
-        url = redis_url()
+        url = _slot_url(user_id)
         if url:
             try:
                 held = await _TAKE.arun(
@@ -257,7 +276,7 @@ class Slots:
 
     async def renew(self, user_id: int, member: str) -> None:
         """Keep the lease (and restore it to a Redis that lost it)."""
-        url = redis_url()
+        url = _slot_url(user_id)
         if not url:
             return
         try:
@@ -271,7 +290,7 @@ class Slots:
         self.local[user_id] -= 1
         if self.local[user_id] <= 0:
             del self.local[user_id]
-        url = redis_url()
+        url = _slot_url(user_id)
         if not url:
             return
         try:

@@ -6,17 +6,34 @@ shared limits): `sync_client(url)` for synchronous code and
 
 Every call is bounded by TIMEOUT_SECONDS: a Redis that does not answer
 costs that long at most, and callers decide what an outage means.
+
+Several Redis (REALTIME["REDIS_URL"] a list; conf.redis_urls()) are shards,
+and this module says which shard holds what, one rule for everything:
+channels_redis' own ring (CRC32 of a name, its low 12 bits, split evenly
+over the shards; `shard_index`) applied to the name the channel layer
+hashes for the group the data belongs to. So a room's presence lives on
+the shard that carries its layer group (`room_shard`), a user's data that
+spans rooms (their connections, their connection and stream caps) on the
+shard of their user group (`user_shard`), a topic's history on the shard
+of its doorbell group (`topic_shard`), and a rate window on the shard of
+its own key name. A dead shard then costs only its rooms, users and topics.
+With one URL every index is 0 and nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
+from django.conf import settings
+
+from .bus import room_group, topic_group, user_group
 
 TIMEOUT_SECONDS = 2.0
 MAX_CONNECTIONS = 50
@@ -29,6 +46,49 @@ _async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
 
 # What a failed call raises, for callers to catch.
 ERRORS = (redis.RedisError, TimeoutError, OSError)
+
+
+# --- shards ---------------------------------------------------------------------------
+def shard_index(name: str, count: int) -> int:
+    """The shard of `name` among `count`: channels_redis' ring
+    (channels_redis.utils._consistent_hash), so that a group's data lands
+    where the layer puts the group."""
+    if count <= 1:
+        return 0
+    return int((binascii.crc32(name.encode("utf8")) & 0xFFF) / (4096 / float(count)))
+
+
+def layer_group_name(group: str) -> str:
+    """The name the default channel layer hashes to place `group` on one of
+    its hosts: the pub/sub layers hash the group's channel
+    (`<prefix>__group__<group>`, prefix "asgi" unless configured), the
+    list-based ones the group itself. Any
+    other layer (in-memory, in tests) counts as the package's default, pub/sub."""
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
+    backend = str(layer.get("BACKEND", ""))
+    if backend.endswith("RedisChannelLayer") and "PubSub" not in backend:
+        return group
+    prefix = (layer.get("CONFIG") or {}).get("prefix", "asgi")  # channels_redis' default
+    return f"{prefix}__group__{group}"
+
+
+def room_shard(room_id: int, count: int) -> int:
+    """The shard of a room's presence and typing: that of its layer group."""
+    return shard_index(layer_group_name(room_group(room_id)), count)
+
+
+def user_shard(user_id: int, count: int) -> int:
+    """The shard of a user's data that spans rooms: that of their layer group."""
+    return shard_index(layer_group_name(user_group(user_id)), count)
+
+
+def topic_shard(topic: str, count: int) -> int:
+    """The shard of a topic's history: that of its doorbell group."""
+    return shard_index(layer_group_name(topic_group(topic)), count)
+
+
+def pick(urls: Sequence[str], index: int) -> str:
+    return urls[index if index < len(urls) else 0]
 
 
 def sync_client(url: str) -> redis.Redis:

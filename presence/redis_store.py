@@ -1,6 +1,6 @@
 """
 Provides RedisPresenceStore, the presence store shared by every process on
-one Redis (REDIS_URL set).
+one Redis or several (REDIS_URL set; a list of URLs is a list of shards).
 
 Each connection holds a lease that expires PRESENCE_TTL_SECONDS after its
 process last refreshed it. One upkeep task per process (presence.upkeep)
@@ -18,6 +18,14 @@ heartbeat refreshes every connection of the process in one pipeline. A
 failure is logged and answered with "no change"; the process still knows its
 own connections, so the next heartbeat puts back whatever Redis lost, and a
 lease whose removal failed expires by itself.
+
+Shards: a room's keys live on the shard of its channel-layer group and a
+user's on the shard of theirs (django_realtime.redisconn.room_shard and
+user_shard), so each script runs on one shard, and a shard that dies costs
+the presence of its rooms only (and the offline/last-seen moment of its
+users). When it comes back, empty, the next heartbeat of every process
+finds its leases there missing and registers them again: the rooms'
+presence is rebuilt and announced as joins.
 """
 
 from __future__ import annotations
@@ -27,12 +35,15 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
+
+from django_realtime import redisconn
 
 from . import conf, scripts
 from .store import Change, Departure, Reaper, Sweep, TypingLapse, Upkeep
@@ -87,6 +98,15 @@ def _typing_member(room_id: int, room_slug: str, user_id: int, username: str) ->
     return json.dumps([room_id, room_slug, user_id, username], separators=(",", ":"))
 
 
+def _due_entry(member: str) -> tuple[str, int, str]:
+    """('r' | 'u' | 't', room or user id, channel or typing member) of a due index entry."""
+    kind, ident, rest = (member.split(":", 2) + ["", ""])[:3]
+    try:
+        return kind, int(ident), rest
+    except ValueError:
+        return "", 0, ""
+
+
 def _typing_lapse(member: str) -> TypingLapse | None:
     try:
         room_id, room_slug, user_id, username = json.loads(member)
@@ -99,22 +119,50 @@ class RedisPresenceStore:
     """The Redis backend of presence.store.PresenceStore."""
 
     def __init__(
-        self, *, url: str, prefix: str, upkeep: Upkeep | None = None, reap: Reaper | None = None
+        self,
+        *,
+        url: str | Sequence[str],
+        prefix: str,
+        upkeep: Upkeep | None = None,
+        reap: Reaper | None = None,
     ) -> None:
-        """`upkeep(store)` runs once per process from the first connection (the
-        heartbeat and sweep, presence.upkeep); `reap(...)` watches each
-        connection's task (presence.transitions.reap_if_orphaned). Both are
-        given by presence.backends; without them the store only stores."""
-        self.url = url
+        """`url`: one Redis URL, or the shards (a list, or URLs separated by
+        commas). `upkeep(store)` runs once per process from the first
+        connection (the heartbeat and sweep, presence.upkeep); `reap(...)`
+        watches each connection's task (presence.transitions.reap_if_orphaned).
+        Both are given by presence.backends; without them the store only stores."""
+        urls = url.split(",") if isinstance(url, str) else list(url)
+        self.urls = [u.strip() for u in urls if u.strip()]
+        self.url = self.urls[0]
         self.prefix = prefix
         self.upkeep = upkeep
         self.reap = reap
         self._connections: dict[str, _Connection] = {}
         # redis.asyncio connections belong to the loop that opened them.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Client]] = (
             weakref.WeakKeyDictionary()
         )
         self._upkeep: asyncio.Task | None = None
+
+    # --- where things are ----------------------------------------------------------
+    def room_key(self, room_id: int) -> str:
+        """The room's presence list; every key of the room starts with it."""
+        return f"{self.prefix}{{room:{room_id}}}"
+
+    def user_key(self, user_id: int) -> str:
+        """Every key of the user's starts with it."""
+        return f"{self.prefix}{{user:{user_id}}}"
+
+    @property
+    def due_key(self) -> str:
+        """The sweep index, one on each shard."""
+        return f"{self.prefix}due"
+
+    def room_shard(self, room_id: int) -> int:
+        return redisconn.room_shard(room_id, len(self.urls))
+
+    def user_shard(self, user_id: int) -> int:
+        return redisconn.user_shard(user_id, len(self.urls))
 
     # --- the interface -----------------------------------------------------------
     async def connect(self, *, user_id: int, username: str, channel: str) -> None:
@@ -135,20 +183,24 @@ class RedisPresenceStore:
                 )
         self._ensure_upkeep()
         async with entry.lock:
-            await self._join(entry, channel, rooms=[])
+            await self._open(entry.user_id, channel)
 
     async def disconnect(self, *, user_id: int, channel: str) -> Departure:
         entry = self._connections.pop(channel, None)
         async with entry.lock if entry else contextlib.nullcontext():
-            result = await self._call(
+            rooms = list(entry.rooms) if entry else []
+            exits = await asyncio.gather(*(self._exit(rid, channel) for rid in rooms))
+            offline = await self._call(
                 "disconnect",
-                lambda c: c.scripts["disconnect"](args=[self.prefix, channel, user_id]),
-                None,
+                self.user_shard(user_id),
+                lambda c: c.scripts["user_close"](
+                    keys=[self.user_key(user_id), self.due_key], args=[user_id, channel]
+                ),
+                0,
             )
-        if not result:
-            return Departure()
-        changes, offline = result
-        return Departure(changes=_changes(changes), offline=bool(offline))
+        return Departure(
+            changes=[c for flat in exits for c in _changes(flat)], offline=bool(offline)
+        )
 
     async def enter(
         self,
@@ -164,7 +216,7 @@ class RedisPresenceStore:
         entry.rooms[room_id] = (room_slug, status)
         self._ensure_upkeep()
         async with entry.lock:
-            changes = await self._join(entry, channel, rooms=[(room_id, room_slug, status)])
+            changes = await self._join(entry, channel, room_id, room_slug, status)
         return changes[0] if changes else None
 
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
@@ -172,17 +224,16 @@ class RedisPresenceStore:
         if entry is not None:
             entry.rooms.pop(room_id, None)
         async with entry.lock if entry else contextlib.nullcontext():
-            flat: list[Any] = await self._call(
-                "exit",
-                lambda c: c.scripts["exit"](args=[self.prefix, channel, user_id, room_id]),
-                [],
-            )
+            flat = await self._exit(room_id, channel)
         changes = _changes(flat)
         return changes[0] if changes else None
 
     async def members(self, *, room_id: int) -> list[dict[str, Any]]:
         listed: dict[Any, Any] = await self._call(
-            "members", lambda c: c.redis.hgetall(f"{self.prefix}room:{room_id}"), {}
+            "members",
+            self.room_shard(room_id),
+            lambda c: c.redis.hgetall(self.room_key(room_id)),
+            {},
         )
         members = []
         for uid, value in listed.items():
@@ -199,8 +250,10 @@ class RedisPresenceStore:
         keep_ms = 2 * max(int(ttl_seconds * 1000), self._ttl_ms())
         await self._call(
             "typing_start",
+            self.room_shard(room_id),
             lambda c: c.scripts["typing_start"](
-                args=[self.prefix, member, int(ttl_seconds * 1000), keep_ms]
+                keys=[self.room_key(room_id), self.due_key],
+                args=[room_id, member, int(ttl_seconds * 1000), keep_ms],
             ),
             None,
         )
@@ -212,7 +265,12 @@ class RedisPresenceStore:
         # If Redis does not answer, say it ended here: a second `false` is
         # harmless, a missing one leaves a typist shown forever.
         removed = await self._call(
-            "typing_stop", lambda c: c.redis.zrem(f"{self.prefix}typing", member), 1
+            "typing_stop",
+            self.room_shard(room_id),
+            lambda c: c.scripts["typing_stop"](
+                keys=[self.room_key(room_id), self.due_key], args=[room_id, member]
+            ),
+            1,
         )
         return bool(removed)
 
@@ -223,58 +281,150 @@ class RedisPresenceStore:
             if task.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
+        clients = self._clients.pop(asyncio.get_running_loop(), {})
+        for client in clients.values():
             with contextlib.suppress(Exception):
                 await client.redis.aclose()
 
     # --- upkeep: called by presence.upkeep ----------------------------------------
     async def heartbeat(self) -> list[Change]:
-        """Refresh every lease of this process in one pipeline; register again
-        any connection whose lease was lost, returning the joins that causes."""
+        """Renew every lease of this process, one pipeline per shard; register
+        again any lease that was lost (swept, or its shard restarted empty),
+        returning the joins that causes."""
         for channel, entry in list(self._connections.items()):
             if entry.task is not None and entry.task.done():
                 logger.warning("presence: %s ended without disconnecting", channel)
                 self._connections.pop(channel, None)
-        channels = list(self._connections)
-        if not channels:
+        if not self._connections:
             return []
+        # shard -> room id -> channels, and shard -> user id -> channels
+        rooms: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        users: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for channel, entry in self._connections.items():
+            users[self.user_shard(entry.user_id)][entry.user_id].append(channel)
+            for room_id in entry.rooms:
+                rooms[self.room_shard(room_id)][room_id].append(channel)
         ttl_ms = self._ttl_ms()
+        keep_ms = 2 * ttl_ms
 
-        async def beat(c: _Client) -> list[str]:
-            pipe = c.redis.pipeline(transaction=False)
-            for i in range(0, len(channels), BATCH):
-                chunk = channels[i : i + BATCH]
-                await c.scripts["heartbeat"](
-                    args=[self.prefix, ttl_ms, 2 * ttl_ms, *chunk], client=pipe
+        def beat(shard: int) -> Callable[[_Client], Awaitable[list[tuple[str, int, str]]]]:
+            async def run(c: _Client) -> list[tuple[str, int, str]]:
+                pipe = c.redis.pipeline(transaction=False)
+                asked: list[tuple[str, int]] = []
+                for room_id, channels in rooms[shard].items():
+                    for i in range(0, len(channels), BATCH):
+                        await c.scripts["room_heartbeat"](
+                            keys=[self.room_key(room_id), self.due_key],
+                            args=[room_id, ttl_ms, keep_ms, *channels[i : i + BATCH]],
+                            client=pipe,
+                        )
+                        asked.append(("room", room_id))
+                for user_id, channels in users[shard].items():
+                    for i in range(0, len(channels), BATCH):
+                        await c.scripts["user_heartbeat"](
+                            keys=[self.user_key(user_id), self.due_key],
+                            args=[user_id, ttl_ms, keep_ms, *channels[i : i + BATCH]],
+                            client=pipe,
+                        )
+                        asked.append(("user", user_id))
+                replies = await pipe.execute()
+                return [
+                    (kind, ident, channel)
+                    for (kind, ident), missing in zip(asked, replies, strict=True)
+                    for channel in missing
+                ]
+
+            return run
+
+        shards = sorted(set(rooms) | set(users))
+        nothing: list[tuple[str, int, str]] = []
+        lost: list[list[tuple[str, int, str]]] = await asyncio.gather(
+            *(
+                self._call(
+                    "heartbeat", shard, beat(shard), nothing, timeout=conf.upkeep_timeout_seconds()
                 )
-            return [ch for missing in await pipe.execute() for ch in missing]
-
-        changes: list[Change] = []
-        heartbeat: Awaitable[list[str]] = self._call(
-            "heartbeat", beat, [], timeout=conf.upkeep_timeout_seconds()
+                for shard in shards
+            )
         )
-        for channel in await heartbeat:
-            changes += await self._restore(channel)
+        missing: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        for kind, ident, channel in (item for shard_lost in lost for item in shard_lost):
+            missing[channel].add((kind, ident))
+        changes: list[Change] = []
+        for channel, leases in missing.items():
+            changes += await self._restore(channel, leases)
         return changes
 
     async def sweep(self) -> Sweep:
-        """End expired leases (any process's) and report what that changed, once."""
+        """End expired leases (any process's) on every shard and report what
+        that changed, once."""
         result = Sweep()
+        for swept in await asyncio.gather(*(self._sweep_shard(i) for i in range(len(self.urls)))):
+            result.changes.extend(swept.changes)
+            result.offline_user_ids.extend(swept.offline_user_ids)
+            result.typing_lapses.extend(swept.typing_lapses)
+        return result
+
+    async def _sweep_shard(self, shard: int) -> Sweep:
+        result = Sweep()
+        timeout = conf.upkeep_timeout_seconds()
         for _ in range(MAX_SWEEP_BATCHES):
-            swept = await self._call(
+            due: list[str] = await self._call(
                 "sweep",
-                lambda c: c.scripts["sweep"](args=[self.prefix, BATCH]),
-                None,
-                timeout=conf.upkeep_timeout_seconds(),
+                shard,
+                lambda c: c.scripts["due"](keys=[self.due_key], args=[BATCH]),
+                [],
+                timeout=timeout,
             )
-            if not swept:
+            if not due:
                 break
-            changes, offline, lapsed, expired = swept
-            result.changes.extend(_changes(changes))
-            result.offline_user_ids.extend(int(uid) for uid in offline)
-            result.typing_lapses.extend(x for x in map(_typing_lapse, lapsed) if x)
-            if int(expired) < BATCH and len(lapsed) < BATCH:
+            leases: dict[int, list[str]] = defaultdict(list)
+            typists: dict[int, list[str]] = defaultdict(list)
+            users: dict[int, list[str]] = defaultdict(list)
+            for member in due:
+                kind, ident, rest = _due_entry(member)
+                if kind == "r":
+                    leases[ident].append(rest)
+                elif kind == "t":
+                    typists[ident].append(rest)
+                elif kind == "u":
+                    users[ident].append(rest)
+
+            async def end(
+                c: _Client,
+                leases: dict[int, list[str]] = leases,
+                typists: dict[int, list[str]] = typists,
+                users: dict[int, list[str]] = users,
+            ) -> tuple[list[Any], list[int]]:
+                pipe = c.redis.pipeline(transaction=False)
+                room_ids = sorted(set(leases) | set(typists))
+                for room_id in room_ids:
+                    channels = leases.get(room_id, [])
+                    await c.scripts["room_sweep"](
+                        keys=[self.room_key(room_id), self.due_key],
+                        args=[room_id, len(channels), *channels, *typists.get(room_id, [])],
+                        client=pipe,
+                    )
+                user_ids = sorted(users)
+                for user_id in user_ids:
+                    await c.scripts["user_sweep"](
+                        keys=[self.user_key(user_id), self.due_key],
+                        args=[user_id, *users[user_id]],
+                        client=pipe,
+                    )
+                replies = await pipe.execute()
+                offline = [
+                    u for u, gone in zip(user_ids, replies[len(room_ids) :], strict=True) if gone
+                ]
+                return replies[: len(room_ids)], offline
+
+            ended: tuple[list[Any], list[int]] = await self._call(
+                "sweep", shard, end, ([], []), timeout=timeout
+            )
+            for changes, lapsed in ended[0]:
+                result.changes.extend(_changes(changes))
+                result.typing_lapses.extend(x for x in map(_typing_lapse, lapsed) if x)
+            result.offline_user_ids.extend(ended[1])
+            if len(due) < BATCH:
                 break
         return result
 
@@ -292,36 +442,79 @@ class RedisPresenceStore:
     def _ttl_ms(self) -> int:
         return int(conf.ttl_seconds() * 1000)
 
+    async def _open(self, user_id: int, channel: str) -> None:
+        ttl_ms = self._ttl_ms()
+        await self._call(
+            "connect",
+            self.user_shard(user_id),
+            lambda c: c.scripts["user_open"](
+                keys=[self.user_key(user_id), self.due_key],
+                # Keys outlive the lease by a TTL: the safety net for an abandoned Redis.
+                args=[user_id, channel, ttl_ms, 2 * ttl_ms],
+            ),
+            None,
+        )
+
     async def _join(
-        self, entry: _Connection, channel: str, rooms: list[tuple[int, str, str]]
+        self, entry: _Connection, channel: str, room_id: int, slug: str, status: str
     ) -> list[Change]:
         ttl_ms = self._ttl_ms()
-        args: list[Any] = [self.prefix, channel, entry.user_id, entry.username, ttl_ms]
-        # Keys outlive the lease by a TTL: the safety net for an abandoned Redis.
-        args.append(2 * ttl_ms)
-        for room_id, slug, status in rooms:
-            args += [room_id, slug, status]
-        flat: list[Any] = await self._call("join", lambda c: c.scripts["join"](args=args), [])
+        args: list[str | int] = [
+            room_id,
+            slug,
+            channel,
+            entry.user_id,
+            entry.username,
+            status,
+            ttl_ms,
+            2 * ttl_ms,
+        ]
+        flat: list[Any] = await self._call(
+            "join",
+            self.room_shard(room_id),
+            lambda c: c.scripts["room_join"](
+                keys=[self.room_key(room_id), self.due_key], args=args
+            ),
+            [],
+        )
         return _changes(flat)
 
-    async def _restore(self, channel: str) -> list[Change]:
+    async def _exit(self, room_id: int, channel: str) -> list[Any]:
+        flat: list[Any] = await self._call(
+            "exit",
+            self.room_shard(room_id),
+            lambda c: c.scripts["room_exit"](
+                keys=[self.room_key(room_id), self.due_key], args=[room_id, channel]
+            ),
+            [],
+        )
+        return flat
+
+    async def _restore(self, channel: str, leases: set[tuple[str, int]]) -> list[Change]:
         entry = self._connections.get(channel)
         if entry is None:
             return []
         async with entry.lock:
             if self._connections.get(channel) is not entry:
                 return []  # it closed meanwhile
-            rooms = [(rid, slug, status) for rid, (slug, status) in entry.rooms.items()]
-            logger.info("presence: lease of %s was lost; registering it again", channel)
-            return await self._join(entry, channel, rooms=rooms)
+            logger.info("presence: leases of %s were lost; registering them again", channel)
+            changes: list[Change] = []
+            if ("user", entry.user_id) in leases:
+                await self._open(entry.user_id, channel)
+            for kind, room_id in sorted(leases):
+                held = entry.rooms.get(room_id) if kind == "room" else None
+                if held is not None:
+                    changes += await self._join(entry, channel, room_id, *held)
+            return changes
 
-    def _client(self) -> _Client:
+    def _client(self, shard: int) -> _Client:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+        clients = self._clients.setdefault(loop, {})
+        client = clients.get(shard)
         if client is None:
             timeout = conf.redis_timeout_seconds()
             pool = BlockingConnectionPool.from_url(
-                self.url,
+                self.urls[shard],
                 max_connections=conf.redis_max_connections(),
                 timeout=timeout,  # wait this long for a free connection, no longer
                 # Each call is bounded by _call; the socket allows the longest.
@@ -334,24 +527,26 @@ class RedisPresenceStore:
             client = _Client(
                 redis, {name: redis.register_script(src) for name, src in scripts.ALL.items()}
             )
-            self._clients[loop] = client
+            clients[shard] = client
         return client
 
     async def _call(
         self,
         what: str,
+        shard: int,
         fn: Callable[[_Client], Awaitable[T]],
         default: T,
         *,
         timeout: float | None = None,
     ) -> T:
-        """One Redis call bounded by `timeout` (PRESENCE_REDIS_TIMEOUT_SECONDS
-        unless given); a failure is logged and answered with `default`."""
+        """One Redis call on one shard, bounded by `timeout`
+        (PRESENCE_REDIS_TIMEOUT_SECONDS unless given); a failure is logged and
+        answered with `default`."""
         try:
             async with asyncio.timeout(timeout or conf.redis_timeout_seconds()):
-                return await fn(self._client())
+                return await fn(self._client(shard))
         except Exception as exc:  # noqa: BLE001 - presence never takes a consumer down
-            logger.warning("presence: %s failed: %r", what, exc)
+            logger.warning("presence: %s failed on shard %d: %r", what, shard, exc)
             return default
 
     def _ensure_upkeep(self) -> None:

@@ -7,38 +7,50 @@ changes it, and a transition is reported to exactly one caller, whichever of
 many processes made it. Times are Redis's clock (TIME), never a process's, so
 processes on machines with skewed clocks agree on which lease has expired.
 
-Keys (P is the prefix, PRESENCE_REDIS_PREFIX):
+Presence is kept per room and per user, each under one hash tag, so that a
+room's keys (and a user's) live on one shard (django_realtime.redisconn says
+which) and each script touches the keys of one room or one user, plus the
+sweep index of the shard it runs on. Keys (P is PRESENCE_REDIS_PREFIX):
 
-    P..'conns'                 ZSET   channel -> lease expiry (ms)
-    P..'conn:'..channel        HASH   u=user id, n=username, r:<room>=status, s:<room>=slug
-    P..'user:'..uid            SET    the user's open channels, on any process
-    P..'room:'..rid            HASH   uid -> '<status>:<username>', the room's presence list
-    P..'room:'..rid..':user:'..uid  HASH  channel -> status, the user's connections there
-    P..'typing'                ZSET   '[rid, slug, uid, username]' -> typing expiry (ms)
+    R = P..'{room:'..rid..'}'    (KEYS[1] of a room's scripts)
+    R                   HASH   uid -> '<status>:<username>', the room's presence list
+    R..':user:'..uid    HASH   channel -> status, the user's connections there
+    R..':leases'        ZSET   channel -> lease expiry (ms), the room's connections
+    R..':conns'         HASH   channel -> '<uid>:<slug>'
+    R..':typing'        ZSET   '[rid, slug, uid, username]' -> typing expiry (ms)
+
+    U = P..'{user:'..uid..'}'    (KEYS[1] of a user's scripts)
+    U..':conns'         ZSET   channel -> lease expiry (ms), the user's open connections
+
+    P..'due'            ZSET   'r:<rid>:<channel>' | 'u:<uid>:<channel>' |
+                               't:<rid>:<typing member>' -> expiry (ms)
+                               (KEYS[2]: one per shard, what a sweep visits)
+
+A connection holds one lease per room it is in and one for the user; the
+heartbeat renews them all, so they expire together when its process dies.
+Each lease is written to the shard's `due` index in the same script, so a
+sweep reads the index, then ends each due lease with its room's (or user's)
+script, which checks the lease itself: an entry renewed meanwhile is not due.
 
 Nothing grows without bound: a connection's entries are removed when it
-closes or its lease is swept, Redis deletes a hash, set or zset once it is
+closes or its lease is swept, Redis deletes a hash or zset once it is
 empty, and every key also carries an expiry twice the TTL past the last
 heartbeat that touched it, a safety net for a Redis every process abandoned.
 
-The scripts name their keys from the prefix (ARGV[1]) rather than KEYS, so
-they need one Redis, not a Redis Cluster.
+These keys replaced the untagged ones of 0.x (`P..'conns'`, `P..'room:'..rid`,
+…), which no script reads any more: during a rolling upgrade, processes of
+each version see only their own version's presence, and the old keys expire
+by themselves within twice the TTL of the last old process stopping.
 """
 
 PRELUDE = r"""
-local P = ARGV[1]
-local CONNS = P .. 'conns'
-local TYPING = P .. 'typing'
+local R = KEYS[1]
+local DUE = KEYS[2]
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-
-local function conn_key(ch) return P .. 'conn:' .. ch end
-local function user_key(uid) return P .. 'user:' .. uid end
-local function room_key(rid) return P .. 'room:' .. rid end
-local function seat_key(rid, uid) return P .. 'room:' .. rid .. ':user:' .. uid end
 
 -- Give a key at least `ms` more to live, never less than it has (EXPIRE GT
 -- cannot set a first expiry: a key without one counts as living forever).
@@ -47,8 +59,19 @@ local function keep(key, ms)
   if left == -2 or left >= ms then return end
   redis.call('PEXPIRE', key, ms)
 end
+"""
 
--- A user's status in a room from their connections there; '' when none.
+ROOM_PRELUDE = (
+    PRELUDE
+    + r"""
+local LIST = R
+local LEASES = R .. ':leases'
+local CONNS = R .. ':conns'
+local TYPING = R .. ':typing'
+local function seat_key(uid) return R .. ':user:' .. uid end
+local function due_member(rid, ch) return 'r:' .. rid .. ':' .. ch end
+
+-- A user's status in the room from their connections there; '' when none.
 local function status_of(seat)
   local values = redis.call('HVALS', seat)
   if #values == 0 then return '' end
@@ -58,186 +81,248 @@ local function status_of(seat)
   return 'away'
 end
 
--- After a user's connections in a room changed: update the room's list and
+-- After a user's connections in the room changed: update the room's list and
 -- append {rid, slug, uid, username, status} to `changes` if the user's status
 -- moved ('' is a leave).
 local function settle(changes, rid, slug, uid, name, before)
-  local after = status_of(seat_key(rid, uid))
+  local after = status_of(seat_key(uid))
   if after == before then return end
-  local room = room_key(rid)
   if name == '' then
-    local listed = redis.call('HGET', room, uid)
+    local listed = redis.call('HGET', LIST, uid)
     if listed then name = string.match(listed, '^[^:]*:(.*)$') or '' end
   end
   if after == '' then
-    redis.call('HDEL', room, uid)
+    redis.call('HDEL', LIST, uid)
   else
-    redis.call('HSET', room, uid, after .. ':' .. name)
+    redis.call('HSET', LIST, uid, after .. ':' .. name)
   end
   for _, v in ipairs({rid, slug, uid, name, after}) do table.insert(changes, v) end
 end
 
-local function leave_room(changes, ch, rid, slug, uid, name)
-  local seat = seat_key(rid, uid)
+-- The connection leaves the room: its seat, lease and index entry go.
+local function leave(changes, rid, ch)
+  local held = redis.call('HGET', CONNS, ch)
+  redis.call('HDEL', CONNS, ch)
+  redis.call('ZREM', LEASES, ch)
+  redis.call('ZREM', DUE, due_member(rid, ch))
+  if not held then return end
+  local uid, slug = string.match(held, '^([^:]*):(.*)$')
+  local seat = seat_key(uid)
   if redis.call('HEXISTS', seat, ch) == 0 then return end
   local before = status_of(seat)
   redis.call('HDEL', seat, ch)
-  settle(changes, rid, slug, uid, name, before)
-end
-
--- Close a connection: out of every room it is in, its lease gone; a user
--- whose last connection this was goes to `offline`.
-local function drop(changes, offline, ch, uid_hint)
-  local ckey = conn_key(ch)
-  local fields = redis.call('HGETALL', ckey)
-  local info = {}
-  for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
-  local uid = info['u'] or uid_hint
-  local name = info['n'] or ''
-  if uid then
-    for i = 1, #fields, 2 do
-      local f = fields[i]
-      if string.sub(f, 1, 2) == 'r:' then
-        local rid = string.sub(f, 3)
-        leave_room(changes, ch, rid, info['s:' .. rid] or '', uid, name)
-      end
-    end
-  end
-  redis.call('DEL', ckey)
-  redis.call('ZREM', CONNS, ch)
-  if uid and uid ~= '' then
-    local ukey = user_key(uid)
-    if redis.call('SREM', ukey, ch) == 1 and redis.call('SCARD', ukey) == 0 then
-      table.insert(offline, uid)
-    end
-  end
+  settle(changes, rid, slug, uid, '', before)
 end
 """
+)
 
-# ARGV: P, channel, uid, username, ttl_ms, keep_ms, then (rid, slug, status)*.
-# Opens or refreshes a connection's lease and sets its status in each room
-# given: `connect` (no rooms), `enter` (one) and a heartbeat's re-registration
-# of a connection whose lease was lost (all of its rooms).
-JOIN = (
+USER_PRELUDE = (
     PRELUDE
     + r"""
-local ch, uid, name = ARGV[2], ARGV[3], ARGV[4]
-local ttl, keep_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
-local ckey = conn_key(ch)
-redis.call('ZADD', CONNS, now_ms() + ttl, ch)
-redis.call('HSET', ckey, 'u', uid, 'n', name)
-redis.call('SADD', user_key(uid), ch)
-keep(CONNS, keep_ms); keep(ckey, keep_ms); keep(user_key(uid), keep_ms)
+local CONNS = R .. ':conns'
+local function due_member(uid, ch) return 'u:' .. uid .. ':' .. ch end
+"""
+)
+
+# KEYS: room, due. ARGV: rid, slug, channel, uid, username, status, ttl_ms, keep_ms.
+# The connection joins the room or sets its status there (also a heartbeat's
+# re-registration of a lease that was lost). Returns the changes.
+ROOM_JOIN = (
+    ROOM_PRELUDE
+    + r"""
+local rid, slug, ch, uid, name, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ttl, keep_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local expiry = now_ms() + ttl
+local seat = seat_key(uid)
+local before = status_of(seat)
+redis.call('HSET', seat, ch, status)
+redis.call('HSET', CONNS, ch, uid .. ':' .. slug)
+redis.call('ZADD', LEASES, expiry, ch)
+redis.call('ZADD', DUE, expiry, due_member(rid, ch))
 local changes = {}
-for i = 7, #ARGV, 3 do
-  local rid, slug, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local seat = seat_key(rid, uid)
-  local before = status_of(seat)
-  redis.call('HSET', seat, ch, status)
-  redis.call('HSET', ckey, 'r:' .. rid, status, 's:' .. rid, slug)
-  settle(changes, rid, slug, uid, name, before)
-  keep(seat, keep_ms); keep(room_key(rid), keep_ms)
-end
+settle(changes, rid, slug, uid, name, before)
+for _, key in ipairs({seat, LIST, CONNS, LEASES, DUE}) do keep(key, keep_ms) end
 return changes
 """
 )
 
-# ARGV: P, channel, uid, rid. The connection leaves one room.
-EXIT = (
-    PRELUDE
+# KEYS: room, due. ARGV: rid, channel. The connection leaves the room.
+ROOM_EXIT = (
+    ROOM_PRELUDE
     + r"""
-local ch, uid, rid = ARGV[2], ARGV[3], ARGV[4]
-local ckey = conn_key(ch)
-local name = redis.call('HGET', ckey, 'n') or ''
-local slug = redis.call('HGET', ckey, 's:' .. rid) or ''
-redis.call('HDEL', ckey, 'r:' .. rid, 's:' .. rid)
 local changes = {}
-leave_room(changes, ch, rid, slug, uid, name)
+leave(changes, ARGV[1], ARGV[2])
 return changes
 """
 )
 
-# ARGV: P, channel, uid. The connection closed. Returns {changes, offline uids}.
-DISCONNECT = (
-    PRELUDE
+# KEYS: room, due. ARGV: rid, ttl_ms, keep_ms, channel*. Renews the leases of
+# one process's connections in the room; returns the channels that had none
+# any more (swept while the process stalled, or Redis lost them).
+ROOM_HEARTBEAT = (
+    ROOM_PRELUDE
     + r"""
-local changes, offline = {}, {}
-drop(changes, offline, ARGV[2], ARGV[3])
-return {changes, offline}
+local rid, ttl, keep_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local expiry = now_ms() + ttl
+local missing = {}
+for i = 4, #ARGV do
+  local ch = ARGV[i]
+  local held = redis.call('HGET', CONNS, ch)
+  if held and redis.call('ZSCORE', LEASES, ch) then
+    redis.call('ZADD', LEASES, 'XX', expiry, ch)
+    redis.call('ZADD', DUE, expiry, due_member(rid, ch))
+    keep(seat_key(string.match(held, '^([^:]*):')), keep_ms)
+  else
+    table.insert(missing, ch)
+  end
+end
+for _, key in ipairs({LIST, CONNS, LEASES, TYPING, DUE}) do keep(key, keep_ms) end
+return missing
 """
 )
 
-# ARGV: P, ttl_ms, keep_ms, channel*. Refreshes the leases of one process's
-# connections; returns the channels that had none any more (swept while the
-# process stalled, or Redis lost them), for the caller to register again.
-HEARTBEAT = (
-    PRELUDE
+# KEYS: room, due. ARGV: rid, count of channels n, channel*n, typing member*.
+# Ends the room's due leases and typing leases among those named (a sweep
+# found them in the due index); an entry renewed since is left alone.
+# Returns {changes, lapsed typing members}.
+ROOM_SWEEP = (
+    ROOM_PRELUDE
     + r"""
-local ttl, keep_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
+local rid, n = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local changes, lapsed = {}, {}
+for i = 3, 2 + n do
+  local ch = ARGV[i]
+  local expiry = tonumber(redis.call('ZSCORE', LEASES, ch))
+  if not expiry or expiry <= now then
+    leave(changes, rid, ch)
+  end
+end
+for i = 3 + n, #ARGV do
+  local member = ARGV[i]
+  local expiry = tonumber(redis.call('ZSCORE', TYPING, member))
+  if not expiry or expiry <= now then
+    redis.call('ZREM', DUE, 't:' .. rid .. ':' .. member)
+    if expiry then
+      redis.call('ZREM', TYPING, member)
+      table.insert(lapsed, member)
+    end
+  end
+end
+return {changes, lapsed}
+"""
+)
+
+# KEYS: room, due. ARGV: rid, member, ttl_ms, keep_ms. A typist's lease,
+# refreshed by each `true`.
+TYPING_START = (
+    ROOM_PRELUDE
+    + r"""
+local expiry = now_ms() + tonumber(ARGV[3])
+redis.call('ZADD', TYPING, expiry, ARGV[2])
+redis.call('ZADD', DUE, expiry, 't:' .. ARGV[1] .. ':' .. ARGV[2])
+keep(TYPING, tonumber(ARGV[4])); keep(DUE, tonumber(ARGV[4]))
+return 1
+"""
+)
+
+# KEYS: room, due. ARGV: rid, member. Ends a typing lease; 1 if it was there.
+TYPING_STOP = (
+    ROOM_PRELUDE
+    + r"""
+redis.call('ZREM', DUE, 't:' .. ARGV[1] .. ':' .. ARGV[2])
+return redis.call('ZREM', TYPING, ARGV[2])
+"""
+)
+
+# KEYS: user, due. ARGV: uid, channel, ttl_ms, keep_ms. A connection of the
+# user opened (or its lost lease is registered again).
+USER_OPEN = (
+    USER_PRELUDE
+    + r"""
+local expiry = now_ms() + tonumber(ARGV[3])
+redis.call('ZADD', CONNS, expiry, ARGV[2])
+redis.call('ZADD', DUE, expiry, due_member(ARGV[1], ARGV[2]))
+keep(CONNS, tonumber(ARGV[4])); keep(DUE, tonumber(ARGV[4]))
+return 1
+"""
+)
+
+# KEYS: user, due. ARGV: uid, channel. The connection closed; 1 if it was the
+# user's last one (they went offline), else 0.
+USER_CLOSE = (
+    USER_PRELUDE
+    + r"""
+redis.call('ZREM', DUE, due_member(ARGV[1], ARGV[2]))
+if redis.call('ZREM', CONNS, ARGV[2]) == 1 and redis.call('ZCARD', CONNS) == 0 then
+  return 1
+end
+return 0
+"""
+)
+
+# KEYS: user, due. ARGV: uid, ttl_ms, keep_ms, channel*. As ROOM_HEARTBEAT.
+USER_HEARTBEAT = (
+    USER_PRELUDE
+    + r"""
+local uid, ttl, keep_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local expiry = now_ms() + ttl
 local missing = {}
 for i = 4, #ARGV do
   local ch = ARGV[i]
   if redis.call('ZSCORE', CONNS, ch) then
     redis.call('ZADD', CONNS, 'XX', expiry, ch)
-    local ckey = conn_key(ch)
-    keep(ckey, keep_ms)
-    local fields = redis.call('HGETALL', ckey)
-    local uid = nil
-    for j = 1, #fields, 2 do
-      if fields[j] == 'u' then uid = fields[j + 1] end
-    end
-    if uid then
-      keep(user_key(uid), keep_ms)
-      for j = 1, #fields, 2 do
-        if string.sub(fields[j], 1, 2) == 'r:' then
-          local rid = string.sub(fields[j], 3)
-          keep(room_key(rid), keep_ms); keep(seat_key(rid, uid), keep_ms)
-        end
-      end
-    end
+    redis.call('ZADD', DUE, expiry, due_member(uid, ch))
   else
     table.insert(missing, ch)
   end
 end
-keep(CONNS, keep_ms)
+keep(CONNS, keep_ms); keep(DUE, keep_ms)
 return missing
 """
 )
 
-# ARGV: P, limit. Ends up to `limit` expired connection leases and typing
-# leases. Safe in many processes at once: a lease is removed in the same
-# atomic step that reports it, so each expiry is reported once.
-# Returns {changes, offline uids, lapsed typing members, expired count}.
-SWEEP = (
-    PRELUDE
+# KEYS: user, due. ARGV: uid, channel*. Ends the user's due connection
+# leases among those named; 1 if that left the user with none (offline).
+USER_SWEEP = (
+    USER_PRELUDE
     + r"""
-local limit = tonumber(ARGV[2])
+local uid = ARGV[1]
 local now = now_ms()
-local changes, offline = {}, {}
-local expired = redis.call('ZRANGEBYSCORE', CONNS, '-inf', now, 'LIMIT', 0, limit)
-for _, ch in ipairs(expired) do drop(changes, offline, ch, nil) end
-local lapsed = redis.call('ZRANGEBYSCORE', TYPING, '-inf', now, 'LIMIT', 0, limit)
-for _, member in ipairs(lapsed) do redis.call('ZREM', TYPING, member) end
-return {changes, offline, lapsed, #expired}
+local ended = false
+for i = 2, #ARGV do
+  local ch = ARGV[i]
+  local expiry = tonumber(redis.call('ZSCORE', CONNS, ch))
+  if not expiry or expiry <= now then
+    redis.call('ZREM', DUE, due_member(uid, ch))
+    if expiry then
+      redis.call('ZREM', CONNS, ch)
+      ended = true
+    end
+  end
+end
+if ended and redis.call('ZCARD', CONNS) == 0 then return 1 end
+return 0
 """
 )
 
-# ARGV: P, member, ttl_ms, keep_ms. A typist's lease, refreshed by each `true`.
-TYPING_START = (
-    PRELUDE
-    + r"""
-redis.call('ZADD', TYPING, now_ms() + tonumber(ARGV[3]), ARGV[2])
-keep(TYPING, tonumber(ARGV[4]))
-return 1
+# KEYS: due. ARGV: limit. The shard's due index entries, up to `limit`.
+DUE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 """
-)
 
 ALL = {
-    "join": JOIN,
-    "exit": EXIT,
-    "disconnect": DISCONNECT,
-    "heartbeat": HEARTBEAT,
-    "sweep": SWEEP,
+    "room_join": ROOM_JOIN,
+    "room_exit": ROOM_EXIT,
+    "room_heartbeat": ROOM_HEARTBEAT,
+    "room_sweep": ROOM_SWEEP,
     "typing_start": TYPING_START,
+    "typing_stop": TYPING_STOP,
+    "user_open": USER_OPEN,
+    "user_close": USER_CLOSE,
+    "user_heartbeat": USER_HEARTBEAT,
+    "user_sweep": USER_SWEEP,
+    "due": DUE,
 }

@@ -154,9 +154,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
-# How this process talks to Redis, for the channel layer.
-_REDIS_HOST = {
-    "address": REDIS_URL,
+# Several Redis, separated by commas (REDIS_URL=redis://a:6379/0,redis://b:6379/0),
+# are shards: the channel layer spreads its groups over them (channels_redis'
+# own sharding), and presence, the shared limits and topic histories follow
+# the same list, so each room lives on one shard (docs/integration.md).
+REDIS_URLS = [url.strip() for url in REDIS_URL.split(",") if url.strip()]
+
+
+def _redis_host(address: str) -> dict:
+    """How this process talks to one Redis, for the channel layer."""
+    return {"address": address, **_REDIS_OPTIONS}
+
+
+_REDIS_OPTIONS = {
     # redis-py 8 defaults to a 5 s read timeout, the same as channels_redis'
     # 5 s BZPOPMIN, so an idle consumer's read times out and the consumer dies
     # (channels_redis#422). Reads must outlast the blocking pop, yet stay bounded.
@@ -167,6 +177,7 @@ _REDIS_HOST = {
     "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
     "health_check_interval": 30,
 }
+_REDIS_HOSTS = [_redis_host(url) for url in REDIS_URLS]
 # CHANNEL_LAYER_BACKEND: "pubsub-resilient" (the default: one subscription per
 # room per process and a local fan-out, so one PUBLISH per message) or
 # "core-resilient" (channels_redis' list-based layer). "core" and "pubsub" are
@@ -182,12 +193,12 @@ CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub-resilien
 _LAYER_CONFIGS = {
     "pubsub-resilient": (
         "django_realtime.layers.ResilientRedisPubSubChannelLayer",
-        {"hosts": [_REDIS_HOST]},
+        {"hosts": _REDIS_HOSTS},
     ),
     "core-resilient": (
         "django_realtime.layers.ResilientRedisChannelLayer",
         {
-            "hosts": [_REDIS_HOST],
+            "hosts": _REDIS_HOSTS,
             # A consumer's inbox; messages over it are dropped by the layer,
             # and the client's seq gap is then filled from the database.
             "capacity": env_int("CHANNEL_CAPACITY", 1000),
@@ -198,8 +209,8 @@ _LAYER_CONFIGS = {
             "group_expiry": env_int("CHANNEL_GROUP_EXPIRY_SECONDS", 86400),
         },
     ),
-    "core": ("channels_redis.core.RedisChannelLayer", {"hosts": [REDIS_URL]}),
-    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {"hosts": [REDIS_URL]}),
+    "core": ("channels_redis.core.RedisChannelLayer", {"hosts": REDIS_URLS}),
+    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {"hosts": REDIS_URLS}),
 }
 if REDIS_URL:
     _backend, _config = _LAYER_CONFIGS[CHANNEL_LAYER_BACKEND]
@@ -294,7 +305,7 @@ _REALTIME_NUMBERS = [
     "PRESENCE_DIFF_COALESCE_SECONDS",
 ]
 REALTIME: dict = {
-    "REDIS_URL": REDIS_URL,
+    "REDIS_URL": REDIS_URLS or "",
     "DATABASE_STATEMENT_TIMEOUT_MS": DATABASE_STATEMENT_TIMEOUT_MS,
     "WS_ALLOWED_ORIGINS": env_list("WS_ALLOWED_ORIGINS", []),
     # Live data (docs/topics.md): `public:rooms` carries the rooms' changes.

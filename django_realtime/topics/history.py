@@ -8,6 +8,13 @@ A topic's history is an epoch (a random name), the last offset and the last
 appends and takes the next offset in one atomic step (a Lua script on Redis),
 and answers a repeated idempotency key with the first publication. The
 history is the record; the channel layer only rings the doorbell.
+
+With several Redis shards a topic's keys (one hash tag, `{topic}`) live on
+the shard of its doorbell group (redisconn.topic_shard), and each script
+touches that topic's keys only. A dead shard makes its topics' publishes
+fail (503, UNAVAILABLE) and, once it is back empty, gives them a new epoch
+(subscribers resume with `recovered: false` and the latest value); other
+topics do not notice.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import redisconn
-from ..conf import realtime_settings, redis_url
+from ..conf import realtime_settings, redis_urls
 from ..errors import Unavailable
 from .names import Namespace
 
@@ -329,10 +336,16 @@ _STATE = redisconn.Script(STATE)
 
 
 class RedisHistory:
-    """The history every process shares, in Redis (a stream per topic)."""
+    """The history every process shares, in Redis (a stream per topic, on
+    the topic's shard)."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str | list[str]):
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url = self.urls[0]
+
+    def url_of(self, topic: str) -> str:
+        """The shard that holds `topic`."""
+        return redisconn.pick(self.urls, redisconn.topic_shard(topic, len(self.urls)))
 
     def publish(
         self,
@@ -346,7 +359,7 @@ class RedisHistory:
     ) -> Published:
         try:
             reply = _PUBLISH.run(
-                self.url,
+                self.url_of(topic),
                 _keys(topic, idempotency_key),
                 _args(data, key, audience, idempotency_key, namespace),
             )
@@ -366,7 +379,7 @@ class RedisHistory:
     ) -> Published:
         try:
             reply = await _PUBLISH.arun(
-                self.url,
+                self.url_of(topic),
                 _keys(topic, idempotency_key),
                 _args(data, key, audience, idempotency_key, namespace),
             )
@@ -377,7 +390,7 @@ class RedisHistory:
     async def state(self, topic: str, *, namespace: Namespace) -> State:
         try:
             reply = await _STATE.arun(
-                self.url,
+                self.url_of(topic),
                 _keys(topic, None)[:2],
                 [new_epoch(), int(max(META_TTL_SECONDS, namespace.history_ttl))],
             )
@@ -387,18 +400,18 @@ class RedisHistory:
 
 
 _memory = MemoryHistory()
-_redis: dict[str, RedisHistory] = {}
+_redis: dict[tuple[str, ...], RedisHistory] = {}
 _redis_lock = threading.Lock()
 
 
 def history() -> History:
     """The history store: Redis when the package has one, else memory."""
-    url = redis_url()
-    if not url:
+    urls = tuple(redis_urls())
+    if not urls:
         return _memory
-    store = _redis.get(url)
+    store = _redis.get(urls)
     if store is None:
         with _redis_lock:
-            store = _redis.get(url) or RedisHistory(url)
-            _redis[url] = store
+            store = _redis.get(urls) or RedisHistory(list(urls))
+            _redis[urls] = store
     return store
