@@ -35,17 +35,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    port: int,
+    timeout: float = 30.0,
+    proc: subprocess.Popen | None = None,
+    host: str = "127.0.0.1",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
+    raise RuntimeError(f"nothing listened on {host}:{port} within {timeout} s")
 
 
 def _pg_bindir() -> Path:
@@ -61,16 +66,22 @@ def _pg_bindir() -> Path:
 
 
 class RedisServer:
-    """One redis-server on a free port, keeping nothing on disk."""
+    """One redis-server on a free port, keeping nothing on disk. `host` is the
+    address it binds; `wrap` prefixes its command (tests/hosts runs it inside
+    a network namespace with `ip netns exec NAME`)."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(
+        self, port: int | None = None, *, host: str = "127.0.0.1", wrap: list[str] | None = None
+    ):
         self.port = port or free_port()
+        self.host = host
+        self.wrap = wrap or []
         self.proc: subprocess.Popen | None = None
         self.dir = tempfile.mkdtemp(prefix="rt-redis-")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -78,11 +89,12 @@ class RedisServer:
             raise RuntimeError(f"redis-server not found; install {REDIS_PACKAGES}")
         self.proc = subprocess.Popen(
             [
+                *self.wrap,
                 binary,
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
                 "--save",
                 "",
                 "--appendonly",
@@ -91,11 +103,15 @@ class RedisServer:
                 self.dir,
                 "--logfile",
                 "",
+                # Bound to another address than loopback (tests/hosts), Redis
+                # without a password refuses every client unless told not to.
+                "--protected-mode",
+                "yes" if self.host == "127.0.0.1" else "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, proc=self.proc, host=self.host)
         return self
 
     def kill(self) -> None:
@@ -114,9 +130,12 @@ class RedisServer:
 
 
 class PostgresServer:
-    """A throwaway cluster: initdb, pg_ctl start on a free port, trust auth."""
+    """A throwaway cluster: initdb, pg_ctl start on a free port, trust auth.
+    `host` and `wrap` as for RedisServer."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
+        self.host = host
+        self.wrap = wrap or []
         self.port = free_port()
         self.bindir = _pg_bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="rt-pg-"))
@@ -125,12 +144,13 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/realtime"
+        return f"postgres://postgres@{self.host}:{self.port}/realtime"
 
     def _run(self, *args: str) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self.as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        cmd = [*self.wrap, *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=self.dir)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
@@ -151,8 +171,12 @@ class PostgresServer:
             "--no-sync",
             "--locale=C",
         )
+        if self.host != "127.0.0.1":
+            # initdb trusts loopback only; this cluster serves its own subnet.
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
         options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=300"
         )
@@ -167,7 +191,7 @@ class PostgresServer:
             "-w",
             "start",
         )
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "realtime")
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", "postgres", "realtime")
         return self
 
     def stop(self) -> None:

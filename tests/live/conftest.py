@@ -43,7 +43,9 @@ SERVER_KINDS = ("daphne", "uvicorn")
 
 class ServerProcess:
     """`project.asgi:application` served by daphne or uvicorn in a subprocess,
-    with the command line production uses (docs/integration.md)."""
+    with the command line production uses (docs/integration.md). `host` is
+    the address it binds; `wrap` prefixes its command (tests/hosts runs it in
+    a network namespace with `ip netns exec NAME`)."""
 
     def __init__(
         self,
@@ -53,10 +55,14 @@ class ServerProcess:
         database: str | None = None,
         port: int | None = None,
         kind: str = "daphne",
+        host: str = "127.0.0.1",
+        wrap: list[str] | None = None,
     ):
         if kind not in SERVER_KINDS:
             raise ValueError(f"kind must be one of {SERVER_KINDS}, not {kind!r}")
         self.kind = kind
+        self.host = host
+        self.wrap = wrap or []
         self.port = port or free_port()
         self.redis_url = redis_url
         self.database = database
@@ -65,7 +71,7 @@ class ServerProcess:
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{kind}-{self.port}.log"
 
     def __repr__(self) -> str:
-        return f"<{self.kind} on 127.0.0.1:{self.port}>"
+        return f"<{self.kind} on {self.host}:{self.port}>"
 
     def command(self) -> list[str]:
         app = "project.asgi:application"
@@ -81,7 +87,7 @@ class ServerProcess:
                 "uvicorn",
                 app,
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--ws",
@@ -98,7 +104,7 @@ class ServerProcess:
             "--websocket_connect_timeout",
             "30",
             "-b",
-            "127.0.0.1",
+            self.host,
             "-p",
             str(self.port),
             app,
@@ -106,11 +112,11 @@ class ServerProcess:
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/"
+        return f"ws://{self.host}:{self.port}/ws/"
 
     def start(self) -> ServerProcess:
         env = {
@@ -126,13 +132,13 @@ class ServerProcess:
             env["REDIS_URL"] = self.redis_url
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            self.command(),
+            [*self.wrap, *self.command()],
             cwd=ROOT,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_for_port(self.port, timeout=60, proc=self.proc)
+        wait_for_port(self.port, timeout=60, proc=self.proc, host=self.host)
         return self
 
     def signal(self, sig: int) -> None:
@@ -157,11 +163,15 @@ class ServerProcess:
 DaphneProcess = ServerProcess
 
 
-def manage_shell(code: str, *, redis_url: str) -> str:
+def manage_shell(code: str, *, redis_url: str, database: str | None = None) -> str:
     """Run Python in `manage.py shell` as a separate process on the test
-    database and the given Redis (an operator's shell, a worker): what it
-    broadcasts reaches the daphne processes. Returns its stdout."""
-    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis_url}
+    database (or `database`) and the given Redis (an operator's shell, a
+    worker): what it broadcasts reaches the daphne processes. Returns its stdout."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database or database_url(),
+        "REDIS_URL": redis_url,
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=ROOT,

@@ -7,72 +7,38 @@ process killed behind it.
 import asyncio
 import json
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
 from chat.models import Room
-from tests.servers import free_port, wait_for_port
+from tests.hosts.nginx import MISSING, Nginx
 
-from .conftest import ROOT, DaphneProcess, Ws
+from .conftest import DaphneProcess, Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 @pytest.fixture
 def behind_nginx(redis_url):
     """Two daphne processes and nginx in front of them, per deploy/nginx.conf."""
-    if not Path(NGINX).exists():
+    if not Nginx.available():
         # `make test` installs nginx-light as root; in CI a missing one fails.
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(
-            "nginx not found: install the Debian/Ubuntu package `nginx-light`"
-        )
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(MISSING)
     env = {"CHAT_MESSAGE_RATE": "off", "GROUP_REFRESH_SECONDS": "1"}
     one = DaphneProcess(redis_url=redis_url, env=env).start()
     two = DaphneProcess(redis_url=redis_url, env=env).start()
-    workdir = Path(tempfile.mkdtemp(prefix="rt-nginx-"))
-    workdir.chmod(0o777)  # nginx's workers drop root and still need their temp dirs
-    port = free_port()
-    config = (ROOT / "deploy/nginx.conf").read_text()
-    for key, value in {
-        "PID_FILE": workdir / "nginx.pid",
-        "ERROR_LOG": workdir / "error.log",
-        "TEMP_DIR": workdir,
-        "UPSTREAM_1": one.port,
-        "UPSTREAM_2": two.port,
-        "LISTEN_PORT": port,
-    }.items():
-        config = config.replace("{{" + key + "}}", str(value))
-    (workdir / "nginx.conf").write_text(config)
-    proc = subprocess.Popen(
-        [NGINX, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    proxy = None
     try:
-        wait_for_port(port, proc=proc)
-        yield {
-            "http": f"http://127.0.0.1:{port}",
-            "ws": f"ws://127.0.0.1:{port}/ws/",
-            "daphnes": (one, two),
-        }
+        proxy = Nginx([(one.host, one.port), (two.host, two.port)]).start()
+        yield {"http": proxy.http, "ws": proxy.ws, "daphnes": (one, two)}
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proxy is not None:
+            proxy.stop()
         one.stop()
         two.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
