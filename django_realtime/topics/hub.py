@@ -41,7 +41,9 @@ class Member(Protocol):
 
     user: Any
 
-    async def offer(self, publication: Publication, text: str) -> None: ...
+    async def offer(self, publication: Publication, text: str, after: int | None) -> None:
+        """`after`: the offset the hub handed out before this one in its
+        epoch (None if unknown); what lies between was superseded here."""
 
 
 Slot = tuple[Any, ...]
@@ -54,6 +56,9 @@ class _Topic:
     delivered: int = 0  # the highest offset handed out in `epoch`
     waiting: OrderedDict[Slot, Publication] = field(default_factory=OrderedDict)
     added: int | None = None  # the layer epoch its group was added in
+    # The offset last handed out, and in which epoch: a member learns from
+    # it that the offsets it skipped were conflated here, not lost.
+    handed: tuple[str, int] | None = None
 
 
 def slot(publication: Publication) -> Slot:
@@ -178,9 +183,12 @@ class TopicHub:
             allowed = await visibility.allowed(publication, [m.user for m in members])
             members = [m for m in members if m.user.pk in allowed]
         text = json.dumps(publication.frame(), ensure_ascii=False)
+        before = held.handed
+        after = before[1] if before is not None and before[0] == publication.epoch else None
+        held.handed = (publication.epoch, publication.offset)
         for index, member in enumerate(members, 1):
             try:
-                await member.offer(publication, text)
+                await member.offer(publication, text, after)
             except Exception as exc:  # noqa: BLE001 - one connection's failure is not the others'
                 logger.debug("topic delivery to a connection failed: %r", exc)
             if index % YIELD_EVERY == 0:

@@ -50,8 +50,9 @@ class Subscription:
     namespace: names.Namespace
     epoch: str = ""
     delivered: int = 0
-    # While a subscribe (or a resync) is under way: what arrived meanwhile.
-    waiting: list[tuple[Publication, str]] | None = field(default_factory=list)
+    # While a subscribe, a resync or a gap fill is under way: what arrived
+    # meanwhile (publication, its frame, the hub's `after`).
+    waiting: list[tuple[Publication, str, int | None]] | None = field(default_factory=list)
     resyncing: bool = False
 
 
@@ -170,9 +171,7 @@ class Subscriptions:
         await self.send_frame(subscribed if ref is None else {**subscribed, "ref": ref})
         for publication in publications:
             await self.send_text(json.dumps(publication.frame(), ensure_ascii=False), replay=True)
-        waiting, sub.waiting = sub.waiting or [], None
-        for publication, text in waiting:
-            await self._accept(sub, publication, text)
+        await self._release(sub)
 
     async def _resync(self, sub: Subscription) -> None:
         """The topic's epoch changed under the subscription (its history was
@@ -186,8 +185,8 @@ class Subscriptions:
             sub.resyncing = False
 
     async def _fill(self, sub: Subscription, publication: Publication, text: str) -> None:
-        """A publication ahead of a gap for this connection (rare: the hub
-        orders doorbells): the gap from the history first."""
+        """A publication ahead of a gap for this connection that the hub did
+        not conflate away (rare): the gap from the history first."""
         try:
             state = await history().state(sub.topic, namespace=sub.namespace)
             missed = [
@@ -201,21 +200,34 @@ class Subscriptions:
             logger.warning("topic %s: a gap could not be filled", sub.topic)
         sub.delivered = publication.offset
         self._enqueue(sub, publication, text)
+        await self._release(sub)
+
+    async def _release(self, sub: Subscription) -> None:
+        """What waited during a subscribe, resync or fill, in order. Should
+        one of them start another fill, the rest waits for that one: two at
+        once would send a gap twice, or out of order."""
         waiting, sub.waiting = sub.waiting or [], None
-        for item, item_text in waiting:
-            await self._accept(sub, item, item_text)
+        for index, (publication, text, after) in enumerate(waiting):
+            if sub.waiting is not None:
+                sub.waiting.extend(waiting[index:])
+                return
+            await self._accept(sub, publication, text, after)
 
     # --- live publications (from the hub) ----------------------------------------------
-    async def offer(self, publication: Publication, text: str) -> None:
+    async def offer(self, publication: Publication, text: str, after: int | None = None) -> None:
+        """A publication from the hub; `after`, the offset the hub handed out
+        before it (what lies between was superseded there, not lost)."""
         sub = self.subs.get(publication.topic)
         if sub is None or self.closed:
             return
         if sub.waiting is not None:
-            sub.waiting.append((publication, text))
+            sub.waiting.append((publication, text, after))
             return
-        await self._accept(sub, publication, text)
+        await self._accept(sub, publication, text, after)
 
-    async def _accept(self, sub: Subscription, publication: Publication, text: str) -> None:
+    async def _accept(
+        self, sub: Subscription, publication: Publication, text: str, after: int | None = None
+    ) -> None:
         if publication.epoch != sub.epoch:
             if not sub.resyncing:
                 sub.resyncing, sub.waiting = True, []
@@ -223,7 +235,9 @@ class Subscriptions:
             return
         if publication.offset <= sub.delivered:
             return
-        if publication.offset > sub.delivered + 1:
+        if publication.offset > sub.delivered + 1 and (after is None or after > sub.delivered):
+            # Something handed out after what this connection has is missing
+            # (the hub's conflation skips offsets too: those are not gaps).
             sub.waiting = []
             self._spawn(self._fill(sub, publication, text))
             return

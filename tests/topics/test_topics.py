@@ -216,6 +216,47 @@ async def test_a_subscriber_that_is_behind_gets_the_latest_value_of_each_key(ali
     await ws.disconnect()
 
 
+async def test_what_the_hub_conflated_is_not_fetched_again_as_a_gap(alice):
+    """The process itself falls behind (publications arrive faster than its
+    hub hands them out): each subscriber gets the latest of each key, in
+    offset order, once; the offsets the hub skipped are not a gap to fill
+    from the history (that would send everything it just conflated, and
+    out of order)."""
+    from django_realtime.topics import names
+    from django_realtime.topics.hub import hub
+
+    ws = await connect(alice)
+    await subscribe(ws, "public:p")
+    await apublish("public:p", {"n": 1}, key="k1")
+    assert (await ws.receive_json_from(timeout=5))["offset"] == 1
+    namespace = names.parse("public:p")
+    store = history.history()
+    reads = []
+    state = store.state
+
+    async def counted_state(*args, **kwargs):
+        reads.append(args)
+        return await state(*args, **kwargs)
+
+    store.state = counted_state  # type: ignore[method-assign]
+    for n in range(2, 32):  # the hub receives 30 doorbells before it runs again
+        published = await history.history().apublish(
+            "public:p",
+            {"n": n},
+            namespace=namespace,
+            key=f"k{n % 3}",
+            idempotency_key=None,
+            audience=None,
+        )
+        await hub().receive(published.publication)
+    got = await next_frames(ws, 3)
+    assert [(f["offset"], f["key"]) for f in got] == [(29, "k2"), (30, "k0"), (31, "k1")]
+    assert await ws.receive_nothing(timeout=0.3)
+    assert reads == []  # nothing fetched again: under load that read was per subscriber
+    del store.state
+    await ws.disconnect()
+
+
 async def test_a_queue_of_keyless_publications_past_its_cap_closes_the_connection(alice, realtime):
     realtime.TOPICS_MAX_QUEUE = 5
     ws = await connect(alice)
