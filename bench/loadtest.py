@@ -6,6 +6,8 @@ room at a fixed rate, measuring what every member receives.
     python bench/loadtest.py --target all --sweep 10,20,40,60
     python bench/loadtest.py --mode idle --clients 2000
     python bench/loadtest.py --mode storm --clients 1000
+    python bench/loadtest.py --mode setup --target realtime,bare --clients 2000
+    python bench/loadtest.py --mode setup --tree /tmp/before,.   # two trees, one run
     python bench/loadtest.py --server daphne,uvicorn,granian --sweep 30,60,90  # `make bench`
 
 Targets, each started here on throwaway servers (PostgreSQL and Redis from the
@@ -28,6 +30,16 @@ Redis and PostgreSQL to core 1, so CPU per delivery compares between runs; a
 run whose client used over 90 % of its core is marked client-bound, and one
 during which processes it did not start used over 15 % of a core (a test run
 beside it, say) machine-busy.
+Modes: traffic (the default: senders at a rate, latency and loss), idle
+(memory per idle connection), storm (every client drops, messages are posted,
+all resume with `since` at once) and setup (N clients connect with a token,
+join one room and wait for `joined`, as fast as --concurrency lets them: the
+setup rate, and the server's CPU per connect + join).
+
+--tree runs the ASGI targets from each of several checkouts of the project in
+turn (a worktree of a baseline beside the working tree), in one run with the
+same client; --py-spy FILE records the server's profile during the measured
+phase (setup, storm) with py-spy, if installed.
 Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -162,8 +174,10 @@ class Stack:
         rooms: int,
         server: str = "daphne",
         processes: int = 1,
+        root: Path = ROOT,
     ):
         self.target, self.users, self.rooms, self.server_kind = target, users, rooms, server
+        self.root = root
         self.server_core = 0 if pin else None
         self.side_core = 1 if pin else None
         self.procs: list = []
@@ -214,7 +228,7 @@ class Stack:
             self.servers.append(
                 subprocess.Popen(
                     pinned([arg.format(port=port) for arg in cmd], self.server_core),
-                    cwd=ROOT,
+                    cwd=self.root,
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -227,7 +241,7 @@ class Stack:
 
     def _prepare_database(self, env: dict) -> None:
         subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=self.root, env=env, check=True
         )
         script = f"""
 from django.contrib.auth.models import User
@@ -241,7 +255,7 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
 """
         out = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", script],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             check=True,
             capture_output=True,
@@ -401,6 +415,7 @@ class Result:
     other_cpu_percent: float = 0.0
     extra: dict = field(default_factory=dict)
     processes: int = 1
+    tree: str = ""  # the checkout the server ran from, when --tree names several
 
 
 def percentiles(samples: list[float]) -> dict:
@@ -641,6 +656,7 @@ async def run_storm(args, stack: Stack) -> Result:
     cpu0, _ = stack.server_stats()
     client_cpu0 = time.process_time()
     machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
+    profiler = Profiler(args.py_spy, stack)
     start = time.monotonic()
     gate = asyncio.Semaphore(args.clients)
 
@@ -655,6 +671,7 @@ async def run_storm(args, stack: Stack) -> Result:
             break
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - start
+    profiler.stop()
     cpu1, _ = stack.server_stats()
     other = machine_cpu_seconds() - machine0 - (stack.own_cpu_seconds() - own0)
     result.other_cpu_percent = round(max(0.0, 100 * other / elapsed), 1)
@@ -667,9 +684,115 @@ async def run_storm(args, stack: Stack) -> Result:
     result.delivered = got
     result.duplicates = sum(c.duplicates for c in clients)
     result.loss_percent = round(100 * (1 - got / result.expected), 3)
-    result.extra = {"recovered_seconds": round(elapsed, 2), "messages_per_room": per_room}
+    result.extra = {
+        "recovered_seconds": round(elapsed, 2),
+        "messages_per_room": per_room,
+        "server_cpu_ms_per_client": round(1000 * (cpu1 - cpu0) / len(clients), 3),
+    }
     _, rss = stack.server_stats()
     result.server_rss_mb = round(rss / 2**20, 1)
+    await asyncio.gather(*(c.close() for c in clients))
+    return result
+
+
+class Profiler:
+    """py-spy recording the server processes while a phase runs (--py-spy)."""
+
+    def __init__(self, path: str, stack: Stack):
+        self.procs: list[subprocess.Popen] = []
+        if not path:
+            return
+        import shutil
+
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            print("py-spy is not installed: no profile", file=sys.stderr)
+            return
+        for n, server in enumerate(stack.servers):
+            out = path if len(stack.servers) == 1 else f"{path}.{n}"
+            fmt = (
+                "speedscope"
+                if out.endswith(".json")
+                else ("raw" if out.endswith(".txt") else "flamegraph")
+            )
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(server.pid),
+                        "--subprocesses",
+                        "--nonblocking",
+                        "--rate",
+                        "200",
+                        "--format",
+                        fmt,
+                        "-o",
+                        out,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(1.0)  # attached before the phase starts
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def run_setup(args, stack: Stack) -> Result:
+    """Connection setup as fast as it goes: N clients connect (with a token
+    for the realtime target), join one room and wait for `joined`, at most
+    --concurrency at a time. The rate is clients / wall time from the first
+    connect to the last `joined`; the server CPU is what it used meanwhile."""
+    protocol = Protocol(args.target, stack.ports, args.rooms)
+    clients = [
+        Client(i, i % args.rooms, protocol, stack.tokens[i] if stack.tokens else None)
+        for i in range(args.clients)
+    ]
+    result = Result(args.target, args.server, "setup", args.clients, args.rooms, 0, 0)
+    if args.warm:
+        # Reconnects: every client has connected and joined once before.
+        await connect_all(clients, concurrency=args.concurrency)
+        await asyncio.gather(*(c.close() for c in clients))
+        for c in clients:
+            c.ws = c.reader = None
+    await asyncio.sleep(1)
+    profiler = Profiler(args.py_spy, stack)
+    cpu0, rss0 = stack.server_stats()
+    client_cpu0 = time.process_time()
+    machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
+    try:
+        elapsed = await asyncio.wait_for(
+            connect_all(clients, concurrency=args.concurrency), timeout=600
+        )
+    finally:
+        profiler.stop()
+    cpu1, rss1 = stack.server_stats()
+    other = machine_cpu_seconds() - machine0 - (stack.own_cpu_seconds() - own0)
+    result.connected = sum(1 for c in clients if c.ws is not None)
+    result.setup_seconds = round(elapsed, 2)
+    result.setup_rate = round(result.connected / max(elapsed, 1e-9), 1)
+    result.duration_seconds = result.setup_seconds
+    server_cpu = cpu1 - cpu0
+    result.server_cpu_percent = round(100 * server_cpu / elapsed, 1)
+    result.client_cpu_percent = round(100 * (time.process_time() - client_cpu0) / elapsed, 1)
+    result.client_bound = result.client_cpu_percent > 90
+    result.other_cpu_percent = round(max(0.0, 100 * other / elapsed), 1)
+    result.server_rss_mb = round(rss1 / 2**20, 1)
+    result.extra = {
+        "server_cpu_ms_per_setup": round(1000 * server_cpu / max(result.connected, 1), 3),
+        "concurrency": args.concurrency,
+        "warm": args.warm,
+        "rss_before_mb": round(rss0 / 2**20, 1),
+    }
     await asyncio.gather(*(c.close() for c in clients))
     return result
 
@@ -704,9 +827,12 @@ def plot(results: list[Result], path: str) -> None:
     print(f"plot: {path}", file=sys.stderr)
 
 
-def label(target: str, server: str) -> str:
-    """What a run is called: the target, and for the ASGI targets the server."""
-    return target if target == "bare" else f"{target} ({server})"
+def label(target: str, server: str, tree: str = "") -> str:
+    """What a run is called: the target, and for the ASGI targets the server
+    (and the checkout, when --tree names several)."""
+    if target == "bare":
+        return target
+    return f"{target} ({server}, {tree})" if tree else f"{target} ({server})"
 
 
 def busy(r: Result) -> str:
@@ -717,7 +843,16 @@ def busy(r: Result) -> str:
 
 def summary_line(r: Result) -> str:
     lat = r.latency_ms
-    name = label(r.target, r.server)
+    name = label(r.target, r.server, r.tree)
+    if r.mode == "setup":
+        return (
+            f"{name:26} setup {r.connected} clients in {r.setup_seconds} s: "
+            f"{r.setup_rate}/s, server {r.server_cpu_percent} % CPU, "
+            f"{r.extra['server_cpu_ms_per_setup']} ms CPU per connect + join, "
+            f"client {r.client_cpu_percent} %"
+            + (" CLIENT-BOUND" if r.client_bound else "")
+            + busy(r)
+        )
     if r.mode == "idle":
         return (
             f"{name:26} idle {r.connected} conns: {r.server_rss_kb_per_connection} KB/conn, "
@@ -748,11 +883,35 @@ def table(results: list[Result]) -> str:
         return "–" if value is None else f"{value:,.{digits}f}"
 
     mode = results[0].mode
-    if mode == "idle":
+    if mode == "setup":
+        head = [
+            "run",
+            "clients",
+            "seconds",
+            "connect + join /s",
+            "server CPU ms / join",
+            "server CPU %",
+            "client CPU %",
+            "others' CPU %",
+        ]
+        rows = [
+            [
+                label(r.target, r.server, r.tree),
+                number(r.connected),
+                number(r.setup_seconds, 2),
+                number(r.setup_rate),
+                number(r.extra["server_cpu_ms_per_setup"], 2),
+                number(r.server_cpu_percent),
+                number(r.client_cpu_percent),
+                number(r.other_cpu_percent),
+            ]
+            for r in results
+        ]
+    elif mode == "idle":
         head = ["run", "connections", "KB / connection", "RSS MB", "setup /s", "idle CPU %"]
         rows = [
             [
-                label(r.target, r.server),
+                label(r.target, r.server, r.tree),
                 number(r.connected),
                 number(r.server_rss_kb_per_connection, 1),
                 number(r.server_rss_mb, 1),
@@ -774,7 +933,7 @@ def table(results: list[Result]) -> str:
         ]
         rows = [
             [
-                label(r.target, r.server),
+                label(r.target, r.server, r.tree),
                 number(r.connected),
                 number(r.extra["recovered_seconds"], 2),
                 number(r.loss_percent, 3),
@@ -802,7 +961,7 @@ def table(results: list[Result]) -> str:
         ]
         rows = [
             [
-                label(r.target, r.server),
+                label(r.target, r.server, r.tree),
                 number(r.expected / r.duration_seconds),
                 number(r.deliveries_per_second),
                 number(r.latency_ms.get("p50"), 1),
@@ -864,12 +1023,14 @@ async def main_async(args) -> list[Result]:
     results = []
     given = args.target, args.server
     # The bare server is no ASGI app: it runs once, under the first server's name.
+    trees = [Path(t).resolve() for t in args.tree.split(",")] if args.tree else [ROOT]
     runs = [
-        (target, server)
+        (target, server, tree)
         for target in targets
         for server in (servers[:1] if target == "bare" else servers)
+        for tree in (trees[:1] if target == "bare" else trees)
     ]
-    for target, server in runs:
+    for target, server, tree in runs:
         args.target, args.server = target, server
         stack = Stack(
             target,
@@ -878,9 +1039,13 @@ async def main_async(args) -> list[Result]:
             rooms=args.rooms,
             server=server,
             processes=args.processes,
+            root=tree,
         ).start()
+        first = len(results)
         try:
-            if args.mode == "idle":
+            if args.mode == "setup":
+                results.append(await run_setup(args, stack))
+            elif args.mode == "idle":
                 results.append(await run_idle(args, stack))
             elif args.mode == "storm":
                 results.append(await run_storm(args, stack))
@@ -892,6 +1057,9 @@ async def main_async(args) -> list[Result]:
                         break
             for result in results:
                 result.processes = args.processes
+            if len(trees) > 1 and target != "bare":
+                for result in results[first:]:
+                    result.tree = str(tree)
             if args.mode != "traffic":
                 print(summary_line(results[-1]), flush=True)
         finally:
@@ -905,7 +1073,7 @@ def main() -> None:
     parser.add_argument(
         "--target", default="realtime", help=f"one of {', '.join(TARGETS)}, a comma list, or all"
     )
-    parser.add_argument("--mode", choices=["traffic", "idle", "storm"], default="traffic")
+    parser.add_argument("--mode", choices=["traffic", "idle", "storm", "setup"], default="traffic")
     parser.add_argument(
         "--server",
         default="daphne",
@@ -926,13 +1094,30 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds of traffic per rate")
     parser.add_argument("--drain", type=float, default=10, help="seconds to wait for stragglers")
     parser.add_argument("--storm-messages", type=int, default=20, help="per room, for --mode storm")
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="handshakes under way at once (--mode setup)"
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="--mode setup: measure reconnects (every client connected and joined once before)",
+    )
+    parser.add_argument(
+        "--tree",
+        default="",
+        help="comma list of project checkouts to serve the ASGI targets from, each in turn "
+        "(a baseline worktree beside this one); default: this one",
+    )
+    parser.add_argument(
+        "--py-spy", default="", help="record the server with py-spy during setup/storm into FILE"
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--stop-on-loss", action="store_true")
     parser.add_argument("--json", default="", help="write the results here")
     parser.add_argument("--plot", default="", help="write a PNG of p99 against rate here")
     args = parser.parse_args()
-    if args.duration > 600 or args.clients > 20000:
-        raise SystemExit("bounded: at most 600 s per rate and 20,000 clients")
+    if args.duration > 600 or args.clients > 20000 or not 1 <= args.concurrency <= 20000:
+        raise SystemExit("bounded: at most 600 s per rate, 20,000 clients and concurrency")
     results = asyncio.run(main_async(args))
     payload = {"machine": machine(), "args": vars(args), "results": [asdict(r) for r in results]}
     if args.json:
