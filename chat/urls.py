@@ -13,6 +13,7 @@ from django.urls import path
 from django_realtime.topics import views as topics
 
 from . import pages, sse, views
+from .collab import views as collab
 
 app_name = "chat"
 
@@ -29,6 +30,10 @@ urlpatterns = [
         "api/rooms/<str:slug>/receipts/", views.ReceiptListView.as_view(), name="api-room-receipts"
     ),
     path("api/rooms/<str:slug>/presence/", views.PresenceView.as_view(), name="api-room-presence"),
+    path("api/rooms/<str:slug>/docs/", collab.DocumentListView.as_view(), name="api-room-docs"),
+    path(
+        "api/rooms/<str:slug>/docs/<str:name>/", collab.DocumentView.as_view(), name="api-room-doc"
+    ),
     path("api/topics/<str:topic>/publish/", topics.PublishView.as_view(), name="api-topic-publish"),
     path("api/schema/", views.SchemaView.as_view(), name="api-schema"),
     path("api/docs/", pages.api_docs, name="api-docs"),

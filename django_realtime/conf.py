@@ -99,6 +99,22 @@ DEFAULTS: dict[str, Any] = {
     "TOPICS_MAX_DATA_BYTES": 65536,
     # Every topic key in Redis starts with this.
     "TOPICS_REDIS_PREFIX": "topic:",
+    # --- Shared documents (contract §9; docs/protocol.md "Shared documents") ----
+    # One Yjs update a client sends; a larger one closes the document's
+    # WebSocket with 1009 "update too large". Below daphne's 1 MiB frame limit.
+    "DOCS_MAX_UPDATE_BYTES": 262144,
+    # What one document may store (its snapshot plus the updates logged since);
+    # an update that would pass it closes with 4409 "document too large". The
+    # whole document goes to a client in one frame, so keep it below 1 MiB.
+    "DOCS_MAX_DOCUMENT_BYTES": 786432,
+    # A document whose log holds this many updates past its snapshot is
+    # compacted (in the background, by the process that stored the last one).
+    "DOCS_COMPACT_UPDATES": 200,
+    # A document nobody in this process edits leaves its memory after this long.
+    "DOCS_IDLE_SECONDS": 30.0,
+    # A remote editor's awareness (cursor, name) that was not renewed for this
+    # long is removed (clients renew every 15 s; a dead server's editors go).
+    "DOCS_AWARENESS_TIMEOUT_SECONDS": 35.0,
     # --- Presence (presence/conf.py says how these hang together) ---------------
     # Three heartbeats: a live connection survives two missed refreshes (a
     # Redis blip, a long pause of its process) before it is taken for dead.

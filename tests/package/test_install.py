@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class Site:
         self.venv = root / "venv"
         self.dir = root / "mysite"
         self.python = self.venv / "bin" / "python"
+        self.wheel: Path | None = None
 
     def run(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
         result = subprocess.run(
@@ -93,7 +95,7 @@ def build(root: Path) -> Site:
          "-w", str(wheels), str(ROOT)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    wheel = next(wheels.glob("django_realtime-*.whl"))
+    wheel = site.wheel = next(wheels.glob("django_realtime-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", str(site.venv)], check=True)
     # The lock pins what this venv gets to the versions the suite runs on;
     # the wheel's own ranges must admit them.
@@ -251,6 +253,9 @@ def test_pages_assets_schema_and_streams_live_under_the_prefix(served: str):
     assert "javascript" in asset.headers["Content-Type"]
     for sneaky in ("assets/%2e%2e/views.py", "assets/..%2fviews.py", "assets/%2fetc%2fpasswd"):
         assert httpx.get(base + sneaky).status_code == 404, sneaky
+    notes = httpx.get(base + "assets/build/notes.bundle.js")
+    assert notes.status_code == 200 and "javascript" in notes.headers["Content-Type"]
+    assert "notes-text" in notes.text and "built without npm" not in notes.text
     schema = httpx.get(base + "api/schema/", headers={"Accept": "application/json"})
     assert schema.status_code == 200
     paths = schema.json()["paths"]
@@ -299,3 +304,69 @@ def test_the_wheel_carries_the_apps_and_nothing_of_the_demo(site: Site):
     ).stdout.split()  # fmt: skip
     assert "site-packages" in listing[0]
     assert listing[1:] == ["None", "None"]
+
+
+NOTES_BUNDLE = "chat/static/realtime/build/notes.bundle.js"
+
+
+def test_the_wheel_carries_the_notes_bundle(site: Site):
+    assert site.wheel is not None
+    with zipfile.ZipFile(site.wheel) as wheel:
+        bundle = wheel.read(NOTES_BUNDLE).decode()
+    assert "notes-text" in bundle and "built without npm" not in bundle
+
+
+def clone_without_bundle(root: Path) -> Path:
+    """The repository's files as a clone has them (tracked and new, not
+    ignored: no bundle, no build output), with this checkout's node_modules."""
+    clone = root / "clone"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    assert not (clone / NOTES_BUNDLE).exists()
+    (clone / "node_modules").symlink_to(ROOT / "node_modules")
+    return clone
+
+
+def wheel_of(clone: Path, out: Path, path: str) -> tuple[str, subprocess.CompletedProcess]:
+    """Build the clone's wheel (`pip wheel`, as `pip install <clone>` does)
+    with this PATH; its Notes bundle and pip's output."""
+    env = {k: v for k, v in clean_env().items() if k != "NPM"} | {"PATH": path}
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+         "-w", str(out), str(clone)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    with zipfile.ZipFile(next(out.glob("django_realtime-*.whl"))) as wheel:
+        return wheel.read(NOTES_BUNDLE).decode(), built
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm not on the PATH")
+def test_a_clone_built_with_npm_gets_the_notes_bundle_built(tmp_path):
+    """No `make install`: building the wheel runs `npm run build` itself."""
+    if not (ROOT / "node_modules" / ".bin" / "esbuild").exists():
+        pytest.skip("node_modules missing: `make install` runs `npm ci`")
+    clone = clone_without_bundle(tmp_path)
+    bundle, _ = wheel_of(clone, tmp_path / "dist", os.environ["PATH"])
+    assert "notes-text" in bundle and "built without npm" not in bundle
+
+
+def test_a_clone_built_without_npm_says_the_notes_panel_is_unavailable(tmp_path):
+    """No npm at all: the wheel still builds, says why, and carries the
+    stand-in that shows the panel as unavailable instead of a broken page."""
+    clone = clone_without_bundle(tmp_path)
+    only_python = tmp_path / "bin"
+    only_python.mkdir()
+    (only_python / "python").symlink_to(sys.executable)
+    bundle, built = wheel_of(clone, tmp_path / "dist", str(only_python))
+    assert "built without npm" in bundle and "notes-status" in bundle
+    assert "the Notes panel's bundle was not built (npm is not on the PATH" in (
+        built.stdout + built.stderr
+    )

@@ -1,0 +1,177 @@
+"""
+Provides DocConsumer, the `/ws/docs/{room}/{name}` endpoint: the standard
+y-websocket protocol, so stock `yjs` + `y-websocket` clients connect unchanged.
+
+The same origin check and authentication as `/ws/` (chat.auth, in the
+router). Close codes: 4401 no valid credentials (or the session ended),
+4404 a room or document the user may not read, 1003 a text frame, 4400 a
+malformed message, 1009 an update over DOCS_MAX_UPDATE_BYTES, 4409 a document
+over DOCS_MAX_DOCUMENT_BYTES, 1013 the database is away (the client
+reconnects and syncs again, so nothing it typed is lost). A muted member's
+updates are dropped: they read only.
+"""
+
+import logging
+from typing import Any
+
+from channels import consumer as channels_consumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from django_realtime import bus, credentials
+from django_realtime.asyncdb import db
+from django_realtime.conf import realtime_settings
+from django_realtime.errors import Forbidden, NotFound, Unavailable
+from presence import tracking
+
+from . import protocol, services
+from .hub import LiveDocument, hub
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TOO_LARGE = 1009
+CLOSE_TRY_AGAIN = 1013
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_DOCUMENT_FULL = 4409
+
+
+class DocConsumer(AsyncWebsocketConsumer):
+    """One editor of one document."""
+
+    user: Any
+    live: LiveDocument | None = None
+    closing = False
+
+    async def dispatch(self, message: dict) -> None:
+        """The user's group carries events for /ws/ connections too
+        (notifications, …): a document connection ignores those."""
+        handler = getattr(self, channels_consumer.get_handler_name(message), None)
+        if handler is not None:
+            await handler(message)
+
+    # --- connection ------------------------------------------------------------
+    async def connect(self) -> None:
+        """Authenticate, apply the room's access rule, then sync."""
+        self.live, self.closing, self.present = None, False, False
+        self.user = self.scope.get("user")
+        self.credential = self.scope.get("realtime_credential")
+        if self.user is None or not self.user.is_authenticated:
+            await self._refuse(CLOSE_UNAUTHENTICATED, "authentication required")
+            return
+        route = self.scope["url_route"]["kwargs"]
+        try:
+            self.opened = await db(
+                services.document_open, user=self.user, slug=route["room"], name=route["name"]
+            )
+        except (NotFound, Forbidden):
+            await self._refuse(CLOSE_NOT_FOUND, "no such document")
+            return
+        except Unavailable:
+            await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
+            return
+        room = self.opened.room
+        await self.accept()
+        await bus.add(bus.user_group(self.user.pk), self.channel_name)
+        # Awareness rides on presence: the editor is present in the room
+        # while connected, and a dead process's editors leave it with their
+        # leases (presence.redis_store), which the hub hears.
+        await tracking.connect(user=self.user, channel=self.channel_name)
+        await tracking.enter(
+            room_id=room.pk,
+            room_slug=room.slug,
+            user=self.user,
+            channel=self.channel_name,
+            status="online",
+            announce_self=True,
+        )
+        self.present = True
+        try:
+            self.live = await hub().attach(self.opened, self)
+        except Unavailable:
+            await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the document, its awareness and the room's presence."""
+        if self.live is not None:
+            live, self.live = self.live, None
+            await hub().detach(live, self)
+        if getattr(self, "present", False):
+            self.present = False
+            await bus.discard(bus.user_group(self.user.pk), self.channel_name)
+            await tracking.disconnect(user=self.user, channel=self.channel_name)
+
+    # --- client messages ---------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """One y-websocket message."""
+        if self.closing or self.live is None:
+            return
+        if bytes_data is None:
+            await self._refuse(CLOSE_UNSUPPORTED, "binary y-websocket messages only")
+            return
+        # The update is most of a message; its header is a few bytes.
+        if len(bytes_data) > realtime_settings.DOCS_MAX_UPDATE_BYTES + 16:
+            await self._refuse(CLOSE_TOO_LARGE, "update too large")
+            return
+        try:
+            message = protocol.parse(bytes_data)
+            if message.kind == protocol.SYNC:
+                await self.on_sync(message)
+            elif message.kind == protocol.AWARENESS:
+                await self.live.aware(self, message.payload)
+            else:  # QUERY_AWARENESS
+                await self.send_bytes(self.live.awareness_all())
+        except protocol.ProtocolError as exc:
+            await self._refuse(CLOSE_BAD_MESSAGE, f"bad message: {exc}"[:120])
+        except services.Muted:
+            pass  # a muted member reads only: the update is dropped
+        except services.UpdateTooLarge:
+            await self._refuse(CLOSE_TOO_LARGE, "update too large")
+        except services.DocumentFull:
+            await self._refuse(CLOSE_DOCUMENT_FULL, "document too large")
+        except (NotFound, Forbidden):  # banned, removed from a private room
+            await self._refuse(CLOSE_NOT_FOUND, "no such document")
+        except Unavailable:
+            await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
+
+    async def on_sync(self, message: protocol.Message) -> None:
+        assert self.live is not None
+        if message.sync_type == protocol.SYNC_STEP1:
+            await self.send_bytes(self.live.step2_for(message.payload))
+        elif message.payload != protocol.EMPTY_UPDATE:  # step 2, update
+            await self.live.submit(self, message.payload)
+
+    # --- layer events (the user's group) -------------------------------------------
+    async def session_end(self, event: dict) -> None:
+        """The credential this connection was opened with ended: 4401."""
+        if credentials.ends(event, self.credential):
+            await self._refuse(credentials.CLOSE_CODE, credentials.CLOSE_REASON)
+
+    async def session_recheck(self, event: dict) -> None:
+        if not await credentials.still_valid_async(
+            user_id=self.user.pk, credential=self.credential
+        ):
+            await self._refuse(credentials.CLOSE_CODE, credentials.CLOSE_REASON)
+
+    async def chat_kicked(self, event: dict) -> None:
+        """Banned from the document's room: 4404, as a stranger."""
+        if self.live is not None and event.get("room_id") == self.live.room_id:
+            await self._refuse(CLOSE_NOT_FOUND, "no such document")
+
+    # --- output --------------------------------------------------------------------
+    async def send_bytes(self, data: bytes) -> None:
+        if not self.closing:
+            await self.send(bytes_data=data)
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if not getattr(self, "accepted", False):
+            await self.accept()
+        await self.close(code=code, reason=reason)
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        self.accepted = True
+        await super().accept(subprotocol, headers)

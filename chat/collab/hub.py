@@ -1,0 +1,438 @@
+"""
+Provides the documents a process has open: `hub()` (one per event loop) and
+its `LiveDocument`s.
+
+A LiveDocument holds the CRDT in memory (a pycrdt Doc), a
+django_realtime.delivery cursor over the document's gap-free seqs, the
+process's editors of it and everyone's awareness. Its writer stores what
+the process's editors sent in batches (one transaction each, in a thread).
+Stored updates reach it by seq, from its writer, from the layer's doorbell
+(other processes) or from the database, and are applied in seq order, then
+forwarded merged: one ahead of a gap first pulls the gap from the database.
+So the layer may drop, repeat or reorder doorbells and every process still
+converges.
+
+Awareness is relayed, not stored: between the process's editors directly,
+across processes on the document's group. A client's entries are removed
+when its connection ends (here), when presence says its user left the
+room (a dead process's leases expire) or when nobody renewed them for
+DOCS_AWARENESS_TIMEOUT_SECONDS (stock clients renew every 15 s).
+
+A document nobody here edits leaves memory after DOCS_IDLE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pycrdt import Doc, merge_updates
+
+from django_realtime import bus
+from django_realtime.asyncdb import db
+from django_realtime.conf import realtime_settings
+from django_realtime.delivery import Entry, SeqCursor
+from django_realtime.errors import Unavailable
+
+from . import events, protocol, selectors, services
+from .protocol import AwarenessEntry
+
+logger = logging.getLogger(__name__)
+
+# This process, in awareness relays: a process skips its own.
+PROCESS = uuid.uuid4().hex
+# How often a document checks its awareness timeouts and whether it is idle.
+TICK_SECONDS = 5.0
+# How long a doorbell ahead of a gap waits for this process's own batch in
+# flight (a store takes milliseconds) before the gap is read from the database.
+STORE_WAIT_SECONDS = 1.0
+# Presence's layer event (presence.events.DIFF), read here on the room's group.
+PRESENCE_DIFF = "presence.diff"
+
+
+class Editor(Protocol):
+    """A connection editing a document (chat.collab.consumers.DocConsumer)."""
+
+    channel_name: str
+    user: Any
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+
+@dataclass
+class Aware:
+    """One client's awareness as last seen: by whom, from which of this
+    process's connections (None: another process's), and when."""
+
+    entry: AwarenessEntry
+    user_id: int
+    channel: str | None
+    seen: float
+
+
+class LiveDocument:
+    def __init__(self, *, document_id: int, room: Any):
+        self.document_id = document_id
+        self.room = room  # the Room: updates_append asks the room's access rule
+        self.room_id = room.pk
+        self.ydoc: Doc = Doc()
+        self.cursor = SeqCursor(fetch=self._fetch)
+        self.editors: dict[str, Editor] = {}
+        self.awareness: dict[int, Aware] = {}
+        self.lock = asyncio.Lock()  # applies and forwards one seq at a time
+        self.inbox = bus.Inbox(
+            [events.doc_group(document_id), bus.room_group(room.pk)], prefix="doc"
+        )
+        self.ready = asyncio.Event()
+        self.reader: asyncio.Task | None = None
+        self.compacting: asyncio.Task | None = None
+        # Updates of this process's editors waiting for the writer.
+        self.queue: list[tuple[Editor, bytes, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
+        self.storing: asyncio.Future | None = None  # done once a batch is applied
+        # Applied updates not yet forwarded to this process's editors.
+        self.outbox: list[dict] = []
+        self.flusher: asyncio.Task | None = None
+        self.idle_since: float | None = None
+        self.closed = False
+
+    # --- loading and the log ----------------------------------------------------------
+    async def start(self) -> None:
+        """Join the groups first, then read the document: a doorbell that
+        rings in between is held by the cursor, not lost."""
+        try:
+            await self.inbox.open()
+            self.reader = asyncio.create_task(self._read())
+            async with self.lock:
+                stored = await db(selectors.updates_after, document_id=self.document_id, after=0)
+                for _, update in stored.entries:
+                    self.ydoc.apply_update(update)
+                self.cursor.delivered = stored.last_seq
+        finally:
+            self.ready.set()
+
+    async def _fetch(self, after: int, until: int) -> list[Entry]:
+        stored = await db(
+            selectors.updates_after, document_id=self.document_id, after=after, until=until
+        )
+        return [Entry(seq, {"update": update, "origin": ""}) for seq, update in stored.entries]
+
+    async def catch_up(self, last: int | None = None) -> None:
+        """Apply what the database has past the cursor (up to `last`)."""
+        async with self.lock:
+            if last is None:
+                try:
+                    stored = await db(
+                        selectors.updates_after,
+                        document_id=self.document_id,
+                        after=self.cursor.delivered,
+                    )
+                except Unavailable:
+                    return
+                frames = self.cursor.take(
+                    [Entry(seq, {"update": u, "origin": ""}) for seq, u in stored.entries]
+                )
+            else:
+                frames = await self.cursor.catch_up(last)
+            await self._apply(frames)
+
+    async def _apply(self, frames: list[dict]) -> None:
+        """Apply stored updates, in seq order, and queue them for this
+        process's editors."""
+        if not frames:
+            return
+        for frame in frames:
+            self.ydoc.apply_update(frame["update"])
+        self.outbox += frames
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Forward what was applied to this process's editors: all that was
+        applied by a loop turn later (this process's batch and other
+        processes' doorbells alike; more of them when the process is busy) as
+        ONE update message, Yjs merging them (a client applies what it
+        already has as nothing), except to an editor that sent all of it."""
+        try:
+            while self.outbox:
+                await asyncio.sleep(0)
+                frames, self.outbox = self.outbox, []
+                updates = [frame["update"] for frame in frames]
+                merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
+                message = protocol.update_message(merged)
+                origins = {frame["origin"] for frame in frames}
+                for channel, editor in list(self.editors.items()):
+                    if origins != {channel}:
+                        await editor.send_bytes(message)
+        finally:
+            self.flusher = None
+
+    # --- editors ------------------------------------------------------------------------
+    async def add(self, editor: Editor, *, last_seq: int) -> None:
+        """A new editor: the document caught up to what it was at open, then
+        the server's sync step 1 and everyone's awareness."""
+        self.idle_since = None
+        self.editors[editor.channel_name] = editor
+        await self.catch_up(last_seq)
+        await editor.send_bytes(protocol.step1_message(self.ydoc.get_state()))
+        if self.awareness:
+            await editor.send_bytes(self.awareness_all())
+
+    async def remove(self, editor: Editor) -> None:
+        """The editor's connection ended: its clients leave everyone's awareness."""
+        self.editors.pop(editor.channel_name, None)
+        gone = [a for a in self.awareness.values() if a.channel == editor.channel_name]
+        if gone:
+            await self._remove_awareness(gone, relay=True)
+        if not self.editors:
+            self.idle_since = asyncio.get_running_loop().time()
+
+    def step2_for(self, state_vector: bytes) -> bytes:
+        """The reply to a client's sync step 1: what it is missing."""
+        return protocol.step2_message(self.ydoc.get_update(state_vector))
+
+    async def submit(self, editor: Editor, update: bytes) -> None:
+        """An editor's update: queued for the document's writer, which stores
+        it with every other update waiting here (raises what the service
+        refused it with). Once stored it is applied and forwarded to this
+        process's other editors; the other processes hear of it from the
+        doorbell rung on commit."""
+        if len(update) > realtime_settings.DOCS_MAX_UPDATE_BYTES:
+            raise services.UpdateTooLarge("update too large")
+        done = asyncio.get_running_loop().create_future()
+        self.queue.append((editor, update, done))
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        """The document's one writer in this process: takes every update
+        waiting and stores them in one transaction (services.updates_append),
+        while the next ones queue. Each editor's updates keep their order;
+        nothing is forwarded before it has committed."""
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                await self._store(batch)
+        finally:
+            self.writer = None
+
+    async def _store(self, batch: list[tuple[Editor, bytes, asyncio.Future]]) -> None:
+        self.storing = asyncio.get_running_loop().create_future()
+        try:
+            await self._store_batch(batch)
+        finally:
+            self.storing.set_result(None)
+            self.storing = None
+
+    async def _store_batch(self, batch: list[tuple[Editor, bytes, asyncio.Future]]) -> None:
+        try:
+            outcomes = await db(
+                services.updates_append,
+                room=self.room,
+                document_id=self.document_id,
+                updates=[services.Pending(e.user, u, e.channel_name) for e, u, _ in batch],
+            )
+        except Unavailable as exc:
+            outcomes = [Unavailable(exc.message) for _ in batch]
+        except Exception:  # noqa: BLE001 - a bug here must not leave editors waiting
+            logger.exception("storing updates of document %s failed", self.document_id)
+            outcomes = [Unavailable("storage is unavailable") for _ in batch]
+        stored = [
+            (outcome.seq, update, editor.channel_name)
+            for (editor, update, _), outcome in zip(batch, outcomes, strict=True)
+            if isinstance(outcome, services.Appended)
+        ]
+        if stored:
+            await self._ingest_many(stored)
+        logged = 0
+        for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, services.Appended):
+                logged = max(logged, outcome.logged)
+                if not done.done():
+                    done.set_result(None)
+            elif not done.done():
+                done.set_exception(outcome)
+        if logged >= realtime_settings.DOCS_COMPACT_UPDATES and self.compacting is None:
+            self.compacting = asyncio.create_task(self._compact())
+
+    async def _ingest_many(self, stored: list[tuple[int, bytes, str]]) -> None:
+        """Stored updates as (seq, update, origin), in seq order."""
+        async with self.lock:
+            frames: list[dict] = []
+            for seq, update, origin in stored:
+                frames += await self.cursor.offer(seq, {"update": update, "origin": origin})
+            await self._apply(frames)
+
+    async def _compact(self) -> None:
+        try:
+            await db(services.document_compact, document_id=self.document_id)
+        except Exception:  # noqa: BLE001 - compaction is best-effort; the log stays
+            logger.exception("compacting document %s failed", self.document_id)
+        finally:
+            self.compacting = None
+
+    # --- awareness ------------------------------------------------------------------------
+    def awareness_all(self) -> bytes:
+        return protocol.awareness_message([a.entry for a in self.awareness.values()])
+
+    async def aware(self, editor: Editor, payload: bytes) -> None:
+        """An editor's awareness update: kept, relayed here and to the other processes."""
+        entries = protocol.parse_awareness(payload)
+        self._note(entries, user_id=editor.user.pk, channel=editor.channel_name)
+        await self._to_editors(protocol.awareness_message(entries), skip=editor.channel_name)
+        await events.broadcast_awareness(
+            document_id=self.document_id, payload=payload, process=PROCESS, user_id=editor.user.pk
+        )
+
+    def _note(self, entries: list[AwarenessEntry], *, user_id: int, channel: str | None) -> None:
+        now = asyncio.get_running_loop().time()
+        for entry in entries:
+            known = self.awareness.get(entry.client_id)
+            if known is not None and known.channel is not None and known.channel != channel:
+                continue  # a client id one of this process's connections owns
+            if entry.state == "null":
+                self.awareness.pop(entry.client_id, None)
+            else:
+                self.awareness[entry.client_id] = Aware(entry, user_id, channel, now)
+
+    async def _remove_awareness(self, gone: list[Aware], *, relay: bool) -> None:
+        removal = [AwarenessEntry(a.entry.client_id, a.entry.clock + 1, "null") for a in gone]
+        for aware in gone:
+            self.awareness.pop(aware.entry.client_id, None)
+        await self._to_editors(protocol.awareness_message(removal))
+        if relay:
+            await events.broadcast_awareness(
+                document_id=self.document_id,
+                payload=protocol.awareness_update(removal),
+                process=PROCESS,
+                user_id=gone[0].user_id,
+            )
+
+    async def _to_editors(self, message: bytes, *, skip: str | None = None) -> None:
+        for channel, editor in list(self.editors.items()):
+            if channel != skip:
+                await editor.send_bytes(message)
+
+    # --- the layer ------------------------------------------------------------------------
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        refreshed = ticked = loop.time()
+        while not self.closed:
+            event = await self.inbox.next(timeout=TICK_SECONDS)
+            try:
+                if event is not None:
+                    await self._on_event(event)
+                now = loop.time()
+                if now - ticked >= TICK_SECONDS:
+                    ticked = now
+                    await self._tick(now)
+                if self.inbox.stale or now - refreshed >= realtime_settings.GROUP_REFRESH_SECONDS:
+                    # Memberships expire and a restarted Redis has none; what
+                    # did not ring meanwhile is in the database.
+                    refreshed = now
+                    await self.inbox.refresh()
+                    await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad event must not stop the document
+                logger.exception("document %s: handling %r failed", self.document_id, event)
+
+    async def _on_event(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == events.UPDATE and event.get("document_id") == self.document_id:
+            first = int(event["seq"])
+            last = int(event.get("last", first))
+            if first > self.cursor.delivered + 1 and self.storing is not None:
+                # The gap is most likely this process's own batch, committed
+                # and about to be applied: wait for it rather than read it
+                # back from the database.
+                await asyncio.wait([self.storing], timeout=STORE_WAIT_SECONDS)
+            if "updates" in event:
+                updates = [events.decode(u) for u in event["updates"]]
+                origins = [str(o) for o in event["origins"]]
+                if len(updates) == len(origins) == last - first + 1:
+                    seqs = range(first, last + 1)
+                    await self._ingest_many(list(zip(seqs, updates, origins, strict=True)))
+                    return
+            await self.catch_up(last)  # read them from the database
+        elif kind == events.AWARENESS and event.get("document_id") == self.document_id:
+            if event.get("process") == PROCESS:
+                return
+            payload = events.decode(event["awareness"])
+            entries = protocol.parse_awareness(payload)
+            self._note(entries, user_id=int(event["user_id"]), channel=None)
+            await self._to_editors(protocol.awareness_message(entries))
+        elif kind == PRESENCE_DIFF and event.get("room_id") == self.room_id:
+            left = {leave["user"]["id"] for leave in event["payload"].get("leaves", [])}
+            gone = [a for a in self.awareness.values() if a.channel is None and a.user_id in left]
+            if gone:
+                await self._remove_awareness(gone, relay=False)
+
+    async def _tick(self, now: float) -> None:
+        timeout = realtime_settings.DOCS_AWARENESS_TIMEOUT_SECONDS
+        stale = [a for a in self.awareness.values() if a.channel is None and now - a.seen > timeout]
+        if stale:
+            await self._remove_awareness(stale, relay=False)
+        idle = realtime_settings.DOCS_IDLE_SECONDS
+        if not self.editors and self.idle_since is not None and now - self.idle_since >= idle:
+            hub().evict(self)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
+        await self.inbox.close()
+
+
+class Hub:
+    """The process's open documents, by id."""
+
+    def __init__(self) -> None:
+        self.documents: dict[int, LiveDocument] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    async def attach(self, opened: services.Opened, editor: Editor) -> LiveDocument:
+        while True:
+            live = self.documents.get(opened.document_id)
+            if live is None:
+                live = LiveDocument(document_id=opened.document_id, room=opened.room)
+                self.documents[opened.document_id] = live
+                try:
+                    await live.start()
+                except BaseException:
+                    self.evict(live)  # the next editor tries again
+                    raise
+            else:
+                await live.ready.wait()
+            if not live.closed:  # not evicted meanwhile
+                break
+        await live.add(editor, last_seq=opened.last_seq)
+        return live
+
+    async def detach(self, live: LiveDocument, editor: Editor) -> None:
+        await live.remove(editor)
+
+    def evict(self, live: LiveDocument) -> None:
+        """Drop an idle document from memory (it is all in the database)."""
+        if self.documents.get(live.document_id) is live:
+            del self.documents[live.document_id]
+        task = asyncio.create_task(live.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """The running event loop's hub (one per server process)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub()
+    return found

@@ -1,0 +1,112 @@
+"""
+Stock Yjs clients for the shared-document tests and bench/docs.py: one Node
+process running tests/js/docs_driver.mjs (the npm packages `yjs`,
+`y-websocket` and `ws`), any number of Y.Doc + WebsocketProvider clients in
+it, driven by JSON commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = ROOT / "tests" / "js" / "docs_driver.mjs"
+# How much longer than a command's own timeout its reply may take (a loaded
+# machine), and how long a reply may take when the command has none (Node's
+# waits default to 20 s).
+REPLY_SLACK_SECONDS = 15.0
+DEFAULT_REPLY_SECONDS = 60.0
+
+
+def node_ready() -> str | None:
+    """Why the Node clients cannot run here, or None when they can."""
+    if shutil.which("node") is None:
+        return "node not found: install the Debian/Ubuntu package `nodejs` (make test does)"
+    if not (ROOT / "node_modules" / "y-websocket").is_dir():
+        return "node_modules missing: `make install` runs `npm ci`"
+    return None
+
+
+class NodeDocs:
+    """One Node process of Yjs clients; `await docs.call("insert", id="a", …)`."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pending: dict[int, asyncio.Future] = {}
+        self.next_req = 0
+        self.reader: asyncio.Task | None = None
+
+    async def start(self) -> NodeDocs:
+        self.proc = await asyncio.create_subprocess_exec(
+            shutil.which("node") or "node",
+            str(DRIVER),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**24,
+        )
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            reply = json.loads(line)
+            future = self.pending.pop(reply.get("req"), None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(RuntimeError("the Node driver exited"))
+
+    async def call(self, cmd: str, **args: Any) -> dict:
+        """One command's reply. A `timeout` is the command's own (how long
+        Node waits for what it waits for), sent to Node; the reply is awaited
+        that long plus REPLY_SLACK_SECONDS, so a wait that runs out answers
+        with what it saw rather than racing a timeout of ours."""
+        assert self.proc is not None and self.proc.stdin is not None
+        if "timeout" in args:
+            timeout = float(args["timeout"]) + REPLY_SLACK_SECONDS
+        else:
+            timeout = DEFAULT_REPLY_SECONDS
+        self.next_req += 1
+        req = self.next_req
+        future = asyncio.get_running_loop().create_future()
+        self.pending[req] = future
+        self.proc.stdin.write((json.dumps({"cmd": cmd, "req": req, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        reply = await asyncio.wait_for(future, timeout)
+        if "error" in reply:
+            raise RuntimeError(f"{cmd} failed in Node: {reply['error']}")
+        return reply
+
+    async def open(
+        self, id: str, *, ws: str, room: str, name: str, token: str, user: str | None = None
+    ) -> None:
+        """A client of document `room`/`name` at the server whose /ws/ is `ws`,
+        as `new WebsocketProvider(ws + "docs", "room/name", ydoc)`."""
+        await self.call(
+            "open",
+            id=id,
+            url=ws.rstrip("/") + "/docs",
+            room=f"{room}/{name}",
+            token=token,
+            name=user,
+        )
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        if self.reader is not None:
+            await self.reader
