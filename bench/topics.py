@@ -27,6 +27,11 @@ what does not fit reaches the server process, so the last scale of `make
 bench-topics` pads publications to 20 kB, 8 MB per stalled reader in 20 s;
 the kernel-held column says how much the kernel took.
 
+A reader whose connection closes (the server's bound on a stalled reader's
+output, daphne's ping timeout on one that did not answer for 30 s)
+reconnects and subscribes again with `since` and `epoch` from the last
+publication it read, as client.js does; the closes are counted.
+
 Figures: publish-to-receive latency of the readers that kept reading;
 publications each reader never got (the project's server conflates by key
 for a reader, or a process, that is behind; channels_redis drops the oldest
@@ -186,6 +191,9 @@ class Reader:
         self.max_offset = 0
         self.paused_at = self.resumed_at = self.fresh_at = None
         self.close_code: int | None = None
+        self.closes: list[int] = []  # every close the reader saw, before it reconnected
+        self.epoch: str | None = None
+        self.running = True  # reconnect on a close while the run lasts, as a client does
         self.anomalies: list[list] = []  # the first few: [kind, offset, highest before]
 
     async def connect(self, since: int | None = None) -> None:
@@ -203,14 +211,19 @@ class Reader:
             sock.connect(("127.0.0.1", self.port))
             options.update(sock=sock, max_queue=1)
         self.ws = await websockets.connect(url, **options)
-        await self.ws.send(json.dumps({"type": "subscribe", "topic": TOPIC}))
+        subscribe: dict = {"type": "subscribe", "topic": TOPIC}
+        if since is not None and self.epoch is not None:
+            subscribe.update(since=since, epoch=self.epoch)  # resume, as client.js does
+        await self.ws.send(json.dumps(subscribe))
         while True:
             frame = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
             if frame.get("type") == "subscribed":
+                self.epoch = frame.get("epoch")
                 break
             if frame.get("type") == "error":
                 raise RuntimeError(f"subscribe refused: {frame}")
-        self.task = asyncio.create_task(self.read())
+        if self.task is None:
+            self.task = asyncio.create_task(self.read())
 
     async def _next(self) -> str | None:
         """The next frame, or None once the stall is over (it stopped reading meanwhile)."""
@@ -229,6 +242,20 @@ class Reader:
         return None
 
     async def read(self) -> None:
+        """Read until the end of the run; on a close, reconnect and resume
+        from the last offset read (at most 5 times), as a client does."""
+        while True:
+            await self._read_one_connection()
+            if not self.running or len(self.closes) > 5:
+                return
+            self.stalls = False  # the new connection reads
+            try:
+                await self.connect(since=self.max_offset)
+            except Exception:  # noqa: BLE001 - counted: the reader stays closed
+                return
+            self.close_code = None
+
+    async def _read_one_connection(self) -> None:
         try:
             while True:
                 raw = await self._next()
@@ -263,8 +290,10 @@ class Reader:
                         self.fresh_at = now
         except websockets.exceptions.ConnectionClosed as closed:
             self.close_code = closed.rcvd.code if closed.rcvd else 1006
+            self.closes.append(self.close_code)
 
     async def close(self) -> None:
+        self.running = False
         if self.task is not None:
             self.task.cancel()
         if self.ws is not None:
@@ -611,9 +640,8 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
             }
             for r in stale
         }
-    run.closed_by_server = dict(
-        Counter(str(r.close_code) for r in readers if r.close_code is not None)
-    )
+    # Every close a reader saw (it reconnected and resumed after each).
+    run.closed_by_server = dict(Counter(str(code) for r in readers for code in r.closes))
 
     rel_start, rel_end = stall_start - start_at, stall_end - start_at
 
