@@ -724,6 +724,7 @@ class Profiler:
                         str(server.pid),
                         "--subprocesses",
                         "--nonblocking",
+                        "--gil",  # CPU in Python: the thread holding the GIL
                         "--rate",
                         "200",
                         "--format",
