@@ -90,5 +90,15 @@ bench-topics: BENCH_TOPICS_ARGS ?= --scales 2000x200x50,200x20x50,100x20x20x2000
 bench-topics: install
 	$(BIN)/python bench/topics.py $(BENCH_TOPICS_ARGS)
 
+# The seed's load on the three-host harness (bench/hosts.py; needs root):
+# 10,000 authenticated WebSockets over rt-h1..h3, 1,000 rooms of 10, 1,000
+# messages/s for 60 s, then a reconnect storm; a reduced scale directly and
+# through nginx; bare `websockets` at the same shapes (~10 min).
+.PHONY: bench-hosts
+bench-hosts: BENCH_HOSTS_ARGS ?= --scales 10000:1000:1000:60,1500:150:150:30 --via direct,nginx
+bench-hosts: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(BIN)/python bench/hosts.py $(BENCH_HOSTS_ARGS)
+
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* .pytest_cache node_modules chat/static/realtime/build
