@@ -95,6 +95,10 @@ DEFAULTS: dict[str, Any] = {
     # A connection whose socket has more than this not taken yet is behind:
     # its publications wait, conflated by key, until the socket drains.
     "TOPICS_BEHIND_BYTES": 65536,
+    # Publications of one topic a process lets wait to be handed out before,
+    # being behind, it conflates them by key (its subscribers then get the
+    # latest value of each key); below it, every one goes to every subscriber.
+    "TOPICS_PROCESS_BACKLOG": 100,
     # The largest `data` of one publication, JSON-encoded.
     "TOPICS_MAX_DATA_BYTES": 65536,
     # Every topic key in Redis starts with this.

@@ -55,6 +55,8 @@ class _Topic:
     epoch: str | None = None
     delivered: int = 0  # the highest offset handed out in `epoch`
     waiting: OrderedDict[Slot, Publication] = field(default_factory=OrderedDict)
+    # Each key's latest waiting publication, where it waits.
+    keyed: dict[str, Slot] = field(default_factory=dict)
     added: int | None = None  # the layer epoch its group was added in
     # The offset last handed out, and in which epoch: a member learns from
     # it that the offsets it skipped were conflated here, not lost.
@@ -62,11 +64,8 @@ class _Topic:
 
 
 def slot(publication: Publication) -> Slot:
-    """Where a publication waits: by key, so a newer one replaces it; a
-    keyless one has a slot of its own."""
-    if publication.key is not None:
-        return (publication.key,)
-    return (None, publication.offset)
+    """Where a publication waits: a slot of its own."""
+    return (publication.key, publication.offset)
 
 
 class TopicHub:
@@ -137,12 +136,23 @@ class TopicHub:
             queued = await self._gap(publication.topic, held, publication.offset)
         for item in [*queued, publication]:
             if item.offset > held.delivered:
-                key = slot(item)
-                if held.waiting.pop(key, None) is not None:
-                    metrics.TOPIC_CONFLATED.inc()
-                held.waiting[key] = item
+                self._queue(held, item)
                 held.delivered = item.offset
         self.ready.set()
+
+    def _queue(self, held: _Topic, item: Publication) -> None:
+        """Wait to be handed out. While the process keeps up every
+        publication waits its turn; once TOPICS_PROCESS_BACKLOG wait, one
+        with a key replaces the waiting one with that key (the process is
+        behind: its subscribers get the latest value of each key)."""
+        if item.key is not None and len(held.waiting) >= realtime_settings.TOPICS_PROCESS_BACKLOG:
+            previous = held.keyed.get(item.key)
+            if previous is not None and held.waiting.pop(previous, None) is not None:
+                metrics.TOPIC_CONFLATED.inc()
+        where = slot(item)
+        held.waiting[where] = item
+        if item.key is not None:
+            held.keyed[item.key] = where
 
     async def _gap(self, topic: str, held: _Topic, offset: int) -> list[Publication]:
         """The publications of the current epoch between what was handed out
@@ -162,7 +172,7 @@ class TopicHub:
             self.ready.clear()
             while True:
                 batch = [
-                    (topic, held.waiting.popitem(last=False)[1])
+                    (topic, self._next(held))
                     for topic, held in list(self.topics.items())
                     if held.waiting
                 ]
@@ -173,6 +183,13 @@ class TopicHub:
                         await self.hand_out(topic, publication)
                     except Exception:  # noqa: BLE001 - the next publication still goes out
                         logger.exception("handing out a publication of %s failed", topic)
+
+    @staticmethod
+    def _next(held: _Topic) -> Publication:
+        where, publication = held.waiting.popitem(last=False)
+        if publication.key is not None and held.keyed.get(publication.key) == where:
+            del held.keyed[publication.key]
+        return publication
 
     async def hand_out(self, topic: str, publication: Publication) -> None:
         held = self.topics.get(topic)

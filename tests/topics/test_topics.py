@@ -216,7 +216,32 @@ async def test_a_subscriber_that_is_behind_gets_the_latest_value_of_each_key(ali
     await ws.disconnect()
 
 
-async def test_what_the_hub_conflated_is_not_fetched_again_as_a_gap(alice):
+async def test_a_burst_below_the_process_backlog_reaches_every_subscriber_in_full(alice):
+    """Doorbells that arrive together (the hub busy meanwhile) are not
+    conflated while fewer than TOPICS_PROCESS_BACKLOG wait: a subscriber
+    that keeps up gets every publication, the same key's included."""
+    from django_realtime.topics import names
+    from django_realtime.topics.hub import hub
+
+    ws = await connect(alice)
+    await subscribe(ws, "public:p")
+    namespace = names.parse("public:p")
+    for n in range(1, 11):
+        published = await history.history().apublish(
+            "public:p",
+            {"n": n},
+            namespace=namespace,
+            key="price",
+            idempotency_key=None,
+            audience=None,
+        )
+        await hub().receive(published.publication)
+    got = await next_frames(ws, 10)
+    assert [f["data"]["n"] for f in got] == list(range(1, 11))
+    await ws.disconnect()
+
+
+async def test_what_the_hub_conflated_is_not_fetched_again_as_a_gap(alice, realtime):
     """The process itself falls behind (publications arrive faster than its
     hub hands them out): each subscriber gets the latest of each key, in
     offset order, once; the offsets the hub skipped are not a gap to fill
@@ -225,6 +250,7 @@ async def test_what_the_hub_conflated_is_not_fetched_again_as_a_gap(alice):
     from django_realtime.topics import names
     from django_realtime.topics.hub import hub
 
+    realtime.TOPICS_PROCESS_BACKLOG = 0  # behind at once
     ws = await connect(alice)
     await subscribe(ws, "public:p")
     await apublish("public:p", {"n": 1}, key="k1")
