@@ -11,6 +11,9 @@ and prepares the server it runs under (django_realtime.servers): under
 daphne, close codes and reasons, handshake timeouts and the 1012 drain.
 """
 
+import logging
+from typing import Any
+
 from channels.routing import URLRouter
 from django.urls import path
 
@@ -31,7 +34,42 @@ def websocket_urlpatterns() -> list:
     ]
 
 
-websocket_application = websocket_auth_stack(URLRouter(websocket_urlpatterns()))
+logger = logging.getLogger(__name__)
+
+CLOSE_TRY_AGAIN = 1013
+TRY_AGAIN_REASON = "try again later"
+
+
+class TryAgainLater:
+    """A handshake whose consumer fails before it says anything (the channel
+    layer cannot give it a channel: Redis unreachable, its link not yet
+    recovered after a partition) is accepted and closed with 1013, which
+    clients take as "reconnect after a while", rather than answered 500."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        said = False
+
+        async def watched(message: Any) -> None:
+            nonlocal said
+            said = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:  # noqa: BLE001 - whatever it was, the client retries
+            if said:
+                raise
+            logger.warning("a WebSocket handshake failed; closed with 1013", exc_info=True)
+            await send({"type": "websocket.accept"})
+            await send(
+                {"type": "websocket.close", "code": CLOSE_TRY_AGAIN, "reason": TRY_AGAIN_REASON}
+            )
+
+
+websocket_application = TryAgainLater(websocket_auth_stack(URLRouter(websocket_urlpatterns())))
 
 internals.require()
 servers.prepare()

@@ -252,17 +252,21 @@ async def assert_live(cluster: Cluster, host: str, room: str, sender: Client) ->
     channel layer, which the periodic catch-up alone cannot do."""
     deadline = time.monotonic() + HEAL_SECONDS
     while True:
-        watcher = await Client(cluster, "hank", direct(cluster, host), fallback=None).start(room)
+        watcher = Client(cluster, "hank", direct(cluster, host), fallback=None)
         try:
+            # Until the host's link to Redis is back, its handshakes are
+            # closed with 1013 (try again later): a client retries.
+            await watcher.start(room)
             for i in range(3):
                 ack = await sender.post(room, f"live on {host} {i}")
                 assert ack["type"] == "ack", ack
                 await watcher.wait_for_seq(room, ack["seq"], timeout=LIVE_SECONDS)
             assert not watcher.closes, watcher.closes
             return
-        except AssertionError:
+        except (AssertionError, OSError, websockets.exceptions.WebSocketException):
             if time.monotonic() > deadline:
                 raise
+            await asyncio.sleep(0.5)
         finally:
             await watcher.close()
 
