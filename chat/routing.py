@@ -50,23 +50,31 @@ class TryAgainLater:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        said = False
-
-        async def watched(message: Any) -> None:
-            nonlocal said
-            said = True
-            await send(message)
-
+        watched = _Watched(send)
         try:
-            await self.app(scope, receive, watched)
+            await self.app(scope, receive, watched.send)
         except Exception:  # noqa: BLE001 - whatever it was, the client retries
-            if said:
+            if watched.said:
                 raise
             logger.warning("a WebSocket handshake failed; closed with 1013", exc_info=True)
             await send({"type": "websocket.accept"})
             await send(
                 {"type": "websocket.close", "code": CLOSE_TRY_AGAIN, "reason": TRY_AGAIN_REASON}
             )
+
+
+class _Watched:
+    """The server's `send`, noting whether anything was sent. It is
+    `real_send`, as Channels' SessionMiddleware names the send it wraps, so
+    django_realtime.servers.output_of still finds the server's own."""
+
+    def __init__(self, send: Any):
+        self.real_send = send
+        self.said = False
+
+    async def send(self, message: Any) -> None:
+        self.said = True
+        await self.real_send(message)
 
 
 websocket_application = TryAgainLater(websocket_auth_stack(URLRouter(websocket_urlpatterns())))

@@ -2,7 +2,10 @@
 the room's shared `notes` document at the same time end with the same text,
 which REST serves too; the page's strict CSP holds (no errors)."""
 
+import re
+
 import pytest
+from playwright.sync_api import expect
 
 from chat.models import Room
 
@@ -21,8 +24,9 @@ def test_two_people_typing_into_the_notes_at_once_end_with_the_same_text(site, s
     box_a, box_b = (tab.page.locator("#notes-text") for tab in (alice, bob))
     for box in (box_a, box_b):
         box.wait_for()
-        # Enabled once the document has synced with the server.
-        box.page.wait_for_function("!document.getElementById('notes-text').disabled")
+        # Enabled once the document has synced with the server. (No
+        # wait_for_function: it evaluates a string, which the CSP forbids.)
+        expect(box).to_be_enabled()
     # Both type at the same time: the keystrokes interleave on the server.
     typed_a, typed_b = "alice was here. ", "bob too! "
     for i in range(max(len(typed_a), len(typed_b))):
@@ -34,11 +38,7 @@ def test_two_people_typing_into_the_notes_at_once_end_with_the_same_text(site, s
     # how the two carets moved), and with the same text.
     total = len(typed_a) + len(typed_b)
     for box in (box_a, box_b):
-        box.page.wait_for_function(
-            "n => document.getElementById('notes-text').value.length === n",
-            arg=total,
-            timeout=15_000,
-        )
+        expect(box).to_have_value(re.compile(f"^.{{{total}}}$", re.DOTALL), timeout=15_000)
     text = box_a.input_value()
     assert text == box_b.input_value()
     assert sorted(text.replace(" ", "")) == sorted((typed_a + typed_b).replace(" ", ""))
