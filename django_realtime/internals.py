@@ -38,6 +38,10 @@ LAYER_INTERNALS: list[Name] = [
     ("channels_redis.pubsub", "RedisPubSubChannelLayer", "_get_layer"),
     ("channels_redis.pubsub", "RedisPubSubChannelLayer.__init__", "_layers"),
     ("channels_redis.pubsub", "RedisPubSubLoopLayer.__init__", "_shards"),
+    # layers.ResilientRedisPubSubChannelLayer.new_channel: a channel on a shard that answers.
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer.__init__", "channels"),
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer.__init__", "prefix"),
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer", "_subscribe_to_channel"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_do_receiving"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_receive_message"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_ensure_redis"),

@@ -38,8 +38,6 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 
-from .redisconn import shard_index
-
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 2.0
@@ -121,13 +119,12 @@ class ResilientRedisPubSubChannelLayer(RedisPubSubChannelLayer):
         another (stock, the handshake fails with 500 for the channels whose
         random name hashes to the dead shard). With one host, one attempt."""
         layer = self._get_layer()
-        shards = layer._shards
-        attempts = 1 if len(shards) == 1 else 3 * len(shards)
+        attempts = 1 if len(layer._shards) == 1 else 3 * len(layer._shards)
         for attempt in range(attempts):
             channel = f"{layer.prefix}{prefix}{uuid.uuid4().hex}"
-            layer.channels[channel] = asyncio.Queue()
             try:
-                await shards[shard_index(channel, len(shards))].subscribe(channel)
+                # Upstream's own step: the channel's queue, then its shard's SUBSCRIBE.
+                await layer._subscribe_to_channel(channel)
                 return channel
             except asyncio.CancelledError:
                 layer.channels.pop(channel, None)
