@@ -46,26 +46,18 @@ class Member(Protocol):
         epoch (None if unknown); what lies between was superseded here."""
 
 
-Slot = tuple[Any, ...]
-
-
 @dataclass
 class _Topic:
     members: set[Member] = field(default_factory=set)
     epoch: str | None = None
     delivered: int = 0  # the highest offset handed out in `epoch`
-    waiting: OrderedDict[Slot, Publication] = field(default_factory=OrderedDict)
-    # Each key's latest waiting publication, where it waits.
-    keyed: dict[str, Slot] = field(default_factory=dict)
+    waiting: OrderedDict[int, Publication] = field(default_factory=OrderedDict)  # by offset
+    # Each key's latest waiting publication, by its offset.
+    keyed: dict[str, int] = field(default_factory=dict)
     added: int | None = None  # the layer epoch its group was added in
     # The offset last handed out, and in which epoch: a member learns from
     # it that the offsets it skipped were conflated here, not lost.
     handed: tuple[str, int] | None = None
-
-
-def slot(publication: Publication) -> Slot:
-    """Where a publication waits: a slot of its own."""
-    return (publication.key, publication.offset)
 
 
 class TopicHub:
@@ -149,10 +141,9 @@ class TopicHub:
             previous = held.keyed.get(item.key)
             if previous is not None and held.waiting.pop(previous, None) is not None:
                 metrics.TOPIC_CONFLATED.inc()
-        where = slot(item)
-        held.waiting[where] = item
+        held.waiting[item.offset] = item
         if item.key is not None:
-            held.keyed[item.key] = where
+            held.keyed[item.key] = item.offset
 
     async def _gap(self, topic: str, held: _Topic, offset: int) -> list[Publication]:
         """The publications of the current epoch between what was handed out
@@ -186,8 +177,8 @@ class TopicHub:
 
     @staticmethod
     def _next(held: _Topic) -> Publication:
-        where, publication = held.waiting.popitem(last=False)
-        if publication.key is not None and held.keyed.get(publication.key) == where:
+        offset, publication = held.waiting.popitem(last=False)
+        if publication.key is not None and held.keyed.get(publication.key) == offset:
             del held.keyed[publication.key]
         return publication
 

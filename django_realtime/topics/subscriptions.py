@@ -32,9 +32,13 @@ from ..errors import BadRequest
 from ..rates import Rate
 from . import names, visibility
 from .history import Publication, history, replay
-from .hub import Slot, hub
+from .hub import hub
 
 logger = logging.getLogger(__name__)
+
+# Where a publication waits in a connection's queue: by key, so a newer one
+# replaces it; a keyless one has a slot of its own.
+Slot = tuple[Any, ...]
 
 CLOSE_OVERFLOW = 4413
 OVERFLOW_REASON = "policy: output over limit"
