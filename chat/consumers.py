@@ -238,10 +238,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _join_room(
         self, room: Room, since: int | None, previous: JoinedRoom | None, ref: Any
     ) -> None:
-        backlog, last_seq = await streams.backlog(room_id=room.pk, room_slug=room.slug, since=since)
+        last_seq = await streams.last_seq(room_id=room.pk)
         if since is not None:
             metrics.RESUMES.inc()
-            metrics.RESUME_REPLAYED.inc(sum(1 for entry in backlog if entry.frame is not None))
         presence = await tracking.members(room_id=room.pk)
         async with self.delivery_lock:
             state = previous or JoinedRoom(
@@ -249,7 +248,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 slug=room.slug,
                 cursor=streams.room_cursor(room_id=room.pk, room_slug=room.slug),
             )
-            state.cursor.start(since=since, last=last_seq)
+            streams.start(state.cursor, since=since, last_seq=last_seq)
             self.joined[room.pk] = state
             self.slugs[room.slug] = room.pk
             joined = {
@@ -260,9 +259,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 "truncated": streams.truncated(since=since, last_seq=last_seq),
             }
             await self.send_frame(frames.with_ref(joined, ref))
-            for message in state.cursor.take(backlog):
-                await self.send_frame(message, replay=True)
-            state.cursor.sent(max(state.cursor.delivered, last_seq))
+            if not await self._replay(state, last_seq, counted=since is not None):
+                return  # closed (4413): the client resumes again
             for event in self.joining.pop(room.pk, []):
                 await self._handle_room_event(event)
 
@@ -407,8 +405,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         async def fill() -> None:
             room = self.joined.get(room_id)  # still joined, once the lock is ours
             if room is not None:
-                for message in await room.cursor.catch_up(last_seq):
-                    await self.send_frame(message, replay=True)
+                at = streams.resume_from(since=room.cursor.delivered, last_seq=last_seq)
+                room.cursor.sent(max(room.cursor.delivered, at))
+                await self._replay(room, last_seq)
 
         room = self.joined.get(room_id)
         if room is not None and not room.cursor.is_sent(last_seq):
@@ -513,6 +512,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # every other member behind this one. Frames for such a connection are
     # held here, in order, and past WS_MAX_PENDING_OUTPUT_BYTES (replays
     # allowed on top, as under daphne) it is closed with 4413.
+    async def _replay(self, room: JoinedRoom, last_seq: int, *, counted: bool = False) -> bool:
+        """Send the room's messages from its cursor up to `last_seq`, a page
+        at a time as the socket takes them, with the delivery lock held.
+        False if the connection was closed meanwhile."""
+        pages = streams.replay(
+            room.cursor, room_id=room.room_id, room_slug=room.slug, last_seq=last_seq
+        )
+        async for page in pages:
+            (metrics.RESUME_REPLAYED if counted else metrics.GAP_FILLS).inc(len(page))
+            for message in page:
+                if not await self._output_taken():
+                    return False
+                await self.send_frame(message, replay=True)
+        return not self.closing
+
+    async def _output_taken(self) -> bool:
+        """Wait until the socket has taken most of what it was sent
+        (django_realtime.servers.output_taken); if it took nothing for too
+        long, close with 4413. False once the connection is closing."""
+        if not await servers.output_taken(self.pending_output, lambda: self.closing):
+            if not self.closing:
+                metrics.OUTPUT_OVERFLOWS.inc()
+                logger.info("closing a connection of user %s: its replay stalled", self.user.pk)
+                await self._overflow()
+        return not self.closing
+
     def pending_output(self) -> int:
         """Bytes of output not yet taken by the socket: the server's and held here."""
         return (self.output.pending() if self.output is not None else 0) + self.held_bytes

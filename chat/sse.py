@@ -45,10 +45,11 @@ class RoomStream(Stream):
         self.groups = [bus.room_group(room.pk), bus.user_group(user.pk)]
 
     async def start(self) -> list[bytes]:
-        backlog, last_seq = await streams.backlog(
-            room_id=self.room.pk, room_slug=self.room.slug, since=self.since
+        last_seq = await streams.last_seq(room_id=self.room.pk)
+        streams.start(self.cursor, since=self.since, last_seq=last_seq)
+        self.pages = streams.replay(
+            self.cursor, room_id=self.room.pk, room_slug=self.room.slug, last_seq=last_seq
         )
-        self.cursor.start(since=self.since, last=last_seq)
         chunks = [stream_head(last_seq if self.since is None else None)]
         if streams.truncated(since=self.since, last_seq=last_seq):
             chunks.append(
@@ -57,7 +58,14 @@ class RoomStream(Stream):
                     data={"type": "truncated", "room": self.room.slug, "last_seq": last_seq},
                 )
             )
-        return chunks + self._chunks(self.cursor.take(backlog))
+        return chunks
+
+    async def more(self) -> list[bytes]:
+        """The replay's next page ([] once it is all sent)."""
+        async for page in self.pages:
+            if page:
+                return self._chunks(page)
+        return []
 
     async def on_event(self, event: dict[str, Any]) -> list[bytes]:
         if event.get("room_id") != self.room.pk:

@@ -1,13 +1,16 @@
 """
 Provides a room's messages as a sequence for django_realtime.delivery: the
 cursor of one receiver (a WebSocket connection's joined room, an SSE stream)
-reading gaps from the database, and the backlog a join or a stream starts
-with. The WebSocket consumer and the SSE room stream share both.
+reading gaps from the database, and the replay a join or a stream starts
+with, a page at a time. The WebSocket consumer and the SSE room stream share both.
 """
+
+from collections.abc import AsyncIterator
 
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
-from django_realtime.delivery import Entry, SeqCursor
+from django_realtime.delivery import Entry, Frame, SeqCursor
+from django_realtime.errors import Unavailable
 
 from . import events, selectors
 from .models import Message
@@ -36,25 +39,61 @@ def room_cursor(*, room_id: int, room_slug: str) -> SeqCursor:
     return SeqCursor(fetch=fetch)
 
 
-def _backlog(*, room_id: int, since: int | None) -> tuple[list[Message], int]:
-    last_seq = selectors.room_last_seq(room_id=room_id)
+# A replay reads the database this many seqs at a time, and sends a page as
+# the socket takes it: a resume costs the server a page and the socket's low
+# water mark, not the whole gap (1,000 messages of 4 KB were 4 MB each).
+REPLAY_PAGE = 20
+
+
+def resume_from(*, since: int | None, last_seq: int) -> int:
+    """The seq after which a receiver starting at `since` (None: at the end)
+    is replayed: at most the newest CHAT_RESUME_MAX_MESSAGES (`truncated`
+    tells the client when it skipped some), never past the end."""
     if since is None or since >= last_seq:
-        return [], last_seq
-    rows = selectors.messages_since(
-        room_id=room_id,
-        since=since,
-        until=last_seq,
-        limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
+        return last_seq
+    return max(since, last_seq - realtime_settings.CHAT_RESUME_MAX_MESSAGES)
+
+
+async def replay_page(
+    *, room_id: int, room_slug: str, after: int, last_seq: int
+) -> tuple[list[Entry], int]:
+    """The entries of the next page of a replay: those after `after`, at most
+    REPLAY_PAGE seqs on and not past `last_seq`; and the seq the page ends at.
+    Raises Unavailable when the database is away."""
+    until = min(after + REPLAY_PAGE, last_seq)
+    rows = await db(
+        selectors.messages_since, room_id=room_id, since=after, until=until, limit=REPLAY_PAGE
     )
-    return rows, last_seq
+    return entries(rows, room_slug), until
 
 
-async def backlog(*, room_id: int, room_slug: str, since: int | None) -> tuple[list[Entry], int]:
-    """What a receiver starting at `since` (None: at the end) must be sent
-    first, and the room's last seq; the newest CHAT_RESUME_MAX_MESSAGES at most
-    (`truncated` tells the client when `last_seq - since` is more)."""
-    rows, last_seq = await db(_backlog, room_id=room_id, since=since)
-    return entries(rows, room_slug), last_seq
+async def last_seq(*, room_id: int) -> int:
+    return await db(selectors.room_last_seq, room_id=room_id)
+
+
+def start(cursor: SeqCursor, *, since: int | None, last_seq: int) -> None:
+    """Position a new receiver's cursor where its replay begins."""
+    cursor.start(since=since, last=last_seq)
+    cursor.sent(resume_from(since=since, last_seq=last_seq))
+
+
+async def replay(
+    cursor: SeqCursor, *, room_id: int, room_slug: str, last_seq: int
+) -> AsyncIterator[list[Frame]]:
+    """The frames from the cursor up to `last_seq`, a page at a time, each
+    read once the receiver asks for it (after sending the one before). Ends
+    early when the database is away: the receiver's next catch-up sends the
+    rest, as it does for any gap."""
+    while not cursor.is_sent(last_seq):
+        try:
+            page, until = await replay_page(
+                room_id=room_id, room_slug=room_slug, after=cursor.delivered, last_seq=last_seq
+            )
+        except Unavailable:
+            return
+        frames = cursor.take(page)
+        cursor.sent(max(cursor.delivered, until))
+        yield frames
 
 
 def truncated(*, since: int | None, last_seq: int) -> bool:

@@ -46,7 +46,10 @@ DEFAULTS: dict[str, Any] = {
     "WS_MAX_FRAME_BYTES": 65536,
     # Output a connection's socket has not taken yet, past which the
     # connection is closed with 4413 (its client resumes with `since`).
-    "WS_MAX_PENDING_OUTPUT_BYTES": 1048576,
+    "WS_MAX_PENDING_OUTPUT_BYTES": 262144,
+    # A replay (a resume's backlog) is sent as the socket takes it; one that
+    # takes nothing for this long meanwhile is closed with 4413 too.
+    "WS_REPLAY_STALL_SECONDS": 30.0,
     "WS_TICKET_TTL_SECONDS": 30,
     # Origins (scheme://host[:port]) allowed to open the WebSocket besides
     # those whose host is in ALLOWED_HOSTS.

@@ -183,6 +183,10 @@ def tune_daphne() -> None:
         kind = message.get("type")
         if kind == "websocket.close":
             self._realtime_close_reason = message.get("reason") or None
+            if message.get("code") == OVERFLOW_CLOSE_CODE:
+                # The consumer's own 4413 (a stalled replay, a topic queue
+                # full): the close frame waits behind the output too.
+                self.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
         elif kind == "websocket.send" and over_output_cap(self, message):
             return None  # closed for it (4413): the frame is dropped
         try:
@@ -226,6 +230,7 @@ def tune_daphne() -> None:
         if message.get("realtime.replay"):
             text = message.get("text") or ""
             size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            size += len(message.get("bytes") or b"")
             self._realtime_allowance = getattr(self, "_realtime_allowance", 0) + size
             return False
         if pending <= cap + getattr(self, "_realtime_allowance", 0):

@@ -21,6 +21,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from . import drain, internals
+from .conf import realtime_settings
 from .daphne_transport import OUTPUT_EXTENSION, tune_daphne
 
 # What output_of reads under uvicorn: its WebSocket protocol's `send` is the
@@ -94,3 +95,30 @@ def output_of(send: Any, scope: dict | None = None) -> Output | None:
             lambda: not writable.is_set(),
         )
     return None
+
+
+# A replay (a join's backlog, an SSE stream's) goes out while the socket
+# holds at most REPLAY_LOW_WATER bytes not yet taken, checked every
+# REPLAY_POLL_SECONDS: as fast as the client reads, not all at once into the
+# server's memory. A socket that takes nothing for WS_REPLAY_STALL_SECONDS
+# meanwhile has stopped reading.
+REPLAY_LOW_WATER = 64 * 1024
+REPLAY_POLL_SECONDS = 0.02
+
+
+async def output_taken(pending: Callable[[], int], stopped: Callable[[], bool] = _never) -> bool:
+    """Wait until `pending()` (an Output's, or a consumer's own count) is at
+    most REPLAY_LOW_WATER. False if it did not go down for
+    WS_REPLAY_STALL_SECONDS, or once `stopped()`."""
+    stall = float(realtime_settings.WS_REPLAY_STALL_SECONDS)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    give_up, waiting = now + stall, pending()
+    while waiting > REPLAY_LOW_WATER:
+        if stopped() or now >= give_up:
+            return False
+        await asyncio.sleep(REPLAY_POLL_SECONDS)
+        now, before, waiting = loop.time(), waiting, pending()
+        if waiting < before:
+            give_up = now + stall
+    return not stopped()

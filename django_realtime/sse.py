@@ -151,6 +151,11 @@ class Stream:
     async def start(self) -> list[bytes]:
         raise NotImplementedError
 
+    async def more(self) -> list[bytes]:
+        """After start(), the backlog's next page, sent once the socket has
+        taken most of the one before; [] when there is no more."""
+        return []
+
     async def on_event(self, event: dict[str, Any]) -> list[bytes]:
         raise NotImplementedError
 
@@ -184,6 +189,12 @@ async def pump(
         await inbox.open()
         try:
             yield b"".join(await stream.start())
+            while page := await stream.more():
+                if output is not None and not await servers.output_taken(output.pending):
+                    metrics.OUTPUT_OVERFLOWS.inc()
+                    logger.info("ending a stream: its client stopped reading its backlog")
+                    return  # the client reconnects with its Last-Event-ID
+                yield b"".join(page)
         except Unavailable:
             logger.warning("stream could not read its backlog: the database is away")
             return  # the client reconnects with its Last-Event-ID

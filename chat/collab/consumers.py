@@ -138,7 +138,9 @@ class DocConsumer(AsyncWebsocketConsumer):
     async def on_sync(self, message: protocol.Message) -> None:
         assert self.live is not None
         if message.sync_type == protocol.SYNC_STEP1:
-            await self.send_bytes(self.live.step2_for(message.payload))
+            # The document a client lacks (all of it, on a first sync): up to
+            # DOCS_MAX_DOCUMENT_BYTES at once, allowed on top of the output cap.
+            await self.send_bytes(self.live.step2_for(message.payload), replay=True)
         elif message.payload != protocol.EMPTY_UPDATE:  # step 2, update
             await self.live.submit(self, message.payload)
 
@@ -160,8 +162,12 @@ class DocConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_NOT_FOUND, "no such document")
 
     # --- output --------------------------------------------------------------------
-    async def send_bytes(self, data: bytes) -> None:
-        if not self.closing:
+    async def send_bytes(self, data: bytes, *, replay: bool = False) -> None:
+        if self.closing:
+            return
+        if replay:  # django_realtime.daphne_transport: counted apart from live output
+            await self.base_send({"type": "websocket.send", "bytes": data, "realtime.replay": True})
+        else:
             await self.send(bytes_data=data)
 
     async def _refuse(self, code: int, reason: str) -> None:
