@@ -194,8 +194,9 @@ async def resume(server: ServerProcess, token: str, since: int, last: int, size:
     """Reconnect, join with `since`; whether every message after it up to
     `last` comes once and in order, and nothing more."""
     start = time.monotonic()
-    again = await Ws.connect(server.ws, token=token)
+    again = None
     try:
+        again = await Ws.connect(server.ws, token=token, ping_interval=None)
         joined = await again.join(ROOM, since=since)
         if joined["type"] != "joined" or joined.get("truncated"):
             return {"ok": False, "why": f"join: {joined}", "seconds": time.monotonic() - start}
@@ -210,7 +211,8 @@ async def resume(server: ServerProcess, token: str, since: int, last: int, size:
     except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - counted and reported
         return {"ok": False, "why": repr(exc), "seconds": time.monotonic() - start}
     finally:
-        await again.close()
+        if again is not None:
+            await again.close()
 
 
 async def run_server(kind: str, args) -> dict:
@@ -255,8 +257,10 @@ async def run_server(kind: str, args) -> dict:
         sampler = RssSampler(pid).start()
         result: dict = {"server": kind, "log": str(server.log_path)}
 
-        poster = await Ws.connect(server.ws, token=tokens[0])
-        readers = [Reader(await Ws.connect(server.ws, token=t)) for t in tokens[1:3]]
+        poster = await Ws.connect(server.ws, token=tokens[0], ping_interval=None)
+        readers = [
+            Reader(await Ws.connect(server.ws, token=t, ping_interval=None)) for t in tokens[1:3]
+        ]
         for ws in (poster, *(r.ws for r in readers)):
             joined = await ws.join(ROOM)
             assert joined["type"] == "joined", joined
@@ -346,6 +350,20 @@ async def run_server(kind: str, args) -> dict:
                     return {"ok": False, "why": "its stall did not end in a close", "seconds": 0}
                 return await resume(server, token, since, last, args.size)
 
+        # Meanwhile the readers and the poster read what comes (the resumers'
+        # presence): a client that did not would be a stalled reader itself.
+        extra = {"messages": 0}
+
+        async def keep_reading(ws: Ws) -> None:
+            while True:
+                try:
+                    frame = await ws.recv(timeout=3600)
+                except TimeoutError:
+                    continue
+                ws.backlog.clear()
+                extra["messages"] += frame.get("type") == "message"
+
+        keepers = [asyncio.create_task(keep_reading(w)) for w in (poster, *(r.ws for r in readers))]
         t_resume = time.monotonic()
         cpu1 = time.process_time()
         resumed = await asyncio.wait_for(
@@ -375,7 +393,10 @@ async def run_server(kind: str, args) -> dict:
         result["rss_mb"]["end"] = mb(rss_kib(pid))
 
         # The readers and the poster are still served, and got no message twice.
-        leftovers = 0
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
+        leftovers = extra["messages"]
         for reader in readers:
             leftovers += sum(f.get("type") == "message" for f in await reader.ws.quiet(0.3))
             pong = await reader.ws.request({"type": "ping"}, "pong", timeout=10)

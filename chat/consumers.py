@@ -25,7 +25,6 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from channels import consumer as channels_consumer
@@ -52,6 +51,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_LARGE = 1009  # sendable under daphne thanks to django_realtime/daphne_transport.py
 CLOSE_FLOODING = 4408  # refused with RATE_LIMITED more than WS_FLOOD_CLOSE_RATE allows
 CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER (all processes)
+# A replay waits for the socket only below the output cap (and a frame more).
+REPLAY_SLACK = 64 * 1024
 
 
 @dataclass
@@ -107,6 +108,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         # Room events that arrive while a join of that room is under way wait
         # here, and are delivered by seq once the join has sent its backlog.
         self.joining: dict[int, list[dict]] = {}
+        # Room events that came while the delivery lock was held (a replay
+        # waiting for the socket, a gap fill), delivered in order by one task.
+        # A room's message doorbells collapse into its latest: delivering
+        # that one fills what it skipped from the database, so a connection
+        # that waits holds one entry per room, not one per message.
+        self.queued: list[dict] = []
+        self.queued_message: dict[int, int] = {}  # room id -> its message's index
         # Deliveries that had to wait for the lock (a gap fill, a join): tasks.
         self.waiting: set[asyncio.Task] = set()
         # Output held here while the server's send would wait (uvicorn past
@@ -360,8 +368,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """A message stored in a joined room, serialised once for the process:
         sent at once when it is the next seq and nothing else is being sent
         (True; the fan-out counts those frames), else held or dropped by seq."""
+        if self.closing:
+            return False
         if room_id in self.joining:
-            self.joining[room_id].append(message_event(room_id, payload))
+            held = self.joining[room_id]
+            if held and held[-1]["type"] == events.MESSAGE:
+                held[-1] = message_event(room_id, payload)  # the latest fills the rest
+            else:
+                held.append(message_event(room_id, payload))
             return False
         room = self.joined.get(room_id)
         if room is None:
@@ -373,15 +387,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             cursor.delivered = seq
             await self._send_message({"type": "websocket.send", "text": text}, len(text))
             return True
-        self._under_lock(partial(self._handle_room_event, message_event(room_id, payload)))
+        self._queue(message_event(room_id, payload))
         return False
 
     async def fanout_event(self, event: dict) -> None:
         """Any other room event (typing, receipt, deletion, presence diff)."""
         if event["room_id"] in self.joining:
             self.joining[event["room_id"]].append(event)
-        elif self.delivery_lock.locked():
-            self._under_lock(partial(self._handle_room_event, event))
+        elif self.delivery_lock.locked() or self.queued:
+            self._queue(event)
         else:
             await self._handle_room_event(event)
 
@@ -465,6 +479,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.send_frame(event["payload"])
 
     # --- delivery ---------------------------------------------------------------------
+    def _queue(self, event: dict) -> None:
+        """Deliver a room event once the lock is free, after those queued before it."""
+        if event["type"] == events.MESSAGE:
+            at = self.queued_message.get(event["room_id"])
+            if at is not None:
+                self.queued[at] = event  # the latest doorbell fills the ones it replaces
+                return
+            self.queued_message[event["room_id"]] = len(self.queued)
+        self.queued.append(event)
+        if len(self.queued) == 1:
+            self._under_lock(self._deliver_queued)
+
+    async def _deliver_queued(self) -> None:
+        while self.queued:
+            batch, self.queued, self.queued_message = self.queued, [], {}
+            for event in batch:
+                await self._handle_room_event(event)
+
     def _under_lock(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work` with the delivery lock, after what holds it now (in
         order: the lock is FIFO), in a task of its own."""
@@ -531,7 +563,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Wait until the socket has taken most of what it was sent
         (django_realtime.servers.output_taken); if it took nothing for too
         long, close with 4413. False once the connection is closing."""
-        if not await servers.output_taken(self.pending_output, lambda: self.closing):
+        cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
+        if cap and self.pending_output() > cap + REPLAY_SLACK:
+            # Over the cap already: live output stopped going out (under
+            # daphne, the transport has closed it); waiting would only hold
+            # the lock while the connection's events pile up.
+            await self._overflow()
+        elif not await servers.output_taken(self.pending_output, lambda: self.closing):
             if not self.closing:
                 metrics.OUTPUT_OVERFLOWS.inc()
                 logger.info("closing a connection of user %s: its replay stalled", self.user.pk)

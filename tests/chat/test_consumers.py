@@ -2,6 +2,7 @@
 delivery order, gap filling and the frame allowlist."""
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -194,3 +195,48 @@ async def test_a_message_stored_while_a_join_reads_its_backlog_is_delivered_at_o
     assert frames[0]["type"] == "joined" and frames[0]["last_seq"] == 0
     assert (frames[-1]["seq"], frames[-1]["content"]) == (1, "during the join")
     await ws.disconnect()
+
+
+async def test_doorbells_that_wait_for_the_lock_collapse_to_one_per_room_and_all_arrive():
+    """While a connection's delivery lock is held (a replay waiting for its
+    socket), a busy room's doorbells do not pile up: the connection holds
+    one entry per room, and once the lock is free it is sent every message
+    once, in order, the skipped ones read from the database."""
+    from collections import deque
+
+    from chat.consumers import JoinedRoom
+    from django_realtime.delivery import Entry, SeqCursor
+
+    stored = {seq: {"type": "message", "room": "busy", "seq": seq} for seq in range(1, 201)}
+
+    async def fetch(after: int, until: int) -> list[Entry]:
+        return [Entry(seq, stored[seq]) for seq in range(after + 1, until + 1)]
+
+    consumer = RealtimeConsumer()
+    sent: list[dict] = []
+
+    async def base_send(message: dict) -> None:
+        sent.append(message)
+
+    consumer.base_send = base_send
+    consumer.output, consumer.closing = None, False
+    consumer.held, consumer.held_bytes, consumer.held_allowance = deque(), 0, 0
+    consumer.held_writer = None
+    consumer.waiting, consumer.joining = set(), {}
+    consumer.queued, consumer.queued_message = [], {}
+    consumer.delivery_lock = asyncio.Lock()
+    consumer.joined = {7: JoinedRoom(room_id=7, slug="busy", cursor=SeqCursor(fetch=fetch))}
+
+    async with consumer.delivery_lock:
+        for seq in range(1, 201):
+            payload = stored[seq]
+            await consumer.fanout_message(7, seq, payload, "unused")
+            await consumer.fanout_event({"type": "presence.typing", "room_id": 8, "payload": {}})
+        assert len(consumer.queued) == 1 + 200  # one message entry, and the other events
+        assert [e["type"] for e in consumer.queued].count(events.MESSAGE) == 1
+        assert sent == []
+    while consumer.waiting:
+        await asyncio.gather(*consumer.waiting)
+    seqs = [json.loads(m["text"])["seq"] for m in sent]
+    assert seqs == list(range(1, 201))
+    assert consumer.queued == []
