@@ -102,6 +102,9 @@ DEFAULTS: dict[str, Any] = {
     # being behind, it conflates them by key (its subscribers then get the
     # latest value of each key); below it, every one goes to every subscriber.
     "TOPICS_PROCESS_BACKLOG": 100,
+    # ... or once the oldest waiting one came longer ago than this: how far
+    # behind a subscriber of a conflating process is, a hand-out or so.
+    "TOPICS_PROCESS_LAG_SECONDS": 0.02,
     # The largest `data` of one publication, JSON-encoded.
     "TOPICS_MAX_DATA_BYTES": 65536,
     # Every topic key in Redis starts with this.

@@ -7,7 +7,8 @@ The layer is a doorbell carrying the publication. The hub puts a topic's
 doorbells back in offset order (publishers on several processes race) and
 fills a gap from the history. Doorbells wait in a per-topic queue where a
 newer publication with the same key replaces a waiting one: when the
-process itself falls behind (more publications than it can hand out), it
+process itself falls behind (more publications than it can hand out: the
+oldest waiting one came more than TOPICS_PROCESS_LAG_SECONDS ago), it
 hands out the latest value of each key rather than falling further behind.
 """
 
@@ -51,7 +52,8 @@ class _Topic:
     members: set[Member] = field(default_factory=set)
     epoch: str | None = None
     delivered: int = 0  # the highest offset handed out in `epoch`
-    waiting: OrderedDict[int, Publication] = field(default_factory=OrderedDict)  # by offset
+    # By offset: each publication waiting to be handed out, and when it came.
+    waiting: OrderedDict[int, tuple[Publication, float]] = field(default_factory=OrderedDict)
     # Each key's latest waiting publication, by its offset.
     keyed: dict[str, int] = field(default_factory=dict)
     added: int | None = None  # the layer epoch its group was added in
@@ -134,16 +136,26 @@ class TopicHub:
 
     def _queue(self, held: _Topic, item: Publication) -> None:
         """Wait to be handed out. While the process keeps up every
-        publication waits its turn; once TOPICS_PROCESS_BACKLOG wait, one
-        with a key replaces the waiting one with that key (the process is
-        behind: its subscribers get the latest value of each key)."""
-        if item.key is not None and len(held.waiting) >= realtime_settings.TOPICS_PROCESS_BACKLOG:
+        publication waits its turn. Once it is behind (the oldest waiting
+        came more than TOPICS_PROCESS_LAG_SECONDS ago, or
+        TOPICS_PROCESS_BACKLOG wait), one with a key replaces the waiting one
+        with that key: its subscribers get the latest value of each key, and
+        what waits is bounded by the keys, so is how far behind they are."""
+        now = asyncio.get_running_loop().time()
+        if item.key is not None and held.waiting and self._behind(held, now):
             previous = held.keyed.get(item.key)
             if previous is not None and held.waiting.pop(previous, None) is not None:
                 metrics.TOPIC_CONFLATED.inc()
-        held.waiting[item.offset] = item
+        held.waiting[item.offset] = (item, now)
         if item.key is not None:
             held.keyed[item.key] = item.offset
+
+    @staticmethod
+    def _behind(held: _Topic, now: float) -> bool:
+        if len(held.waiting) >= realtime_settings.TOPICS_PROCESS_BACKLOG:
+            return True
+        _, came = next(iter(held.waiting.values()))
+        return now - came > realtime_settings.TOPICS_PROCESS_LAG_SECONDS
 
     async def _gap(self, topic: str, held: _Topic, offset: int) -> list[Publication]:
         """The publications of the current epoch between what was handed out
@@ -177,7 +189,7 @@ class TopicHub:
 
     @staticmethod
     def _next(held: _Topic) -> Publication:
-        offset, publication = held.waiting.popitem(last=False)
+        offset, (publication, _) = held.waiting.popitem(last=False)
         if publication.key is not None and held.keyed.get(publication.key) == offset:
             del held.keyed[publication.key]
         return publication
