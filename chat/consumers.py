@@ -22,7 +22,6 @@ that arrived meanwhile.
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
 from django_realtime.limits import Slots
 from django_realtime.logcontext import log_room, log_user
+from django_realtime.output import HeldOutput
 from django_realtime.topics.subscriptions import CLOSE_OVERFLOW, OVERFLOW_REASON, Subscriptions
 from presence import tracking
 
@@ -67,7 +67,7 @@ class JoinedRoom:
 open_connections = Slots("ws")
 
 
-class RealtimeConsumer(AsyncWebsocketConsumer):
+class RealtimeConsumer(HeldOutput, AsyncWebsocketConsumer):
     """One client connection: authenticate, dispatch frames, forward layer events."""
 
     user: Any
@@ -119,10 +119,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.waiting: set[asyncio.Task] = set()
         # Output held here while the server's send would wait (uvicorn past
         # its high-water mark): nobody else waits for this socket.
-        self.output = servers.output_of(self.base_send, self.scope)
-        self.held: deque[tuple[dict, int]] = deque()
-        self.held_bytes = self.held_allowance = 0
-        self.held_writer: asyncio.Task | None = None
+        self.start_output()
         self.admitted = self.closing = False
         # This connection's RATE_LIMITED refusals, to close a flooder (4408).
         self.refusals = SlidingWindowLimiter(max_keys=1)
@@ -169,9 +166,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         fanout().unregister(self)
         for task in list(self.waiting):
             task.cancel()
-        if self.held_writer is not None:
-            self.held_writer.cancel()
-        self.held.clear()
+        self.stop_output()
         for room in list(self.joined.values()):
             await self._leave(room)
         self.typist.cancel_all()
@@ -385,7 +380,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return False
         if seq == cursor.delivered + 1 and not self.delivery_lock.locked():
             cursor.delivered = seq
-            await self._send_message({"type": "websocket.send", "text": text}, len(text))
+            await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
             return True
         self._queue(message_event(room_id, payload))
         return False
@@ -534,16 +529,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         message: dict[str, Any] = {"type": "websocket.send", "text": text}
         if replay:
             message["realtime.replay"] = True
-        await self._send_message(message, len(text), replay=replay)
+        await self.send_bounded(message, len(text), replay=replay)
         metrics.FRAMES_OUT.inc()
 
-    # --- bounded output -----------------------------------------------------------------
-    # Under daphne, whose send never waits, the bound is in the transport
-    # (django_realtime.daphne_transport). A server whose send waits while the
-    # socket is full (uvicorn) would hold up whoever sends: the fan-out, and
-    # every other member behind this one. Frames for such a connection are
-    # held here, in order, and past WS_MAX_PENDING_OUTPUT_BYTES (replays
-    # allowed on top, as under daphne) it is closed with 4413.
+    # --- replays (the bound on live output: django_realtime.output) -------------------
     async def _replay(self, room: JoinedRoom, last_seq: int, *, counted: bool = False) -> bool:
         """Send the room's messages from its cursor up to `last_seq`, a page
         at a time as the socket takes them, with the delivery lock held.
@@ -575,45 +564,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 logger.info("closing a connection of user %s: its replay stalled", self.user.pk)
                 await self._overflow()
         return not self.closing
-
-    def pending_output(self) -> int:
-        """Bytes of output not yet taken by the socket: the server's and held here."""
-        return (self.output.pending() if self.output is not None else 0) + self.held_bytes
-
-    async def _send_message(self, message: dict, size: int, *, replay: bool = False) -> None:
-        if not self.held and (self.output is None or not self.output.blocked()):
-            await self.base_send(message)
-            return
-        if self.closing:
-            return
-        self.held.append((message, size))
-        self.held_bytes += size
-        cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
-        if replay:
-            self.held_allowance += size
-        elif cap and self.pending_output() > cap + self.held_allowance:
-            self.held.clear()
-            self.held_bytes = 0
-            metrics.OUTPUT_OVERFLOWS.inc()
-            logger.info("closing a connection of user %s: output over limit", self.user.pk)
-            self.closing = True  # what comes after is dropped
-            # The close frame waits behind the held output, in a task of its own.
-            task = asyncio.create_task(self.close(code=CLOSE_OVERFLOW, reason=OVERFLOW_REASON))
-            self.waiting.add(task)
-            task.add_done_callback(self.waiting.discard)
-            return
-        if self.held_writer is None:
-            self.held_writer = asyncio.create_task(self._write_held())
-
-    async def _write_held(self) -> None:
-        try:
-            while self.held:
-                message, size = self.held.popleft()
-                self.held_bytes -= size
-                await self.base_send(message)
-            self.held_allowance = 0
-        finally:
-            self.held_writer = None
 
     # --- helpers ----------------------------------------------------------------------
     def _flooding(self) -> bool:

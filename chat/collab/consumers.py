@@ -21,6 +21,7 @@ from django_realtime import bus, credentials
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Forbidden, NotFound, Unavailable
+from django_realtime.output import HeldOutput
 from presence import tracking
 
 from . import protocol, services
@@ -37,7 +38,7 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_DOCUMENT_FULL = 4409
 
 
-class DocConsumer(AsyncWebsocketConsumer):
+class DocConsumer(HeldOutput, AsyncWebsocketConsumer):
     """One editor of one document."""
 
     user: Any
@@ -55,6 +56,7 @@ class DocConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Authenticate, apply the room's access rule, then sync."""
         self.live, self.closing, self.present = None, False, False
+        self.start_output()
         self.user = self.scope.get("user")
         self.credential = self.scope.get("realtime_credential")
         if self.user is None or not self.user.is_authenticated:
@@ -94,6 +96,7 @@ class DocConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave the document, its awareness and the room's presence."""
+        self.stop_output()
         if self.live is not None:
             live, self.live = self.live, None
             await hub().detach(live, self)
@@ -163,12 +166,15 @@ class DocConsumer(AsyncWebsocketConsumer):
 
     # --- output --------------------------------------------------------------------
     async def send_bytes(self, data: bytes, *, replay: bool = False) -> None:
+        """Send one message; held while the server's send would wait, so the
+        document's other editors never wait for this one (django_realtime.output).
+        A `replay` is counted apart from live output, on top of the cap."""
         if self.closing:
             return
-        if replay:  # django_realtime.daphne_transport: counted apart from live output
-            await self.base_send({"type": "websocket.send", "bytes": data, "realtime.replay": True})
-        else:
-            await self.send(bytes_data=data)
+        message: dict[str, Any] = {"type": "websocket.send", "bytes": data}
+        if replay:
+            message["realtime.replay"] = True
+        await self.send_bounded(message, len(data), replay=replay)
 
     async def _refuse(self, code: int, reason: str) -> None:
         if self.closing:

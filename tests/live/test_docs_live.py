@@ -6,16 +6,20 @@ and Redis, edited by the stock npm clients `yjs` + `y-websocket` under Node
 
 import asyncio
 import os
+import re
+import secrets
 import signal
+import socket
 import time
 
 import httpx
 import pytest
+import websockets
 from asgiref.sync import sync_to_async
 
 from chat.models import Document, DocumentUpdate, Membership, Room
 
-from .conftest import ServerProcess
+from .conftest import SERVER_KINDS, ServerProcess
 from .docs_clients import NodeDocs, node_ready
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
@@ -237,3 +241,56 @@ async def test_an_editor_whose_server_dies_leaves_every_awareness_list_within_60
     assert reply["ok"], reply
     await asyncio.sleep(1)
     assert (await node.call("peers", id="c"))["peers"] == ["bob"]
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_an_editor_that_stops_reading_is_closed_and_slows_nobody(
+    daphnes, redis_server, people, node, kind
+):
+    """A document's socket that stops reading while another editor types a
+    lot: it is closed with 4413 once its output passes the cap (under
+    uvicorn, whose send waits for a full socket, the document's hand-out
+    would otherwise wait for it), and the editor that reads sees every
+    keystroke at once."""
+    server = daphnes(
+        kind=kind,
+        redis_url=redis_server.url,
+        # 8 MB of edits: more than the kernel buffers of a socket on loopback.
+        env={"WS_MAX_PENDING_OUTPUT_BYTES": "65536", "DOCS_MAX_DOCUMENT_BYTES": str(64 << 20)},
+    )
+    await node.open("a", ws=server.ws, room="general", name="notes", token=people["alice"])
+    await synced(node, "a")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.connect(("127.0.0.1", server.port))
+    stalled = await websockets.connect(
+        server.ws.rstrip("/") + "/docs/general/notes",
+        sock=sock,
+        additional_headers={"Authorization": f"Token {people['carol']}"},
+        max_queue=1,
+        ping_interval=None,
+    )
+    await asyncio.sleep(0.5)  # carol is an editor before bob: first in the hand-out
+    await node.open("b", ws=server.ws, room="general", name="notes", token=people["bob"])
+    await synced(node, "b")
+    chunks = [secrets.token_urlsafe(30000) for _ in range(200)]  # random: no compression
+    for chunk in chunks:
+        await node.call("insert", id="a", text=chunk)
+    expected = "".join(chunks)
+    deadline = asyncio.get_running_loop().time() + 10
+    while (got := (await node.call("text", id="b"))["text"]) != expected:
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"bob has {len(got)} of {len(expected)} characters 10 s after the last edit"
+        )
+        await asyncio.sleep(0.2)
+    # carol reads again: what was queued for her, then the close.
+    code = None
+    try:
+        while True:
+            await asyncio.wait_for(stalled.recv(), 30)
+    except websockets.ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd else None
+    assert code == 4413
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(f"{server.http}/metrics")).text
+    assert re.search(r"^realtime_output_overflows_total [1-9]", metrics, re.M)
