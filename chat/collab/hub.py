@@ -62,6 +62,9 @@ class Editor(Protocol):
 
     async def send_bytes(self, data: bytes) -> None: ...
 
+    async def renew(self) -> None:
+        """Keep the connection's per-user slot (at each refresh)."""
+
 
 @dataclass
 class Aware:
@@ -337,6 +340,8 @@ class LiveDocument:
                     refreshed = now
                     await self.inbox.refresh()
                     await self.catch_up()
+                    for editor in list(self.editors.values()):
+                        await editor.renew()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one bad event must not stop the document

@@ -27,6 +27,9 @@ class Editor:
         if message.kind == protocol.SYNC and message.sync_type == protocol.SYNC_UPDATE:
             self.doc.apply_update(message.payload)
 
+    async def renew(self) -> None:
+        """No per-user slot to keep here."""
+
     def text(self) -> str:
         return str(self.doc.get("content", type=Text))
 

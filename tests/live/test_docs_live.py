@@ -294,3 +294,29 @@ async def test_an_editor_that_stops_reading_is_closed_and_slows_nobody(
     async with httpx.AsyncClient(timeout=10) as client:
         metrics = (await client.get(f"{server.http}/metrics")).text
     assert re.search(r"^realtime_output_overflows_total [1-9]", metrics, re.M)
+
+
+async def test_document_sockets_count_against_the_per_user_connection_cap(
+    daphnes, redis_server, people
+):
+    """WS_MAX_CONNECTIONS_PER_USER counts /ws/ and document sockets together:
+    with a cap of 2, alice's /ws/ and one document socket are open, a second
+    document socket is closed with 4429, and once one closes she may open it."""
+    server = daphnes(redis_url=redis_server.url, env={"WS_MAX_CONNECTIONS_PER_USER": "2"})
+    headers = {"Authorization": f"Token {people['alice']}"}
+    doc_url = server.ws.rstrip("/") + "/docs/general/notes"
+    main = await websockets.connect(server.ws, additional_headers=headers)
+    first = await websockets.connect(doc_url, additional_headers=headers)
+    await asyncio.wait_for(first.recv(), 10)  # the server's sync step 1: it is open
+    extra = await websockets.connect(doc_url, additional_headers=headers)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(extra.recv(), 10)
+    assert closed.value.rcvd.code == 4429
+    assert closed.value.rcvd.reason == "policy: at most 2 connections"
+    await main.close()
+    await asyncio.sleep(0.5)  # its slot is given back
+    again = await websockets.connect(doc_url, additional_headers=headers)
+    await asyncio.wait_for(again.recv(), 10)
+    for conn in (first, again):
+        await conn.close()
