@@ -8,6 +8,7 @@ every connection fills a `seq` gap from the database.
 """
 
 import time
+from datetime import datetime
 from typing import Any
 
 from django_realtime import bus, metrics
@@ -25,15 +26,37 @@ KICKED = "chat.kicked"
 
 def message_payload(message: Message, room_slug: str) -> dict[str, Any]:
     """The message frame, also the REST shape of a message."""
+    return message_frame(
+        room_slug=room_slug,
+        id=message.pk,
+        seq=message.seq,
+        client_id=message.client_id,
+        user=user_payload(message.user),
+        content=message.content,
+        created_at=message.created_at,
+    )
+
+
+def message_frame(
+    *,
+    room_slug: str,
+    id: int,
+    seq: int,
+    client_id: Any,
+    user: dict[str, Any],
+    content: str,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The message frame from its fields (a replay builds it from rows, not models)."""
     return {
         "type": "message",
         "room": room_slug,
-        "id": message.pk,
-        "seq": message.seq,
-        "client_id": str(message.client_id),
-        "user": user_payload(message.user),
-        "content": message.content,
-        "created_at": iso(message.created_at),
+        "id": id,
+        "seq": seq,
+        "client_id": str(client_id),
+        "user": user,
+        "content": content,
+        "created_at": iso(created_at),
     }
 
 

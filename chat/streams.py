@@ -13,13 +13,27 @@ from django_realtime.delivery import Entry, Frame, SeqCursor
 from django_realtime.errors import Unavailable
 
 from . import events, selectors
-from .models import Message
 
 
-def entries(rows: list[Message], room_slug: str) -> list[Entry]:
-    """Messages as delivery entries; a deleted one is a seq with nothing to show."""
+def row_entries(rows: list[selectors.MessageRow], room_slug: str) -> list[Entry]:
+    """Messages (selectors.message_rows_since) as delivery entries; a deleted
+    one is a seq with nothing to show."""
     return [
-        Entry(m.seq, None if m.is_deleted else events.message_payload(m, room_slug)) for m in rows
+        Entry(
+            seq,
+            None
+            if deleted
+            else events.message_frame(
+                room_slug=room_slug,
+                id=pk,
+                seq=seq,
+                client_id=client_id,
+                user={"id": user_id, "username": username},
+                content=content,
+                created_at=created_at,
+            ),
+        )
+        for seq, pk, client_id, user_id, username, content, created_at, deleted in rows
     ]
 
 
@@ -28,13 +42,13 @@ def room_cursor(*, room_id: int, room_slug: str) -> SeqCursor:
 
     async def fetch(after: int, until: int) -> list[Entry]:
         rows = await db(
-            selectors.messages_since,
+            selectors.message_rows_since,
             room_id=room_id,
             since=after,
             until=until,
             limit=realtime_settings.CHAT_RESUME_MAX_MESSAGES,
         )
-        return entries(rows, room_slug)
+        return row_entries(rows, room_slug)
 
     return SeqCursor(fetch=fetch)
 
@@ -62,9 +76,9 @@ async def replay_page(
     Raises Unavailable when the database is away."""
     until = min(after + REPLAY_PAGE, last_seq)
     rows = await db(
-        selectors.messages_since, room_id=room_id, since=after, until=until, limit=REPLAY_PAGE
+        selectors.message_rows_since, room_id=room_id, since=after, until=until, limit=REPLAY_PAGE
     )
-    return entries(rows, room_slug), until
+    return row_entries(rows, room_slug), until
 
 
 async def last_seq(*, room_id: int) -> int:

@@ -240,3 +240,25 @@ async def test_doorbells_that_wait_for_the_lock_collapse_to_one_per_room_and_all
     seqs = [json.loads(m["text"])["seq"] for m in sent]
     assert seqs == list(range(1, 201))
     assert consumer.queued == []
+
+
+async def test_a_replayed_message_is_the_same_frame_as_the_live_one(alice, bob, general):
+    """A resume builds its frames from rows, not models: each must be the
+    frame the live doorbell carried, field for field, a deleted one skipped."""
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    assert (await ws.receive_json_from())["type"] == "joined"
+    for text in ("one", "two ü", "three"):
+        await sync_to_async(services.message_send)(
+            user=alice, slug="general", content=text, client_id=str(uuid.uuid4())
+        )
+    live = [await ws.receive_json_from(timeout=5) for _ in range(3)]
+    await sync_to_async(Message.objects.filter(room=general, seq=2).update)(is_deleted=True)
+    again = await connect(bob)
+    await again.send_json_to({"type": "join", "room": "general", "since": 0})
+    assert (await again.receive_json_from())["type"] == "joined"
+    replayed = [await again.receive_json_from(timeout=5) for _ in range(2)]
+    assert replayed == [live[0], live[2]]
+    assert await again.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+    await again.disconnect()
