@@ -67,7 +67,37 @@ class JoinedRoom:
 open_connections = Slots("ws")
 
 
-class RealtimeConsumer(HeldOutput, AsyncWebsocketConsumer):
+class CountedConnection:
+    """A mixin for a WebSocket consumer counted in WS_MAX_CONNECTIONS_PER_USER
+    (/ws/ and document sockets together): its slot, taken in connect, renewed
+    at each refresh, given back however the consumer ends."""
+
+    channel_name: str
+    counted_user: int | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        self.counted_user = None
+        try:
+            await super().__call__(scope, receive, send)  # type: ignore[misc]
+        finally:
+            if self.counted_user is not None:
+                counted, self.counted_user = self.counted_user, None
+                await open_connections.give_back(counted, self.channel_name)
+
+    async def take_slot(self, user_id: int) -> bool:
+        """Count this connection; False if the user has the cap open already."""
+        cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
+        if not await open_connections.take(user_id, self.channel_name, cap):
+            return False
+        self.counted_user = user_id
+        return True
+
+    async def renew_slot(self) -> None:
+        if self.counted_user is not None:
+            await open_connections.renew(self.counted_user, self.channel_name)
+
+
+class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     """One client connection: authenticate, dispatch frames, forward layer events."""
 
     user: Any
@@ -91,16 +121,6 @@ class RealtimeConsumer(HeldOutput, AsyncWebsocketConsumer):
         await handler(message)
 
     # --- connection ------------------------------------------------------------
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        # The connection's slot is given back however the consumer ends.
-        self.counted_user: int | None = None
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if self.counted_user is not None:
-                counted, self.counted_user = self.counted_user, None
-                await open_connections.give_back(counted, self.channel_name)
-
     async def connect(self) -> None:
         """Accept an authenticated user; close anyone else with 4401, and a
         user's connection beyond WS_MAX_CONNECTIONS_PER_USER with 4429."""
@@ -132,15 +152,14 @@ class RealtimeConsumer(HeldOutput, AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
-        if not await open_connections.take(self.user.pk, self.channel_name, cap):
+        if not await self.take_slot(self.user.pk):
+            cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
             await self.accept()
             await self.close(
                 code=CLOSE_TOO_MANY_CONNECTIONS, reason=f"policy: at most {cap} connections"
             )
             return
         log_user.set(str(self.user.pk))  # on every log line of this connection
-        self.counted_user = self.user.pk
         self.admitted = True
         self.typist = tracking.Typist(self.user)
         self.topics = Subscriptions(
@@ -404,7 +423,7 @@ class RealtimeConsumer(HeldOutput, AsyncWebsocketConsumer):
             task = asyncio.create_task(self._recheck())
             self.waiting.add(task)
             task.add_done_callback(self.waiting.discard)
-        await open_connections.renew(self.user.pk, self.channel_name)
+        await self.renew_slot()
         return await bus.add(bus.user_group(self.user.pk), self.channel_name)
 
     def catch_up(self, room_id: int, last_seq: int) -> None:

@@ -24,7 +24,7 @@ from django_realtime.errors import Forbidden, NotFound, Unavailable
 from django_realtime.output import HeldOutput
 from presence import tracking
 
-from ..consumers import CLOSE_TOO_MANY_CONNECTIONS, open_connections
+from ..consumers import CLOSE_TOO_MANY_CONNECTIONS, CountedConnection
 from . import protocol, services
 from .hub import LiveDocument, hub
 
@@ -39,7 +39,7 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_DOCUMENT_FULL = 4409
 
 
-class DocConsumer(HeldOutput, AsyncWebsocketConsumer):
+class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     """One editor of one document."""
 
     user: Any
@@ -54,20 +54,9 @@ class DocConsumer(HeldOutput, AsyncWebsocketConsumer):
             await handler(message)
 
     # --- connection ------------------------------------------------------------
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        # The connection's slot is given back however the consumer ends.
-        self.counted_user: int | None = None
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if self.counted_user is not None:
-                counted, self.counted_user = self.counted_user, None
-                await open_connections.give_back(counted, self.channel_name)
-
     async def renew(self) -> None:
         """Keep this connection's slot (the document's refresh calls it)."""
-        if self.counted_user is not None:
-            await open_connections.renew(self.counted_user, self.channel_name)
+        await self.renew_slot()
 
     async def connect(self) -> None:
         """Authenticate, apply the room's access rule, then sync."""
@@ -79,11 +68,10 @@ class DocConsumer(HeldOutput, AsyncWebsocketConsumer):
             await self._refuse(CLOSE_UNAUTHENTICATED, "authentication required")
             return
         # A document socket counts against WS_MAX_CONNECTIONS_PER_USER with /ws/.
-        cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
-        if not await open_connections.take(self.user.pk, self.channel_name, cap):
+        if not await self.take_slot(self.user.pk):
+            cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
             await self._refuse(CLOSE_TOO_MANY_CONNECTIONS, f"policy: at most {cap} connections")
             return
-        self.counted_user = self.user.pk
         route = self.scope["url_route"]["kwargs"]
         try:
             self.opened = await db(
