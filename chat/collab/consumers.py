@@ -7,7 +7,8 @@ router). Close codes: 4401 no valid credentials (or the session ended),
 4404 a room or document the user may not read, 1003 a text frame, 4400 a
 malformed message, 1009 an update over DOCS_MAX_UPDATE_BYTES, 4409 a document
 over DOCS_MAX_DOCUMENT_BYTES, 1013 the database is away (the client
-reconnects and syncs again, so nothing it typed is lost). A muted member's
+reconnects and syncs again, so nothing it typed is lost), 1012 a drain
+(SIGTERM: reconnect, to another process). A muted member's
 updates are dropped: they read only.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from channels import consumer as channels_consumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from django_realtime import bus, credentials
+from django_realtime import bus, credentials, drain
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Forbidden, NotFound, Unavailable
@@ -99,6 +100,9 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             announce_self=True,
         )
         self.present = True
+        # A drain (SIGTERM) closes it with 1012 like /ws/: y-websocket
+        # reconnects, to another process, and syncs again.
+        drain.register(self)
         try:
             self.live = await hub().attach(self.opened, self)
         except Unavailable:
@@ -106,6 +110,7 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave the document, its awareness and the room's presence."""
+        drain.unregister(self)
         self.stop_output()
         if self.live is not None:
             live, self.live = self.live, None

@@ -94,7 +94,7 @@ class Restartable:
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         self.proc.signal(sig)
-        self.proc.proc.wait(15)
+        self.proc.wait_exit(15)
         self.proc.stop()
 
     def start(self) -> None:

@@ -125,6 +125,9 @@ class ServerProcess:
             "DJANGO_SETTINGS_MODULE": "project.settings",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",
+            # A server that will not exit is sent SIGABRT (wait_exit): this
+            # writes where every thread stands into its log first.
+            "PYTHONFAULTHANDLER": "1",
             **self.extra_env,
         }
         env.pop("REDIS_URL", None)
@@ -144,6 +147,25 @@ class ServerProcess:
     def signal(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Its exit status once it has exited (after a signal). Past `timeout`
+        it is aborted, and the failure carries its log with the stack of every
+        thread, to tell what held it up."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            tail = self.log_text()[-20000:]
+            raise AssertionError(
+                f"{self!r} had not exited {timeout} s after the signal; its log:\n{tail}"
+            ) from None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -225,7 +225,7 @@ async def test_an_editor_whose_server_dies_leaves_every_awareness_list_within_60
     doomed.signal(signal.SIGKILL)
     killed = time.monotonic()
     assert doomed.proc is not None
-    doomed.proc.wait(10)
+    doomed.wait_exit(10)
     reply = await node.call("wait_peers", id="b", peers=[], timeout=60)
     assert reply["ok"], reply
     assert time.monotonic() - killed <= 60

@@ -141,11 +141,17 @@ async def test_sigterm_drains_with_1012_and_clients_resume_elsewhere(
     redis_server, daphnes, people, kind
 ):
     """daphne: drain.py's trigger before the reactor stops; uvicorn: its own
-    shutdown closes every WebSocket with 1012 before it waits for them."""
+    shutdown closes every WebSocket with 1012 before it waits for them. A
+    document socket is closed with 1012 too (y-websocket reconnects)."""
     one = daphnes(kind=kind, redis_url=redis_server.url, env=FAST)
     two = daphnes(kind=kind, redis_url=redis_server.url, env=FAST)
     b = await Ws.connect(one.ws, token=people["bob"])
     await b.join("general")
+    editor = await websockets.connect(
+        one.ws.rstrip("/") + "/docs/general/notes",
+        additional_headers={"Authorization": f"Token {people['bob']}"},
+    )
+    await editor.recv(10)  # the server's sync step 1: it is attached
     a = await Ws.connect(two.ws, token=people["alice"])
     await a.post("general", "one")
     assert await seqs_until(b, "general", 1) == [1]
@@ -154,12 +160,16 @@ async def test_sigterm_drains_with_1012_and_clients_resume_elsewhere(
     with pytest.raises(websockets.exceptions.ConnectionClosed):
         await b.recv(timeout=10)
     assert b.conn.close_code == 1012
+    with pytest.raises(websockets.exceptions.ConnectionClosed):
+        while True:
+            await editor.recv(10)
+    assert editor.close_code == 1012
     await a.post("general", "two")
     await a.post("general", "three")
     b2 = await Ws.connect(two.ws, token=people["bob"])
     await b2.join("general", since=1)
     assert await seqs_until(b2, "general", 3) == [2, 3]
-    assert one.proc.wait(15) is not None
+    one.wait_exit(15)
     await a.close()
     await b2.close()
 

@@ -104,7 +104,7 @@ async def test_a_process_killed_behind_nginx_loses_nothing(behind_nginx, people)
     await a.close()
 
     one.signal(signal.SIGKILL)
-    one.proc.wait(10)
+    one.wait_exit(10)
     async with httpx.AsyncClient(base_url=proxy["http"], timeout=20) as client:
         for text in ["while", "bob", "reconnects"]:
             response = await client.post(

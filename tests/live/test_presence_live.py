@@ -180,7 +180,7 @@ async def test_a_killed_processs_users_leave_and_stop_typing_by_themselves(
 
     victim.signal(signal.SIGKILL)
     killed = time.monotonic()
-    victim.proc.wait(10)
+    victim.wait_exit(10)
     lapse = await bob.recv_type("typing", timeout=20)
     assert (lapse["user"]["username"], lapse["is_typing"]) == ("alice", False)
     frame = await bob.recv_type("presence", timeout=20)
