@@ -105,6 +105,11 @@ DEFAULTS: dict[str, Any] = {
     # ... or once the oldest waiting one came longer ago than this: how far
     # behind a subscriber of a conflating process is, a hand-out or so.
     "TOPICS_PROCESS_LAG_SECONDS": 0.02,
+    # A process hands out a topic's publications in rounds, at most one
+    # round per this many seconds (the first after a quiet spell at once):
+    # a publication waits at most this long to go out with the others, and
+    # a batching subscriber gets one frame per round. 0: no pacing.
+    "TOPICS_ROUND_SECONDS": 0.02,
     # The largest `data` of one publication, JSON-encoded.
     "TOPICS_MAX_DATA_BYTES": 65536,
     # Every topic key in Redis starts with this.

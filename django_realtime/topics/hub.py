@@ -8,8 +8,16 @@ doorbells back in offset order (publishers on several processes race) and
 fills a gap from the history. Doorbells wait in a per-topic queue where a
 newer publication with the same key replaces a waiting one: when the
 process itself falls behind (more publications than it can hand out: the
-oldest waiting one came more than TOPICS_PROCESS_LAG_SECONDS ago), it
-hands out the latest value of each key rather than falling further behind.
+oldest waiting one came more than TOPICS_PROCESS_LAG_SECONDS ago, beyond
+the round), it hands out the latest value of each key rather than falling
+further behind.
+
+The hub hands out in rounds: what waits of a topic goes to its subscribers
+at once, a round at most every TOPICS_ROUND_SECONDS (the first after a
+quiet spell at once). Each frame is encoded once per round for everyone,
+and a subscriber that asked for batches (`"batch": true`) gets a round as
+one `publications` frame: under a busy topic, one frame per round instead
+of one per publication.
 """
 
 from __future__ import annotations
@@ -37,14 +45,94 @@ CHANNEL_PREFIX = "topics"
 YIELD_EVERY = 200
 
 
+# A `publications` frame carries at most about this much: what a round
+# holds beyond it goes in the next frame (far below the 1 MiB frame limit).
+BATCH_FRAME_CHARS = 256 * 1024
+
+
 class Member(Protocol):
     """What the hub needs of a connection (topics.subscriptions.Subscriptions)."""
 
     user: Any
 
-    async def offer(self, publication: Publication, text: str, after: int | None) -> None:
-        """`after`: the offset the hub handed out before this one in its
-        epoch (None if unknown); what lies between was superseded here."""
+    async def offer_round(self, round: Round) -> None:
+        """A round of a topic it subscribed to."""
+
+
+class Round:
+    """What the hub hands out of one topic at once: its publications in
+    offset order, each with `after`, the offset the hub handed out before
+    it in its epoch (None if unknown; what lies between was superseded
+    here, not lost). The frames are encoded once, for every member."""
+
+    def __init__(
+        self,
+        topic: str,
+        items: list[Publication],
+        before: tuple[str, int] | None,
+        allowed: dict[int, set[int]],
+    ):
+        self.topic, self.items, self.allowed = topic, items, allowed
+        self.afters: list[int | None] = []
+        for item in items:
+            same_epoch = before is not None and before[0] == item.epoch
+            self.afters.append(before[1] if same_epoch and before is not None else None)
+            before = (item.epoch, item.offset)
+        self._texts: dict[int, str] = {}
+        self._batches: dict[tuple[int, ...], list[str]] = {}
+
+    def visible(self, user: Any) -> list[tuple[Publication, int | None]]:
+        """The publications `user` may see (those with an audience are
+        checked per user), each with its `after`."""
+        if not self.allowed:
+            return list(zip(self.items, self.afters, strict=True))
+        pk = getattr(user, "pk", None)
+        return [
+            (item, after)
+            for item, after in zip(self.items, self.afters, strict=True)
+            if item.offset not in self.allowed or pk in self.allowed[item.offset]
+        ]
+
+    def text(self, publication: Publication) -> str:
+        """Its `publication` frame."""
+        text = self._texts.get(publication.offset)
+        if text is None:
+            text = self._texts[publication.offset] = json.dumps(
+                publication.frame(), ensure_ascii=False
+            )
+        return text
+
+    def batch(self, items: list[Publication]) -> list[str]:
+        """`publications` frames carrying `items` (usually one frame)."""
+        offsets = tuple(item.offset for item in items)
+        texts = self._batches.get(offsets)
+        if texts is None:
+            texts = self._batches[offsets] = batch_frames(self.topic, items)
+        return texts
+
+
+def batch_frames(topic: str, items: list[Publication]) -> list[str]:
+    """`{"type": "publications", "topic", "publications": [...]}` frames
+    carrying `items` in order, each a `publication` frame's offset, key and
+    data, split to stay under about BATCH_FRAME_CHARS."""
+    head = '{"type":"publications","topic":' + json.dumps(topic) + ',"publications":['
+    frames: list[str] = []
+    parts: list[str] = []
+    size = 0
+    for item in items:
+        entry: dict[str, Any] = {"offset": item.offset}
+        if item.key is not None:
+            entry["key"] = item.key
+        entry["data"] = item.data
+        part = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+        if parts and size + len(part) > BATCH_FRAME_CHARS:
+            frames.append(head + ",".join(parts) + "]}")
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        frames.append(head + ",".join(parts) + "]}")
+    return frames
 
 
 @dataclass
@@ -155,7 +243,9 @@ class TopicHub:
         if len(held.waiting) >= realtime_settings.TOPICS_PROCESS_BACKLOG:
             return True
         _, came = next(iter(held.waiting.values()))
-        return now - came > realtime_settings.TOPICS_PROCESS_LAG_SECONDS
+        # Waiting for the next round is not being behind.
+        lag = realtime_settings.TOPICS_PROCESS_LAG_SECONDS + realtime_settings.TOPICS_ROUND_SECONDS
+        return now - came > lag
 
     async def _gap(self, topic: str, held: _Topic, offset: int) -> list[Publication]:
         """The publications of the current epoch between what was handed out
@@ -170,45 +260,51 @@ class TopicHub:
 
     # --- handing out -------------------------------------------------------------------
     async def _hand_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self.ready.wait()
             self.ready.clear()
             while True:
-                batch = [
-                    (topic, self._next(held))
+                started = loop.time()
+                rounds = [
+                    (topic, self._take(held))
                     for topic, held in list(self.topics.items())
                     if held.waiting
                 ]
-                if not batch:
+                if not rounds:
                     break
-                for topic, publication in batch:
+                for topic, items in rounds:
                     try:
-                        await self.hand_out(topic, publication)
-                    except Exception:  # noqa: BLE001 - the next publication still goes out
-                        logger.exception("handing out a publication of %s failed", topic)
+                        await self.hand_out(topic, items)
+                    except Exception:  # noqa: BLE001 - the next round still goes out
+                        logger.exception("handing out publications of %s failed", topic)
+                # The next round no sooner than TOPICS_ROUND_SECONDS after this one.
+                pause = realtime_settings.TOPICS_ROUND_SECONDS - (loop.time() - started)
+                if pause > 0:
+                    await asyncio.sleep(pause)
 
     @staticmethod
-    def _next(held: _Topic) -> Publication:
-        offset, (publication, _) = held.waiting.popitem(last=False)
-        if publication.key is not None and held.keyed.get(publication.key) == offset:
-            del held.keyed[publication.key]
-        return publication
+    def _take(held: _Topic) -> list[Publication]:
+        """Everything waiting, in offset order."""
+        items = [publication for publication, _ in held.waiting.values()]
+        held.waiting.clear()
+        held.keyed.clear()
+        return items
 
-    async def hand_out(self, topic: str, publication: Publication) -> None:
+    async def hand_out(self, topic: str, items: list[Publication]) -> None:
         held = self.topics.get(topic)
-        if held is None:
+        if held is None or not items:
             return
         members = list(held.members)
-        if publication.audience is not None:
-            allowed = await visibility.allowed(publication, [m.user for m in members])
-            members = [m for m in members if m.user.pk in allowed]
-        text = json.dumps(publication.frame(), ensure_ascii=False)
-        before = held.handed
-        after = before[1] if before is not None and before[0] == publication.epoch else None
-        held.handed = (publication.epoch, publication.offset)
+        allowed: dict[int, set[int]] = {}
+        for item in items:
+            if item.audience is not None:
+                allowed[item.offset] = await visibility.allowed(item, [m.user for m in members])
+        handed = Round(topic, items, held.handed, allowed)
+        held.handed = (items[-1].epoch, items[-1].offset)
         for index, member in enumerate(members, 1):
             try:
-                await member.offer(publication, text, after)
+                await member.offer_round(handed)
             except Exception as exc:  # noqa: BLE001 - one connection's failure is not the others'
                 logger.debug("topic delivery to a connection failed: %r", exc)
             if index % YIELD_EVERY == 0:

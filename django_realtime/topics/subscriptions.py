@@ -6,6 +6,10 @@ Subscribing adds the connection to the process's hub first, then reads the
 history and sends `subscribed` and the replay; publications that arrive
 meanwhile wait and go out after it, by offset, once each.
 
+A subscription may ask for batches (`"batch": true`): then what the hub
+hands out in one round, what a replay sends and what its queue lets go at
+once come as `publications` frames, several publications each, in order.
+
 A publication goes straight to the socket while the connection keeps up.
 While it is behind (its socket holds more than TOPICS_BEHIND_BYTES not yet
 taken, or a namespace's max_rate is used up) publications wait in the
@@ -32,7 +36,7 @@ from ..errors import BadRequest
 from ..rates import Rate
 from . import names, visibility
 from .history import Publication, history, replay
-from .hub import hub
+from .hub import Round, batch_frames, hub
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class Subscription:
     # meanwhile (publication, its frame, the hub's `after`).
     waiting: list[tuple[Publication, str, int | None]] | None = field(default_factory=list)
     resyncing: bool = False
+    batch: bool = False  # `publications` frames
 
 
 class _Bucket:
@@ -116,13 +121,16 @@ class Subscriptions:
         epoch = frame.get("epoch")
         if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_CHARS):
             raise BadRequest("'epoch' must be the string a `subscribed` frame gave")
+        batch = frame.get("batch", False)
+        if not isinstance(batch, bool):
+            raise BadRequest("'batch' must be true or false")
         if not await _may_subscribe(namespace, self.user, topic):
             raise names.unknown(topic)
         cap = realtime_settings.TOPICS_MAX_SUBSCRIPTIONS
         if topic not in self.subs and len(self.subs) >= cap:
             raise BadRequest(f"at most {cap} topics on one connection; unsubscribe from one first")
         self._drop_queued(topic)
-        sub = Subscription(topic=topic, namespace=namespace)
+        sub = Subscription(topic=topic, namespace=namespace, batch=batch)
         self.subs[topic] = sub
         try:
             await hub().add(topic, self)
@@ -173,8 +181,12 @@ class Subscriptions:
             "recovered": result.recovered,
         }
         await self.send_frame(subscribed if ref is None else {**subscribed, "ref": ref})
-        for publication in publications:
-            await self.send_text(json.dumps(publication.frame(), ensure_ascii=False), replay=True)
+        if sub.batch:
+            texts = batch_frames(sub.topic, publications) if publications else []
+        else:
+            texts = [json.dumps(p.frame(), ensure_ascii=False) for p in publications]
+        for text in texts:
+            await self.send_text(text, replay=True)
         await self._release(sub)
 
     async def _resync(self, sub: Subscription) -> None:
@@ -218,6 +230,41 @@ class Subscriptions:
             await self._accept(sub, publication, text, after)
 
     # --- live publications (from the hub) ----------------------------------------------
+    async def offer_round(self, round: Round) -> None:
+        """A round of the hub's: to a batching subscription that keeps up,
+        its `publications` frame (the one encoded for everyone); otherwise
+        publication by publication."""
+        sub = self.subs.get(round.topic)
+        if sub is None or self.closed:
+            return
+        items = round.visible(self.user)
+        if not items:
+            return
+        if sub.batch and self._straight_out(sub, items):
+            sub.delivered = items[-1][0].offset
+            publications = [item for item, _ in items]
+            for text in round.batch(publications):
+                await self.send_text(text)
+            return
+        for publication, after in items:
+            await self.offer(publication, round.text(publication), after)
+
+    def _straight_out(self, sub: Subscription, items: list[tuple[Publication, int | None]]) -> bool:
+        """Whether a round can go to `sub` as it is, at once: nothing waits
+        before it, it follows what was sent (no gap, nothing sent twice),
+        every publication of it is in the subscription's epoch, in order,
+        and the socket and the namespace's rate allow a frame now."""
+        if sub.waiting is not None or self.queue or self.writer is not None:
+            return False
+        delivered = sub.delivered
+        for publication, after in items:
+            if publication.epoch != sub.epoch or publication.offset <= delivered:
+                return False
+            if publication.offset != delivered + 1 and (after is None or after > delivered):
+                return False  # a gap: the per-publication path fills it
+            delivered = publication.offset
+        return not self._behind(sub.namespace)
+
     async def offer(self, publication: Publication, text: str, after: int | None = None) -> None:
         """A publication from the hub; `after`, the offset the hub handed out
         before it (what lies between was superseded there, not lost)."""
@@ -247,6 +294,8 @@ class Subscriptions:
             return
         sub.delivered = publication.offset
         if not self.queue and self.writer is None and not self._behind(sub.namespace):
+            if sub.batch:  # a batching subscription gets `publications` frames only
+                (text,) = batch_frames(sub.topic, [publication])
             await self.send_text(text)  # keeping up: straight out
             return
         self._enqueue(sub, publication, text)
@@ -298,16 +347,17 @@ class Subscriptions:
                 if wait > 0:
                     await asyncio.sleep(min(wait, 1.0))
                 else:
-                    text = self._sending
-                    await self.send_text(text)
+                    for text in self._sending:
+                        await self.send_text(text)
         finally:
             self.writer = None
 
-    _sending = ""
+    _sending: list[str] = []
 
     def _send_next(self) -> float | None:
-        """Take the first queued publication whose namespace may send now
-        (into `_sending`; returns 0), or the wait until one may."""
+        """Take the first queued publication whose namespace may send now,
+        with the rest of its topic's queue if it batches (its frames into
+        `_sending`; returns 0), or the wait until one may."""
         soonest = None
         for key, (publication, text) in self.queue.items():
             sub = self.subs.get(publication.topic)
@@ -317,8 +367,14 @@ class Subscriptions:
             rate = sub.namespace.max_rate
             wait = self._bucket(sub.namespace).wait() if rate is not None else 0.0
             if wait == 0:
-                del self.queue[key]
-                self._sending = text
+                if not sub.batch:
+                    del self.queue[key]
+                    self._sending = [text]
+                    return 0.0
+                taken = [k for k in self.queue if k[0] == publication.topic]
+                self._sending = batch_frames(
+                    publication.topic, [self.queue.pop(k)[0] for k in taken]
+                )
                 return 0.0
             soonest = wait if soonest is None else min(soonest, wait)
         return soonest

@@ -125,7 +125,7 @@ describe('RealtimeClient topics', () => {
     const b = recorder();
     client.subscribe(TOPIC, a);
     client.subscribe(TOPIC, b);
-    assert.deepEqual(ws.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, ref: REF }], 'no since or epoch when none is known');
+    assert.deepEqual(ws.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, batch: true, ref: REF }], 'no since or epoch when none is known');
     ws.receive(subscribed(7, 'E1', false));
     ws.receive(pub(8, { home: 2, away: 1 }, { key: 'match-7' }));
     assert.deepEqual(a.calls, [{ data: { home: 2, away: 1 }, publication: pub(8, { home: 2, away: 1 }, { key: 'match-7' }) }]);
@@ -140,8 +140,8 @@ describe('RealtimeClient topics', () => {
     client.connect();
     const ws = await connected(client, sockets);
     assert.deepEqual(ws.frames('subscribe'), [
-      { type: 'subscribe', topic: TOPIC, since: 12, epoch: 'E1', ref: REF },
-      { type: 'subscribe', topic: 'orders:42', since: 0, ref: 'subscribe:orders:42' },
+      { type: 'subscribe', topic: TOPIC, batch: true, since: 12, epoch: 'E1', ref: REF },
+      { type: 'subscribe', topic: 'orders:42', batch: true, since: 0, ref: 'subscribe:orders:42' },
     ]);
     client.close();
   });
@@ -155,6 +155,29 @@ describe('RealtimeClient topics', () => {
     ws.receive(subscribed(0, 'E1', false));
     for (const offset of [1, 2, 2, 4, 3, 4, 5]) ws.receive(pub(offset));
     assert.deepEqual(h.offsets(), [1, 2, 4, 5], 'offsets may skip (conflation), never go back or repeat');
+    assert.deepEqual(client.topicPosition(TOPIC), { epoch: 'E1', offset: 5 });
+    client.close();
+  });
+
+  test('a publications frame (the batches client.js asks for) is delivered publication by publication, in order, once', async () => {
+    const { client, sockets } = makeClient();
+    const h = recorder();
+    client.subscribe(TOPIC, h);
+    client.connect();
+    const ws = await connected(client, sockets);
+    ws.receive(subscribed(0, 'E1', false));
+    ws.receive(pub(1));
+    ws.receive({ type: 'publications', topic: TOPIC, publications: [
+      { offset: 1, data: { n: 1 } },
+      { offset: 2, key: 'k', data: { n: 2 } },
+      { offset: 4, data: { n: 4 } },
+      { offset: 3, data: { n: 3 } },
+    ] });
+    ws.receive({ type: 'publications', topic: 'other:topic', publications: [{ offset: 9, data: {} }] });
+    ws.receive({ type: 'publications', topic: TOPIC, publications: 'not a list' });
+    ws.receive({ type: 'publications', topic: TOPIC, publications: [{ offset: 5, data: { n: 5 } }] });
+    assert.deepEqual(h.offsets(), [1, 2, 4, 5]);
+    assert.deepEqual(h.calls[1], { data: { n: 2 }, publication: pub(2, { n: 2 }, { key: 'k' }) }, 'each handler call sees a publication frame');
     assert.deepEqual(client.topicPosition(TOPIC), { epoch: 'E1', offset: 5 });
     client.close();
   });
@@ -186,7 +209,7 @@ describe('RealtimeClient topics', () => {
     first.receive(pub(12));
     first.serverClose(1006);
     const second = await connected(client, sockets, 1);
-    assert.deepEqual(second.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, since: 12, epoch: 'E1', ref: REF }]);
+    assert.deepEqual(second.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, batch: true, since: 12, epoch: 'E1', ref: REF }]);
     second.receive(subscribed(15, 'E1', true));
     for (const offset of [12, 13, 14, 15, 15, 16]) second.receive(pub(offset));
     assert.deepEqual(h.offsets(), [11, 12, 13, 14, 15, 16]);
@@ -201,7 +224,7 @@ describe('RealtimeClient topics', () => {
     const first = await connected(client, sockets, 0);
     first.serverClose(1006); // closed before the subscribed came
     const second = await connected(client, sockets, 1);
-    assert.deepEqual(second.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, since: 5, epoch: 'E1', ref: REF }]);
+    assert.deepEqual(second.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, batch: true, since: 5, epoch: 'E1', ref: REF }]);
     client.close();
   });
 
@@ -241,7 +264,7 @@ describe('RealtimeClient topics', () => {
     assert.equal(seen.subscribed.at(-1).epoch, 'E2');
     ws.serverClose(1006);
     const again = await connected(client, sockets, 1);
-    assert.deepEqual(again.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, since: 4, epoch: 'E2', ref: REF }]);
+    assert.deepEqual(again.frames('subscribe'), [{ type: 'subscribe', topic: TOPIC, batch: true, since: 4, epoch: 'E2', ref: REF }]);
     client.close();
   });
 

@@ -64,12 +64,24 @@ def staff_client(server, token) -> httpx.AsyncClient:
     )
 
 
+async def batched(ws: Ws, count: int, timeout: float = 15.0) -> list[dict]:
+    """`count` publications from `publications` frames (a batching subscription)."""
+    got: list[dict] = []
+    while len(got) < count:
+        frame = await ws.recv_type("publications", "publication", timeout=timeout)
+        assert frame["type"] == "publications", "a batching subscription gets batches only"
+        got += frame["publications"]
+    return got
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["frame each", "batches"])
 async def test_publications_from_both_processes_reach_both_in_offset_order(
-    server, server_b, people
+    server, server_b, people, batch
 ):
     name = topic()
-    a, _ = await subscribed(server, people["alice"], name)
-    b, _ = await subscribed(server_b, people["alice"], name)
+    fields = {"batch": True} if batch else {}
+    a, _ = await subscribed(server, people["alice"], name, **fields)
+    b, _ = await subscribed(server_b, people["alice"], name, **fields)
     async with (
         staff_client(server, people["staff"]) as one,
         staff_client(server_b, people["staff"]) as two,
@@ -81,7 +93,7 @@ async def test_publications_from_both_processes_reach_both_in_offset_order(
     offsets = sorted(r.json()["offset"] for r in replies)
     assert offsets == list(range(1, 41))
     for ws in (a, b):
-        got = await publications(ws, 40)
+        got = await (batched if batch else publications)(ws, 40)
         assert [f["offset"] for f in got] == offsets  # each once, in order
         assert await ws.quiet(0.3) == []
         await ws.close()

@@ -256,6 +256,7 @@ async def test_what_the_hub_conflated_is_not_fetched_again_as_a_gap(alice, realt
         realtime.TOPICS_PROCESS_BACKLOG = 0  # behind at once
     else:
         realtime.TOPICS_PROCESS_LAG_SECONDS = 0  # behind once one has waited at all
+        realtime.TOPICS_ROUND_SECONDS = 0  # (waiting for the next round is not being behind)
     ws = await connect(alice)
     await subscribe(ws, "public:p")
     await apublish("public:p", {"n": 1}, key="k1")
@@ -319,6 +320,143 @@ def _subscriptions():
 
     held = next(iter(hub().topics.values()))
     return next(iter(held.members))
+
+
+# --- batches ("batch": true) -------------------------------------------------------------------
+def batch_of(frame: dict) -> list[tuple[int, str | None, int]]:
+    assert frame["type"] == "publications", frame
+    return [(p["offset"], p.get("key"), p["data"]["n"]) for p in frame["publications"]]
+
+
+async def publish_together(topic: str, count: int, key=None) -> None:
+    """`count` publications the hub receives before it runs again: one round."""
+    from django_realtime.topics import names
+    from django_realtime.topics.hub import hub
+
+    for n in range(1, count + 1):
+        published = await history.history().apublish(
+            topic,
+            {"n": n},
+            namespace=names.parse(topic),
+            key=key(n) if key else None,
+            idempotency_key=None,
+            audience=None,
+        )
+        await hub().receive(published.publication)
+
+
+async def test_a_batching_subscriber_gets_a_round_in_one_publications_frame(alice, bob):
+    """The same round: one `publications` frame, in offset order, to the
+    subscriber that asked for batches; a frame per publication to the other."""
+    batching, single = await connect(alice), await connect(bob)
+    assert (await subscribe(batching, "public:b", batch=True))["type"] == "subscribed"
+    await subscribe(single, "public:b")
+    await publish_together("public:b", 5, key=lambda n: f"k{n % 2}")
+    frame = await batching.receive_json_from(timeout=5)
+    assert (frame["type"], frame["topic"]) == ("publications", "public:b")
+    assert frame["publications"][1] == {"offset": 2, "key": "k0", "data": {"n": 2}}
+    assert batch_of(frame) == [(1, "k1", 1), (2, "k0", 2), (3, "k1", 3), (4, "k0", 4), (5, "k1", 5)]
+    assert await batching.receive_nothing(timeout=0.2)
+    got = await next_frames(single, 5)
+    assert [(f["type"], f["offset"]) for f in got] == [("publication", n) for n in range(1, 6)]
+    # Later rounds follow on, once each.
+    assert await apublish("public:b", {"n": 6}) == 6
+    assert batch_of(await batching.receive_json_from(timeout=5)) == [(6, None, 6)]
+    for ws in (batching, single):
+        await ws.disconnect()
+
+
+async def test_a_batching_subscribers_replay_comes_in_publications_frames(alice):
+    for n in range(1, 4):
+        await apublish("public:b", {"n": n})
+    ws = await connect(alice)
+    subscribed = await subscribe(ws, "public:b", batch=True, since=1, epoch=None)
+    assert (subscribed["recovered"], subscribed["offset"]) == (False, 3)
+    again = await connect(alice)
+    await subscribe(again, "public:b", batch=True, since=1, epoch=subscribed["epoch"])
+    assert batch_of(await again.receive_json_from(timeout=5)) == [(2, None, 2), (3, None, 3)]
+    for n in (4, 5):
+        await apublish("public:b", {"n": n})
+    got = [await again.receive_json_from(timeout=5)]
+    if len(got[0]["publications"]) == 1:  # two rounds, or one
+        got.append(await again.receive_json_from(timeout=5))
+    assert [entry for frame in got for entry in batch_of(frame)] == [(4, None, 4), (5, None, 5)]
+    for w in (ws, again):
+        await w.disconnect()
+
+
+async def test_a_batching_subscriber_that_is_behind_gets_the_latest_of_each_key_at_once(alice):
+    ws = await connect(alice)
+    await subscribe(ws, "public:p", batch=True)
+    stalled = {"bytes": 10**6}
+    _subscriptions().pending_output = lambda: stalled["bytes"]
+    for n in range(1, 31):
+        await apublish("public:p", {"n": n}, key=f"k{n % 3}")
+    await apublish("public:p", {"n": 31})  # keyless: never conflated
+    await asyncio.sleep(0.1)
+    assert await ws.receive_nothing(timeout=0.1)  # held while the socket is full
+    stalled["bytes"] = 0
+    frame = await ws.receive_json_from(timeout=5)
+    assert batch_of(frame) == [(28, "k1", 28), (29, "k2", 29), (30, "k0", 30), (31, None, 31)]
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_batch_must_be_a_boolean(alice):
+    ws = await connect(alice)
+    refused = await subscribe(ws, "public:b", batch="yes", ref=3)
+    assert refused == {
+        "type": "error",
+        "code": "BAD_REQUEST",
+        "message": "'batch' must be true or false",
+        "ref": 3,
+    }
+    assert (await subscribe(ws, "public:b", batch=False))["type"] == "subscribed"
+    await ws.disconnect()
+
+
+async def test_a_round_is_checked_per_subscriber_in_batches_too(alice, bob, monkeypatch):
+    """A publication with an audience (a model broadcast's per-object check)
+    is left out of what a subscriber who may not see it gets; a batching
+    subscription gets `publications` frames only."""
+    from django_realtime.topics import names, visibility
+    from django_realtime.topics.hub import hub
+
+    a, b = await connect(alice), await connect(bob)
+    await subscribe(a, "public:b", batch=True)
+    await subscribe(b, "public:b", batch=True)
+    published = [
+        await history.history().apublish(
+            "public:b",
+            {"n": n},
+            namespace=names.parse("public:b"),
+            key=None,
+            idempotency_key=None,
+            audience=audience,
+        )
+        for n, audience in ((1, None), (2, "alice only"), (3, None))
+    ]
+    original = visibility.allowed
+
+    async def alice_only(publication, users):
+        if publication.audience == "alice only":
+            return {user.pk for user in users if user.pk == alice.pk}
+        return await original(publication, users)
+
+    monkeypatch.setattr(visibility, "allowed", alice_only)
+    for p in published:
+        await hub().receive(p.publication)
+    assert batch_of(await a.receive_json_from(timeout=5)) == [
+        (1, None, 1),
+        (2, None, 2),
+        (3, None, 3),
+    ]
+    entries = batch_of(await b.receive_json_from(timeout=5))
+    while entries[-1][0] < 3:
+        entries += batch_of(await b.receive_json_from(timeout=5))
+    assert entries == [(1, None, 1), (3, None, 3)]
+    for ws in (a, b):
+        await ws.disconnect()
 
 
 # --- publish() -------------------------------------------------------------------------------

@@ -640,6 +640,8 @@ export class RealtimeClient {
         return this._onSubscribed(frame);
       case 'publication':
         return this._onPublication(frame);
+      case 'publications':
+        return this._onPublications(frame);
       case 'kicked':
         this._rooms.delete(frame.room);
         this._emit('kicked', frame);
@@ -882,7 +884,9 @@ export class RealtimeClient {
   }
 
   _sendSubscribe(t) {
-    const frame = { type: 'subscribe', topic: t.topic, ref: `${SUBSCRIBE_REF}${t.topic}` };
+    // batch: several publications per frame when the topic is busy (one
+    // `publications` frame per round of the server's), delivered one by one.
+    const frame = { type: 'subscribe', topic: t.topic, batch: true, ref: `${SUBSCRIBE_REF}${t.topic}` };
     if (t.offset !== null) frame.since = t.offset;
     if (t.epoch !== null) frame.epoch = t.epoch;
     if (!this._send(frame)) return;
@@ -912,6 +916,13 @@ export class RealtimeClient {
     t.subscribed = true;
     t.awaiting = false;
     this._emit('subscribed', frame);
+  }
+
+  _onPublications(frame) {
+    if (!Array.isArray(frame.publications)) return;
+    for (const entry of frame.publications) {
+      if (entry && typeof entry === 'object') this._onPublication({ type: 'publication', topic: frame.topic, ...entry });
+    }
   }
 
   _onPublication(frame) {
