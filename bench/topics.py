@@ -27,6 +27,13 @@ what does not fit reaches the server process, so the last scale of `make
 bench-topics` pads publications to 20 kB, 8 MB per stalled reader in 20 s;
 the kernel-held column says how much the kernel took.
 
+The readers that keep reading run in Node processes (--node-readers, 2 by
+default: bench/topics_readers.mjs), with "batch": true for the realtime
+target unless --no-batch, so that the client is not what limits a server
+sending tens of thousands of frames a second; the stalled readers stay here
+(their small receive buffers need a socket option Node does not offer).
+--node-readers 0 keeps every reader in this process, one frame at a time.
+
 A reader whose connection closes (the server's bound on a stalled reader's
 output, daphne's ping timeout on one that did not answer for 30 s)
 reconnects and subscribes again with `since` and `epoch` from the last
@@ -54,7 +61,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -83,6 +92,7 @@ from bench.loadtest import (  # noqa: E402
 )
 
 TOPIC = "public:bench"
+NODE_READERS = ROOT / "bench" / "topics_readers.mjs"
 TARGETS = ["realtime", "plain"]
 PLAIN_APP = "bench.plain_topic_consumer:application"
 # A stalled reader: the kernel's receive buffer kept small (set before the
@@ -181,6 +191,7 @@ class Reader:
         self.index, self.port, self.token = index, port, token
         self.stall: tuple[float, float] | None = None  # wall-clock window without reading
         self.stalls = False  # set before connecting: the small buffers
+        self.batch = False  # "batch": true
         self.ws = None
         self.task: asyncio.Task | None = None
         self.offsets: set[int] = set()
@@ -212,6 +223,8 @@ class Reader:
             options.update(sock=sock, max_queue=1)
         self.ws = await websockets.connect(url, **options)
         subscribe: dict = {"type": "subscribe", "topic": TOPIC}
+        if self.batch:
+            subscribe["batch"] = True
         if since is not None and self.epoch is not None:
             subscribe.update(since=since, epoch=self.epoch)  # resume, as client.js does
         await self.ws.send(json.dumps(subscribe))
@@ -263,34 +276,40 @@ class Reader:
                     continue
                 now = time.time()
                 frame = json.loads(raw)
-                if frame.get("type") != "publication":
-                    continue
-                offset = frame["offset"]
-                if offset in self.offsets:
-                    self.duplicates += 1
-                    if len(self.anomalies) < 3:
-                        self.anomalies.append(["dup", offset, self.max_offset])
-                    continue
-                if offset < self.max_offset:
-                    self.out_of_order += 1
-                    if len(self.anomalies) < 3:
-                        self.anomalies.append(["ooo", offset, self.max_offset])
-                self.max_offset = max(self.max_offset, offset)
-                self.offsets.add(offset)
-                data = frame["data"]
-                self.received.append(now)
-                self.latencies.append(now - data["t"])
-                key = frame.get("key")
-                if key is not None:
-                    held = self.last.get(key)
-                    if held is None or offset > held[0]:
-                        self.last[key] = (offset, data["n"])
-                if self.resumed_at is not None and self.fresh_at is None:
-                    if data["t"] >= self.resumed_at:
-                        self.fresh_at = now
+                if frame.get("type") == "publication":
+                    self.take(frame, now)
+                elif frame.get("type") == "publications":
+                    for entry in frame["publications"]:
+                        self.take(entry, now)
         except websockets.exceptions.ConnectionClosed as closed:
             self.close_code = closed.rcvd.code if closed.rcvd else 1006
             self.closes.append(self.close_code)
+
+    def take(self, entry: dict, now: float) -> None:
+        """One publication (a `publication` frame, or an entry of a batch)."""
+        offset = entry["offset"]
+        if offset in self.offsets:
+            self.duplicates += 1
+            if len(self.anomalies) < 3:
+                self.anomalies.append(["dup", offset, self.max_offset])
+            return
+        if offset < self.max_offset:
+            self.out_of_order += 1
+            if len(self.anomalies) < 3:
+                self.anomalies.append(["ooo", offset, self.max_offset])
+        self.max_offset = max(self.max_offset, offset)
+        self.offsets.add(offset)
+        data = entry["data"]
+        self.received.append(now)
+        self.latencies.append(now - data["t"])
+        key = entry.get("key")
+        if key is not None:
+            held = self.last.get(key)
+            if held is None or offset > held[0]:
+                self.last[key] = (offset, data["n"])
+        if self.resumed_at is not None and self.fresh_at is None:
+            if data["t"] >= self.resumed_at:
+                self.fresh_at = now
 
     async def close(self) -> None:
         self.running = False
@@ -299,6 +318,124 @@ class Reader:
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ws.close(), 5)
+
+
+class NodeReaders:
+    """The readers that keep reading, in Node processes
+    (bench/topics_readers.mjs): what they report, merged."""
+
+    def __init__(self, readers: list[tuple[int, int, str | None]], processes: int, batch: bool):
+        self.groups = [readers[i::processes] for i in range(processes) if readers[i::processes]]
+        self.batch = batch
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.ticks: dict[int, dict] = {}
+        self.summaries: list[dict] = []
+        self.followers: list[asyncio.Task] = []
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self.groups)
+
+    async def start(self) -> None:
+        node = shutil.which("node")
+        if node is None:
+            raise SystemExit("bench/topics.py needs Node for its readers (or --node-readers 0)")
+        for group in self.groups:
+            proc = await asyncio.create_subprocess_exec(
+                node,
+                str(NODE_READERS),
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                limit=2**27,
+            )
+            settings = {
+                "readers": [
+                    {"index": i, "url": f"ws://127.0.0.1:{port}/ws/", "token": token}
+                    for i, port, token in group
+                ],
+                "topic": TOPIC,
+                "batch": self.batch,
+                "maxCloses": 5,
+            }
+            self._tell(proc, json.dumps(settings))
+            self.procs.append(proc)
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 900)
+            if not line or "connected" not in json.loads(line):
+                raise RuntimeError(f"the Node readers did not connect: {line!r}")
+        self.followers = [
+            asyncio.create_task(self._follow(n, proc)) for n, proc in enumerate(self.procs)
+        ]
+
+    @staticmethod
+    def _tell(proc: asyncio.subprocess.Process, line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line.encode() + b"\n")
+
+    async def _follow(self, n: int, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            message = json.loads(line)
+            if "tick" in message:
+                self.ticks[n] = message
+            elif "summary" in message:
+                self.summaries.append(message["summary"])
+                return
+
+    def stall(self, start: float, end: float) -> None:
+        for proc in self.procs:
+            self._tell(proc, f"stall {start!r} {end!r}")
+
+    def delivered(self) -> int:
+        return sum(tick["delivered"] for tick in self.ticks.values())
+
+    def min_offset(self) -> int:
+        if len(self.ticks) < len(self.procs):
+            return 0
+        return min(tick["minOffset"] for tick in self.ticks.values())
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    async def finish(self, first: int, final: int) -> None:
+        for proc in self.procs:
+            self._tell(proc, f"finish {first} {final}")
+        await asyncio.wait_for(asyncio.gather(*self.followers), 120)
+        for proc in self.procs:
+            await asyncio.wait_for(proc.wait(), 30)
+
+    def readers(self) -> list[dict]:
+        return [reader for summary in self.summaries for reader in summary["readers"]]
+
+    def latency_ms(self, which: str = "latency") -> dict:
+        """The merged histograms' percentiles, as loadtest.percentiles gives them."""
+        bins: Counter[int] = Counter()
+        count, top, total = 0, 0.0, 0.0
+        for summary in self.summaries:
+            histogram = summary[which]
+            bins.update({int(b): c for b, c in histogram["bins"].items()})
+            count += histogram["count"]
+            top, total = max(top, histogram["max"]), total + histogram["sum"]
+        if not count:
+            return {}
+        ordered = sorted(bins.items())
+
+        def pick(q: float) -> float:
+            rank, seen = min(count - 1, int(q * count)), 0
+            for b, c in ordered:
+                seen += c
+                if seen > rank:
+                    return round(0.01 * math.exp((b + 0.5) * math.log(1.01)), 2)
+            return round(top, 2)
+
+        return {
+            "p50": pick(0.50),
+            "p90": pick(0.90),
+            "p99": pick(0.99),
+            "max": round(top, 2),
+            "mean": round(total / count, 2),
+        }
 
 
 # --- one run ----------------------------------------------------------------------------
@@ -473,13 +610,30 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     ]
     for i in stall_set:
         readers[i].stalls = True
-    run.setup_seconds = round(await connect_all(readers), 2)
+    for r in readers:
+        r.batch = args.batch and target == "realtime"
+    stalled_readers = [readers[i] for i in sorted(stall_set)]
+    node: NodeReaders | None = None
+    if args.node_readers:
+        node = NodeReaders(
+            [(r.index, r.port, r.token) for r in readers if not r.stalls],
+            args.node_readers,
+            batch=args.batch and target == "realtime",
+        )
+        readers = stalled_readers
+    began = time.monotonic()
+    await connect_all(readers)
+    if node is not None:
+        await node.start()
+    run.setup_seconds = round(time.monotonic() - began, 2)
 
     start_at = time.time() + 4  # the publisher's Django setup
     stall_start = start_at + (args.duration - args.stall_seconds) / 2
     stall_end = stall_start + args.stall_seconds
-    for i in stall_set:
-        readers[i].stall = (stall_start, stall_end)
+    for r in stalled_readers:
+        r.stall = (stall_start, stall_end)
+    if node is not None:
+        node.stall(stall_start, stall_end)
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -505,7 +659,11 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     samples: list[tuple[float, float, int]] = []  # (seconds from start_at, RSS MB, delivered)
 
     def delivered() -> int:
-        return sum(len(r.received) for r in readers)
+        return sum(len(r.received) for r in readers) + (node.delivered() if node else 0)
+
+    def client_cpu() -> tuple[float, list[float]]:
+        """This process's CPU seconds, and each Node reader process's."""
+        return time.process_time(), [cpu_seconds([pid]) for pid in (node.pids() if node else [])]
 
     async def sample() -> None:
         while True:
@@ -524,14 +682,14 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
 
     async def probe_kernel() -> None:
         await asyncio.sleep(max(0.0, stall_end - 0.5 - time.time()))
-        run.kernel_held_kb = kernel_held([readers[i] for i in stall_set])
+        run.kernel_held_kb = kernel_held(stalled_readers)
 
     sampler = asyncio.create_task(sample())
     prober = asyncio.create_task(probe_kernel()) if stall_set else None
     await asyncio.sleep(max(0.0, start_at - time.time()))
     cpu0, _ = stack.server_stats()
     redis0 = cpu_seconds([stack.redis.proc.pid])
-    client0, wall0 = time.process_time(), time.monotonic()
+    (client0, nodes0), wall0 = client_cpu(), time.monotonic()
     machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
     delivered0 = delivered()
     try:
@@ -542,7 +700,7 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     wall = time.monotonic() - wall0
     cpu1, _ = stack.server_stats()
     redis1 = cpu_seconds([stack.redis.proc.pid])
-    client1 = time.process_time()
+    client1, nodes1 = client_cpu()
     machine1, own1 = machine_cpu_seconds(), stack.own_cpu_seconds()
     during = delivered() - delivered0
     if publisher.returncode != 0:
@@ -557,7 +715,9 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     deadline = time.monotonic() + args.drain
     last, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
-        if all(r.max_offset >= final or r.close_code is not None for r in readers):
+        if all(r.max_offset >= final or r.close_code is not None for r in readers) and (
+            node is None or node.min_offset() >= final
+        ):
             break
         count = delivered()
         if count != last:
@@ -570,6 +730,8 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     if prober is not None:
         prober.cancel()
     sys.stderr.write("\n")
+    if node is not None:
+        await node.finish(*published["offsets"])
     if target == "realtime":
         run.extra = realtime_counters(stack)
     run.extra["redis_calls"] = redis_calls(stack)
@@ -584,15 +746,20 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     run.deliveries_per_second = round(during / wall)
     keeping = [r for r in readers if r.stall is None]
     resumed = [r for r in readers if r.stall is not None]
-    run.latency_ms = ms([x for r in keeping for x in r.latencies])
-    run.latency_during_stall_ms = ms(
-        [
-            lat
-            for r in keeping
-            for at, lat in zip(r.received, r.latencies, strict=True)
-            if stall_start <= at < stall_end
-        ]
-    )
+    elsewhere = node.readers() if node is not None else []  # the Node readers' summaries
+    if node is not None:
+        run.latency_ms = node.latency_ms()
+        run.latency_during_stall_ms = node.latency_ms("latencyDuringStall")
+    else:
+        run.latency_ms = ms([x for r in keeping for x in r.latencies])
+        run.latency_during_stall_ms = ms(
+            [
+                lat
+                for r in keeping
+                for at, lat in zip(r.received, r.latencies, strict=True)
+                if stall_start <= at < stall_end
+            ]
+        )
     first, final = published["offsets"]
     span = final - first + 1 if published["published"] else 0
 
@@ -604,13 +771,15 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     def latest(r: Reader) -> bool:
         return r.last == expected_last
 
-    run.readers = len(keeping)
-    if keeping and span:
-        run.readers_missed_percent = round(
-            100 * statistics.fmean(missed(r) for r in keeping) / span, 2
-        )
-        run.readers_missed_max = max(missed(r) for r in keeping)
-    run.readers_latest = sum(latest(r) for r in keeping)
+    def latest_there(summary: dict) -> bool:
+        return {k: tuple(v) for k, v in summary["last"].items()} == expected_last
+
+    run.readers = len(keeping) + len(elsewhere)
+    missing = [missed(r) for r in keeping] + [summary["missed"] for summary in elsewhere]
+    if missing and span:
+        run.readers_missed_percent = round(100 * statistics.fmean(missing) / span, 2)
+        run.readers_missed_max = max(missing)
+    run.readers_latest = sum(latest(r) for r in keeping) + sum(map(latest_there, elsewhere))
     run.resumed_latest = sum(latest(r) for r in resumed)
     if resumed:
         run.resumed_missed_mean = round(statistics.fmean(missed(r) for r in resumed), 1)
@@ -624,8 +793,10 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
             }
         else:
             run.resumed_fresh_seconds = {"never": len(resumed)}
-    run.duplicates = sum(r.duplicates for r in readers)
-    run.out_of_order = sum(r.out_of_order for r in readers)
+    run.duplicates = sum(r.duplicates for r in readers) + sum(x["duplicates"] for x in elsewhere)
+    run.out_of_order = sum(r.out_of_order for r in readers) + sum(
+        x["outOfOrder"] for x in elsewhere
+    )
     # Evidence, a few readers' worth: what went wrong, and where.
     odd = [r for r in readers if r.anomalies][:3]
     if odd:
@@ -640,8 +811,15 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
             }
             for r in stale
         }
+    stale_there = [x for x in elsewhere if not latest_there(x)][:3]
+    if stale_there:
+        run.extra["not_latest_node"] = {
+            x["index"]: {k: x["last"].get(k) for k, v in expected_last.items()} for x in stale_there
+        }
     # Every close a reader saw (it reconnected and resumed after each).
-    run.closed_by_server = dict(Counter(str(code) for r in readers for code in r.closes))
+    closes = [code for r in readers for code in r.closes]
+    closes += [code for x in elsewhere for code in x["closes"]]
+    run.closed_by_server = dict(Counter(str(code) for code in closes))
 
     rel_start, rel_end = stall_start - start_at, stall_end - start_at
 
@@ -665,7 +843,10 @@ async def scenario(args, target: str, stack: Stack, pin: bool) -> Run:
     run.redis_cpu_percent = round(100 * (redis1 - redis0) / wall, 1)
     run.publisher_cpu_percent = round(100 * published["cpu_seconds"] / wall, 1)
     run.client_cpu_percent = round(100 * (client1 - client0) / wall, 1)
-    run.client_bound = run.client_cpu_percent > 90
+    node_percent = [round(100 * (b - a) / wall, 1) for a, b in zip(nodes0, nodes1, strict=True)]
+    if node_percent:
+        run.extra["node_readers_cpu_percent"] = node_percent
+    run.client_bound = max([run.client_cpu_percent, *node_percent]) > 90
     run.other_cpu_percent = round(max(0.0, 100 * other / wall), 1)
     run.extra["publisher"] = {k: v for k, v in published.items() if k != "last"}
     await asyncio.wait([asyncio.ensure_future(r.close()) for r in readers], timeout=20)
@@ -839,6 +1020,18 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="daphne processes per target")
     parser.add_argument("--drain", type=float, default=30, help="at most, after the last publish")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument(
+        "--node-readers",
+        type=int,
+        default=2,
+        help="Node processes for the readers that keep reading (0: all in this process)",
+    )
+    parser.add_argument(
+        "--no-batch",
+        dest="batch",
+        action="store_false",
+        help='the Node readers subscribe without "batch": true',
+    )
     parser.add_argument("--json", default="", help="write the runs here")
     parser.add_argument("--publisher", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
