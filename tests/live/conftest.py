@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -183,6 +184,31 @@ class ServerProcess:
 
 # The name the tests have always used; a daphne unless given kind="uvicorn".
 DaphneProcess = ServerProcess
+
+
+# What a client that stops reading is given: a receive buffer this small (set
+# before the SYN, so the kernel does not autotune it to megabytes) and a
+# library queue of one frame, so that not reading leaves the output with the
+# server, as a phone on a slow link would.
+SMALL_RCVBUF = 16 * 1024
+
+
+async def slow_client(
+    server: ServerProcess, token: str, *, path: str = "/ws/"
+) -> websockets.ClientConnection:
+    """A WebSocket to `server` (at `path`) with a small receive buffer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+    sock.connect((server.host, server.port))
+    return await websockets.connect(
+        f"ws://{server.host}:{server.port}{path}",
+        sock=sock,
+        additional_headers={"Authorization": f"Token {token}"},
+        max_queue=1,
+        max_size=2**20,
+        open_timeout=10,
+        ping_interval=None,  # its own keepalive would give up on the server meanwhile
+    )
 
 
 def manage_shell(code: str, *, redis_url: str, database: str | None = None) -> str:

@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import time
 
 import httpx
@@ -19,7 +18,7 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Document, DocumentUpdate, Membership, Room
 
-from .conftest import SERVER_KINDS, ServerProcess
+from .conftest import SERVER_KINDS, ServerProcess, slow_client
 from .docs_clients import NodeDocs, node_ready
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
@@ -260,16 +259,7 @@ async def test_an_editor_that_stops_reading_is_closed_and_slows_nobody(
     )
     await node.open("a", ws=server.ws, room="general", name="notes", token=people["alice"])
     await synced(node, "a")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect(("127.0.0.1", server.port))
-    stalled = await websockets.connect(
-        server.ws.rstrip("/") + "/docs/general/notes",
-        sock=sock,
-        additional_headers={"Authorization": f"Token {people['carol']}"},
-        max_queue=1,
-        ping_interval=None,
-    )
+    stalled = await slow_client(server, people["carol"], path="/ws/docs/general/notes")
     await asyncio.sleep(0.5)  # carol is an editor before bob: first in the hand-out
     await node.open("b", ws=server.ws, room="general", name="notes", token=people["bob"])
     await synced(node, "b")

@@ -21,7 +21,7 @@ import websockets
 
 from chat.models import Room
 
-from .conftest import SERVER_KINDS, Ws
+from .conftest import SERVER_KINDS, SMALL_RCVBUF, Ws, slow_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -43,20 +43,8 @@ def rss_kib(pid: int) -> int:
 
 
 async def stalled_client(server, token: str) -> websockets.ClientConnection:
-    """A client that joins the room, then reads nothing: a small receive
-    buffer, and the library's own queue of one frame."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # before the SYN
-    sock.connect(("127.0.0.1", server.port))
-    conn = await websockets.connect(
-        server.ws,
-        sock=sock,
-        additional_headers={"Authorization": f"Token {token}"},
-        max_queue=1,
-        max_size=2**20,
-        open_timeout=10,
-        ping_interval=None,  # its own keepalive would give up on the server meanwhile
-    )
+    """A client that joins the room, then reads nothing."""
+    conn = await slow_client(server, token)
     await conn.send(json.dumps({"type": "join", "room": "general"}))
     return conn
 
@@ -168,7 +156,7 @@ async def test_an_sse_reader_that_stops_is_ended_past_the_cap_and_resumes(
     alice = await Ws.connect(server.ws, token=people["alice"])
     await alice.join("general")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
     sock.connect(("127.0.0.1", server.port))
     sock.sendall(
         (
@@ -242,17 +230,7 @@ async def slow_resume(server, token: str, *, since: int, read: int | None = None
     """Reconnect with a small receive buffer and join with `since`; read
     `read` messages (None: every one after `since` until quiet), a frame at
     a time with a pause, as a phone on a slow link would."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect(("127.0.0.1", server.port))
-    conn = await websockets.connect(
-        server.ws,
-        sock=sock,
-        additional_headers={"Authorization": f"Token {token}"},
-        max_queue=1,
-        max_size=2**20,
-        ping_interval=None,
-    )
+    conn = await slow_client(server, token)
     await conn.send(json.dumps({"type": "join", "room": "general", "since": since}))
     joined = json.loads(await asyncio.wait_for(conn.recv(), 10))
     seqs: list[int] = []

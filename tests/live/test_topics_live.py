@@ -9,16 +9,14 @@ another process, and a private room's changes never reaching a stranger.
 
 import asyncio
 import json
-import socket
 import uuid
 
 import httpx
 import pytest
-import websockets
 
 from chat.models import Room
 
-from .conftest import Ws, manage_shell
+from .conftest import Ws, manage_shell, slow_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -278,20 +276,8 @@ async def test_a_private_rooms_changes_never_reach_a_stranger(server, server_b, 
 
 
 async def stalled_subscriber(server, token: str, name: str):
-    """A client that subscribes, then reads nothing: a small receive buffer
-    and the library's own queue of one frame."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # before the SYN
-    sock.connect(("127.0.0.1", server.port))
-    conn = await websockets.connect(
-        server.ws,
-        sock=sock,
-        additional_headers={"Authorization": f"Token {token}"},
-        max_queue=1,
-        max_size=2**20,
-        open_timeout=10,
-        ping_interval=None,
-    )
+    """A client that subscribes, then reads nothing."""
+    conn = await slow_client(server, token)
     await conn.send(json.dumps({"type": "subscribe", "topic": name}))
     return conn
 
