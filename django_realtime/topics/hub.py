@@ -78,14 +78,17 @@ class Round:
             same_epoch = before is not None and before[0] == item.epoch
             self.afters.append(before[1] if same_epoch and before is not None else None)
             before = (item.epoch, item.offset)
+        self.everything = list(zip(items, self.afters, strict=True))
         self._texts: dict[int, str] = {}
         self._batches: dict[tuple[int, ...], list[str]] = {}
+        self._all: list[str] | None = None
 
     def visible(self, user: Any) -> list[tuple[Publication, int | None]]:
         """The publications `user` may see (those with an audience are
-        checked per user), each with its `after`."""
+        checked per user), each with its `after`: `everything` when the
+        round has no audience to check."""
         if not self.allowed:
-            return list(zip(self.items, self.afters, strict=True))
+            return self.everything
         pk = getattr(user, "pk", None)
         return [
             (item, after)
@@ -102,8 +105,13 @@ class Round:
             )
         return text
 
-    def batch(self, items: list[Publication]) -> list[str]:
-        """`publications` frames carrying `items` (usually one frame)."""
+    def batch(self, items: list[Publication] | None = None) -> list[str]:
+        """`publications` frames carrying `items` (usually one frame); all
+        of the round's by default."""
+        if items is None:
+            if self._all is None:
+                self._all = batch_frames(self.topic, self.items)
+            return self._all
         offsets = tuple(item.offset for item in items)
         texts = self._batches.get(offsets)
         if texts is None:

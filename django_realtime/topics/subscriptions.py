@@ -242,8 +242,8 @@ class Subscriptions:
             return
         if sub.batch and self._straight_out(sub, items):
             sub.delivered = items[-1][0].offset
-            publications = [item for item, _ in items]
-            for text in round.batch(publications):
+            every = items is round.everything
+            for text in round.batch(None if every else [item for item, _ in items]):
                 await self.send_text(text)
             return
         for publication, after in items:
