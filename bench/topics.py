@@ -61,7 +61,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import shutil
 import socket
@@ -93,6 +92,7 @@ from bench.loadtest import (  # noqa: E402
 
 TOPIC = "public:bench"
 NODE_READERS = ROOT / "bench" / "topics_readers.mjs"
+NODE_BINS_PER_MS = 10  # its latency histogram's bins
 TARGETS = ["realtime", "plain"]
 PLAIN_APP = "bench.plain_topic_consumer:application"
 # A stalled reader: the kernel's receive buffer kept small (set before the
@@ -426,7 +426,7 @@ class NodeReaders:
             for b, c in ordered:
                 seen += c
                 if seen > rank:
-                    return round(0.01 * math.exp((b + 0.5) * math.log(1.01)), 2)
+                    return round(min(top, (b + 0.5) / NODE_BINS_PER_MS), 2)
             return round(top, 2)
 
         return {

@@ -2,9 +2,10 @@
 Provides `realtime_settings`: every setting of the package, one key of the
 site's `REALTIME` dict each, with its one documented default here.
 
-Read at call time, so `override_settings(REALTIME=…)` and pytest-django's
-`settings` fixture take effect at once, as DRF's `api_settings` does after
-`setting_changed`. A key set to None counts as unset. docs/integration.md
+Each value is read once and kept; `setting_changed` (sent by
+`override_settings(REALTIME=…)` and pytest-django's `settings` fixture)
+forgets them, so changes take effect at once, as DRF's `api_settings` does.
+A key set to None counts as unset. docs/integration.md
 lists every key; `manage.py check` reports unknown ones (realtime.W001).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # --- Where things are -------------------------------------------------------
@@ -155,13 +157,22 @@ DEFAULTS: dict[str, Any] = {
 
 
 class RealtimeSettings:
-    """`realtime_settings.NAME`: the site's REALTIME["NAME"], else the default."""
+    """`realtime_settings.NAME`: the site's REALTIME["NAME"], else the default.
+
+    A value, once looked up, is kept as an attribute (some are read on every
+    frame); assigning settings.REALTIME (override_settings, a test's
+    `settings`) sends `setting_changed`, which forgets them."""
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"no realtime setting {name!r}")
         configured = user_settings().get(name)
-        return DEFAULTS[name] if configured is None else configured
+        value = DEFAULTS[name] if configured is None else configured
+        self.__dict__[name] = value
+        return value
+
+    def forget(self) -> None:
+        self.__dict__.clear()
 
 
 def user_settings() -> dict[str, Any]:
@@ -171,6 +182,14 @@ def user_settings() -> dict[str, Any]:
 
 
 realtime_settings = RealtimeSettings()
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("REALTIME", "CHANNEL_LAYERS"):
+        realtime_settings.forget()
+
+
+setting_changed.connect(_settings_changed)
 
 
 def redis_url() -> str:

@@ -33,6 +33,9 @@ class HeldOutput:
     def start_output(self) -> None:
         """Find the server's output (call once, in connect)."""
         self.output = servers.output_of(self.base_send, self.scope)
+        # Frames (websocket.send) go to the server's own send, past the
+        # wrappers that do nothing with them (servers.server_send).
+        self.send_frame_message = servers.server_send(self.base_send)
         self.held: deque[tuple[dict, int]] = deque()
         self.held_bytes = self.held_allowance = 0
         self.held_writer: asyncio.Task | None = None
@@ -52,7 +55,7 @@ class HeldOutput:
         """Send an ASGI message of `size` bytes, or hold it while the server's
         send would wait; a `replay` is allowed on top of the cap."""
         if not self.held and (self.output is None or not self.output.blocked()):
-            await self.base_send(message)
+            await self.send_frame_message(message)
             return
         if self.closing:
             return
@@ -81,7 +84,7 @@ class HeldOutput:
             while self.held:
                 message, size = self.held.popleft()
                 self.held_bytes -= size
-                await self.base_send(message)
+                await self.send_frame_message(message)
             self.held_allowance = 0
         finally:
             self.held_writer = None

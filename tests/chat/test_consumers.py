@@ -202,7 +202,6 @@ async def test_doorbells_that_wait_for_the_lock_collapse_to_one_per_room_and_all
     socket), a busy room's doorbells do not pile up: the connection holds
     one entry per room, and once the lock is free it is sent every message
     once, in order, the skipped ones read from the database."""
-    from collections import deque
 
     from chat.consumers import JoinedRoom
     from django_realtime.delivery import Entry, SeqCursor
@@ -218,10 +217,8 @@ async def test_doorbells_that_wait_for_the_lock_collapse_to_one_per_room_and_all
     async def base_send(message: dict) -> None:
         sent.append(message)
 
-    consumer.base_send = base_send
-    consumer.output, consumer.closing = None, False
-    consumer.held, consumer.held_bytes, consumer.held_allowance = deque(), 0, 0
-    consumer.held_writer = None
+    consumer.base_send, consumer.scope, consumer.closing = base_send, {}, False
+    consumer.start_output()  # no server to ask: output is never held
     consumer.waiting, consumer.joining = set(), {}
     consumer.queued, consumer.queued_message = [], {}
     consumer.delivery_lock = asyncio.Lock()
