@@ -193,25 +193,28 @@ async def test_a_new_epoch_while_subscribed_sends_subscribed_again(alice):
 
 
 # --- conflation -------------------------------------------------------------------------------
-async def test_a_subscriber_that_is_behind_gets_the_latest_value_of_each_key(alice):
+@pytest.mark.parametrize("batch", [False, True], ids=["frame each", "batches"])
+async def test_a_subscriber_that_is_behind_gets_the_latest_value_of_each_key(alice, batch):
+    """Held while its socket is full, conflated by key meanwhile; then the
+    latest of each key in offset order (to a batching subscription, in one
+    `publications` frame at once)."""
     ws = await connect(alice)
-    await subscribe(ws, "public:p")
-    consumer_topics = _subscriptions()
+    await subscribe(ws, "public:p", **({"batch": True} if batch else {}))
     stalled = {"bytes": 10**6}
-    consumer_topics.pending_output = lambda: stalled["bytes"]
+    _subscriptions().pending_output = lambda: stalled["bytes"]
     for n in range(1, 31):
         await apublish("public:p", {"n": n}, key=f"k{n % 3}")
     await apublish("public:p", {"n": 31})  # keyless: never conflated
     await asyncio.sleep(0.1)
     assert await ws.receive_nothing(timeout=0.1)  # held while the socket is full
     stalled["bytes"] = 0
-    got = await next_frames(ws, 4)
-    assert [(f["offset"], f.get("key")) for f in got] == [
-        (28, "k1"),
-        (29, "k2"),
-        (30, "k0"),
-        (31, None),
-    ]
+    latest = [(28, "k1"), (29, "k2"), (30, "k0"), (31, None)]
+    if batch:
+        frame = await ws.receive_json_from(timeout=5)
+        assert [(offset, key) for offset, key, _ in batch_of(frame)] == latest
+    else:
+        got = await next_frames(ws, 4)
+        assert [(f["offset"], f.get("key")) for f in got] == latest
     assert await ws.receive_nothing(timeout=0.2)
     await ws.disconnect()
 
@@ -383,23 +386,6 @@ async def test_a_batching_subscribers_replay_comes_in_publications_frames(alice)
     assert [entry for frame in got for entry in batch_of(frame)] == [(4, None, 4), (5, None, 5)]
     for w in (ws, again):
         await w.disconnect()
-
-
-async def test_a_batching_subscriber_that_is_behind_gets_the_latest_of_each_key_at_once(alice):
-    ws = await connect(alice)
-    await subscribe(ws, "public:p", batch=True)
-    stalled = {"bytes": 10**6}
-    _subscriptions().pending_output = lambda: stalled["bytes"]
-    for n in range(1, 31):
-        await apublish("public:p", {"n": n}, key=f"k{n % 3}")
-    await apublish("public:p", {"n": 31})  # keyless: never conflated
-    await asyncio.sleep(0.1)
-    assert await ws.receive_nothing(timeout=0.1)  # held while the socket is full
-    stalled["bytes"] = 0
-    frame = await ws.receive_json_from(timeout=5)
-    assert batch_of(frame) == [(28, "k1", 28), (29, "k2", 29), (30, "k0", 30), (31, None, 31)]
-    assert await ws.receive_nothing(timeout=0.2)
-    await ws.disconnect()
 
 
 async def test_batch_must_be_a_boolean(alice):
