@@ -82,7 +82,8 @@ def missing(names: list[Name]) -> list[str]:
     absent = []
     for module_name, path, name in names:
         target = _resolve(module_name, path)
-        if path.endswith("__init__"):
+        if path.endswith("__init__") or inspect.isfunction(target):
+            # An attribute that method sets on `self`.
             try:
                 found = target is not None and f"self.{name}" in inspect.getsource(target)
             except (OSError, TypeError):

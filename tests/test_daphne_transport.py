@@ -7,7 +7,7 @@ from pprint import pformat
 
 import pytest
 
-from django_realtime.daphne_transport import lazily
+from django_realtime.daphne_transport import lazily, text_frame
 
 
 def test_a_lazy_log_argument_is_computed_only_when_formatted():
@@ -23,6 +23,28 @@ def test_a_lazy_log_argument_is_computed_only_when_formatted():
     assert f"\n{lazy}" == f"\n{pformat(config)}"
     assert str(lazy) == pformat(config)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+def test_a_text_framed_once_is_the_frame_a_client_reads(size):
+    """write_text()'s frames, read back by the `websockets` library's own
+    frame parser: one final, unmasked text frame carrying the text."""
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    text = ("é" + "x" * size)[:size]  # not ASCII: UTF-8 lengths differ from characters
+    frame, length = text_frame(text)
+    reader = StreamReader()
+    reader.feed_data(frame)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False, max_size=None, extensions=[])
+    with pytest.raises(StopIteration) as parsed:
+        next(parser)
+    got = parsed.value.value
+    assert (got.opcode, got.fin, got.data) == (Opcode.TEXT, True, text.encode())
+    assert length == len(text.encode())
+    again = "".join(list(text))  # an equal string, another object: framed again, the same
+    assert text_frame(again) == (frame, length)
 
 
 # In a subprocess: importing daphne.server installs a Twisted reactor, which
