@@ -185,7 +185,7 @@ realtime_settings = RealtimeSettings()
 
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("REALTIME", "CHANNEL_LAYERS"):
+    if setting == "REALTIME":
         realtime_settings.forget()
 
 

@@ -73,15 +73,14 @@ class Round:
         allowed: dict[int, set[int]],
     ):
         self.topic, self.items, self.allowed = topic, items, allowed
-        self.afters: list[int | None] = []
+        self.everything: list[tuple[Publication, int | None]] = []
         for item in items:
-            same_epoch = before is not None and before[0] == item.epoch
-            self.afters.append(before[1] if same_epoch and before is not None else None)
+            after = before[1] if before is not None and before[0] == item.epoch else None
+            self.everything.append((item, after))
             before = (item.epoch, item.offset)
-        self.everything = list(zip(items, self.afters, strict=True))
         self._texts: dict[int, str] = {}
-        self._batches: dict[tuple[int, ...], list[str]] = {}
-        self._all: list[str] | None = None
+        # By the offsets they carry; None: the whole round.
+        self._batches: dict[tuple[int, ...] | None, list[str]] = {}
 
     def visible(self, user: Any) -> list[tuple[Publication, int | None]]:
         """The publications `user` may see (those with an audience are
@@ -92,7 +91,7 @@ class Round:
         pk = getattr(user, "pk", None)
         return [
             (item, after)
-            for item, after in zip(self.items, self.afters, strict=True)
+            for item, after in self.everything
             if item.offset not in self.allowed or pk in self.allowed[item.offset]
         ]
 
@@ -108,14 +107,11 @@ class Round:
     def batch(self, items: list[Publication] | None = None) -> list[str]:
         """`publications` frames carrying `items` (usually one frame); all
         of the round's by default."""
-        if items is None:
-            if self._all is None:
-                self._all = batch_frames(self.topic, self.items)
-            return self._all
-        offsets = tuple(item.offset for item in items)
-        texts = self._batches.get(offsets)
+        key = None if items is None else tuple(item.offset for item in items)
+        texts = self._batches.get(key)
         if texts is None:
-            texts = self._batches[offsets] = batch_frames(self.topic, items)
+            carried = self.items if items is None else items
+            texts = self._batches[key] = batch_frames(self.topic, carried)
         return texts
 
 
@@ -304,10 +300,11 @@ class TopicHub:
         if held is None or not items:
             return
         members = list(held.members)
+        users = [m.user for m in members]
         allowed: dict[int, set[int]] = {}
         for item in items:
             if item.audience is not None:
-                allowed[item.offset] = await visibility.allowed(item, [m.user for m in members])
+                allowed[item.offset] = await visibility.allowed(item, users)
         handed = Round(topic, items, held.handed, allowed)
         held.handed = (items[-1].epoch, items[-1].offset)
         for index, member in enumerate(members, 1):

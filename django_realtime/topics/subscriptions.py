@@ -182,7 +182,7 @@ class Subscriptions:
         }
         await self.send_frame(subscribed if ref is None else {**subscribed, "ref": ref})
         if sub.batch:
-            texts = batch_frames(sub.topic, publications) if publications else []
+            texts = batch_frames(sub.topic, publications)
         else:
             texts = [json.dumps(p.frame(), ensure_ascii=False) for p in publications]
         for text in texts:

@@ -157,25 +157,25 @@ class ServerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGABRT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            self._end(signal.SIGABRT)
             tail = self.log_text()[-20000:]
             raise AssertionError(
                 f"{self!r} had not exited {timeout} s after the signal; its log:\n{tail}"
             ) from None
 
+    def _end(self, sig: int) -> None:
+        """Send `sig`, and kill it if it has not exited 10 s later."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            self._end(signal.SIGTERM)
         self.log.close()
 
     def log_text(self) -> str:
