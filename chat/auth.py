@@ -27,7 +27,7 @@ from django.utils.http import is_same_domain
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.credentials import Credential
-from django_realtime.tokens import token_user
+from django_realtime.tokens import token_user_async
 
 from .models import WsTicket
 
@@ -127,7 +127,7 @@ class WebSocketAuthMiddleware:
         if authorization:
             scheme, _, key = authorization.partition(" ")
             if scheme.lower() == "token" and key.strip():
-                user = await db(token_user, key=key.strip()) or user
+                user = await token_user_async(key.strip()) or user
                 credential = Credential("token", key.strip())
         elif ticket:
             redeemed = await db(ticket_redeem, key=ticket[0][:128])

@@ -232,7 +232,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         slug = frames.slug(frame)
         since = frames.seq(frame, "since", required=False)
         await limiter.ahit(("join", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
-        room, _membership = await db(services.room_join, user=self.user, slug=slug)
+        room = await services.room_join_async(user=self.user, slug=slug)
         previous = self.joined.get(room.pk)
         if previous is not None and since is None:
             since = previous.cursor.delivered  # a repeated join resumes where it was

@@ -13,20 +13,20 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-import psycopg
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from django_realtime import pgpool
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
-from django_realtime.errors import BadRequest, Forbidden, NotFound, TooLarge, Unavailable
+from django_realtime.errors import BadRequest, Forbidden, NotFound, TooLarge
 from django_realtime.payloads import user_payload
 from django_realtime.types import User
 
-from . import events, pgpool
+from . import events
 from .mentions import mentions_notify
 from .models import Membership, Message, ModerationAction, Room
 from .ratelimit import limiter
@@ -110,6 +110,65 @@ def room_join(*, user: User, slug: str) -> tuple[Room, Membership]:
     return access.room, membership
 
 
+async def room_join_async(*, user: User, slug: object) -> Room:
+    """room_join from the event loop (the WebSocket's join): on PostgreSQL
+    one statement over django_realtime.pgpool (JOIN_SQL: the room, the
+    user's membership, and a new one for a public room), the same answers
+    as room_join; elsewhere room_join in a thread. The room it returns
+    holds its id, slug and privacy."""
+    check_slug(slug)
+    assert isinstance(slug, str)
+    alias = db_alias()
+    if not pgpool.applies(alias):
+        room, _membership = await db(room_join, user=user, slug=slug)
+        return room
+    params = {
+        "slug": slug,
+        "user_id": user.pk,
+        "role": Membership.Role.MEMBER.value,
+        "now": timezone.now(),
+    }
+    row = await pgpool.fetchone(alias, JOIN_SQL, params)
+    if row is None:
+        raise NotFound(f"no room {slug!r}")
+    room_id, is_private, membership_id, is_banned, is_muted = row
+    room = Room(id=room_id, slug=slug, is_private=is_private)
+    room._state.adding, room._state.db = False, alias
+    membership = (
+        None
+        if membership_id is None  # a public room a racing twin joined first
+        else Membership(
+            id=membership_id, room=room, user=user, is_banned=is_banned, is_muted=is_muted
+        )
+    )
+    access_rule(room=room, membership=membership)  # FORBIDDEN, or NOT_FOUND for a stranger
+    return room
+
+
+# room_join as one statement: the room and the user's membership; for a
+# public room the user is not a member of, a new membership. The access rule
+# is applied to its row by selectors.access_rule, as the ORM path does.
+JOIN_SQL = f"""
+WITH room AS (
+    SELECT id, is_private FROM {Room._meta.db_table} WHERE slug = %(slug)s
+), mine AS (
+    SELECT m.id, m.is_banned, m.is_muted
+    FROM {Membership._meta.db_table} m, room r
+    WHERE m.room_id = r.id AND m.user_id = %(user_id)s
+), added AS (
+    INSERT INTO {Membership._meta.db_table}
+        (room_id, user_id, role, is_banned, is_muted, last_read_seq, joined_at)
+    SELECT r.id, %(user_id)s, %(role)s, false, false, 0, %(now)s FROM room r
+    WHERE NOT r.is_private AND NOT EXISTS (SELECT 1 FROM mine)
+    ON CONFLICT (room_id, user_id) DO NOTHING
+    RETURNING id
+)
+SELECT r.id, r.is_private, coalesce(m.id, a.id),
+       coalesce(m.is_banned, false), coalesce(m.is_muted, false)
+FROM room r LEFT JOIN mine m ON true LEFT JOIN added a ON true
+"""
+
+
 def member_invite(*, inviter: User, slug: str, username: object) -> Membership:
     """Add a user to a room; the inviter must be a member (not banned) or staff."""
     room = room_get(slug=slug)
@@ -132,7 +191,7 @@ def member_invite(*, inviter: User, slug: str, username: object) -> Membership:
 # One send, written once (_send_steps): checks, the rate limit, the storing and
 # what a refusal or a retry means. It says what to run as steps (_Statement,
 # _Call); message_send runs them on the site's database connection and
-# message_send_async on the event loop (the statement over chat.pgpool, ORM
+# message_send_async on the event loop (the statement over django_realtime.pgpool, ORM
 # steps in a thread). Either broadcasts a stored message after commit.
 
 
@@ -166,7 +225,7 @@ async def message_send_async(
     *, user: User, slug: str, content: object, client_id: object
 ) -> SendResult:
     """message_send from the event loop (the WebSocket consumer): the same
-    steps, the statement run over chat.pgpool and ORM steps in a thread.
+    steps, the statement run over django_realtime.pgpool and ORM steps in a thread.
     Each step commits by itself, so the broadcast follows at once."""
     steps = _send_steps(user=user, slug=slug, content=content, client_id=client_id)
     step = _resume(steps)
@@ -203,12 +262,7 @@ class _Statement:
                 return cursor.fetchone()
 
     async def run_async(self) -> tuple | None:
-        try:
-            return await pgpool.execute(db_alias(), SEND_SQL, self.params)
-        except psycopg.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from exc
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise Unavailable("storage is unavailable; retry shortly") from exc
+        return await pgpool.fetchone(db_alias(), SEND_SQL, self.params)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,16 @@ with, a page at a time. The WebSocket consumer and the SSE room stream share bot
 
 from collections.abc import AsyncIterator
 
+from django.db import router
+
+from django_realtime import pgpool
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import Entry, Frame, SeqCursor
-from django_realtime.errors import Unavailable
+from django_realtime.errors import NotFound, Unavailable
 
 from . import events, selectors
+from .models import Room
 
 
 def row_entries(rows: list[selectors.MessageRow], room_slug: str) -> list[Entry]:
@@ -82,7 +86,20 @@ async def replay_page(
 
 
 async def last_seq(*, room_id: int) -> int:
-    return await db(selectors.room_last_seq, room_id=room_id)
+    """The room's last seq, read on the event loop where PostgreSQL allows
+    (django_realtime.pgpool). NOT_FOUND for a room deleted meanwhile."""
+    alias = router.db_for_read(Room)
+    if not pgpool.applies(alias):
+        found = await db(selectors.rooms_last_seq, room_ids=[room_id])
+    else:
+        row = await pgpool.fetchone(alias, LAST_SEQ_SQL, {"room_id": room_id})
+        found = {room_id: row[0]} if row is not None else {}
+    if room_id not in found:
+        raise NotFound("no such room")
+    return found[room_id]
+
+
+LAST_SEQ_SQL = f"SELECT last_seq FROM {Room._meta.db_table} WHERE id = %(room_id)s"
 
 
 def start(cursor: SeqCursor, *, since: int | None, last_seq: int) -> None:

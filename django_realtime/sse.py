@@ -25,13 +25,12 @@ from asgiref.sync import SyncToAsync
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from . import bus, credentials, metrics, servers
-from .asyncdb import db
 from .conf import realtime_settings
 from .credentials import Credential
 from .errors import Unavailable
 from .limits import Slots
 from .servers import Output
-from .tokens import token_user
+from .tokens import token_user_async
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
     Raises Unavailable when the database is away."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "token":
-        user = await db(token_user, key=key.strip()) if key.strip() else None
+        user = await token_user_async(key.strip()) if key.strip() else None
         if user is None:
             return None, error_response(401, "Invalid token.")
         return user, None

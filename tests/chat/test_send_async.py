@@ -1,5 +1,5 @@
 """chat.services.message_send_async: the WebSocket's post, the same steps as
-message_send with the statement run on the event loop (chat.pgpool), and the
+message_send with the statement run on the event loop (django_realtime.pgpool), and the
 same answers."""
 
 import uuid

@@ -1,17 +1,23 @@
 """
-Provides execute(): one SQL statement on an asynchronous psycopg connection of
-the running event loop, so the WebSocket's common send (chat.services'
-SEND_SQL) costs no hop to a thread. Only a pool: what to run, and what its
-rows mean, is chat.services'.
+Provides execute() and fetchone(): one SQL statement on an asynchronous
+psycopg connection of the running event loop, so the WebSocket's hot
+statements (chat.services' send and join, the token lookup of a handshake)
+cost no hop to a thread and no ORM compiling. Only a pool: what to run, and
+what its rows mean, is its callers'. `applies(alias)` says whether a
+database is one it serves (PostgreSQL); elsewhere callers take the ORM.
 """
 
 import asyncio
 import weakref
 
 import psycopg
-from django.db import connections
+from django.db import IntegrityError, connections
 
 from django_realtime.conf import realtime_settings
+from django_realtime.errors import Unavailable
+
+# The tests turn this off to run the ORM paths on PostgreSQL too.
+ENABLED = True
 
 # Options of Django's connection that belong to its synchronous cursors.
 _SYNC_ONLY_OPTIONS = ("cursor_factory", "context")
@@ -78,3 +84,19 @@ async def execute(alias: str, sql: str, params: dict) -> tuple | None:
     """Run `sql` in autocommit on database `alias`; its first row, or None.
     Raises psycopg's errors (and TimeoutError) as they come."""
     return await _pool(alias).execute(sql, params)
+
+
+def applies(alias: str) -> bool:
+    """Whether statements for database `alias` may run here (PostgreSQL)."""
+    return ENABLED and connections[alias].vendor == "postgresql"
+
+
+async def fetchone(alias: str, sql: str, params: dict) -> tuple | None:
+    """execute(), its errors as the ORM's callers know them: a constraint
+    violation is Django's IntegrityError, the database away UNAVAILABLE."""
+    try:
+        return await execute(alias, sql, params)
+    except psycopg.IntegrityError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        raise Unavailable("storage is unavailable; retry shortly") from exc
