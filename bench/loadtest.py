@@ -292,16 +292,20 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
                 pass
         return cpu_seconds(pids)
 
+    def redis_calls(self) -> dict[str, int]:
+        """Redis's count of calls so far, by command (none for bare)."""
+        if self.target == "bare":
+            return {}
+        import redis
+
+        stats = redis.Redis.from_url(self.redis.url).info("commandstats")
+        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+
     def server_metrics(self) -> dict:
         """A few counters from the realtime server's /metrics (nothing for the others)."""
         found: dict = {}
         if self.target != "bare":
-            import redis
-
-            stats = redis.Redis.from_url(self.redis.url).info("commandstats")
-            found["redis_calls"] = {
-                k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
-            }
+            found["redis_calls"] = self.redis_calls()
         if self.target != "realtime":
             return found
         import urllib.request
@@ -767,6 +771,7 @@ async def run_setup(args, stack: Stack) -> Result:
             c.ws = c.reader = None
     await asyncio.sleep(1)
     profiler = Profiler(args.py_spy, stack)
+    calls0 = stack.redis_calls()
     cpu0, rss0 = stack.server_stats()
     client_cpu0 = time.process_time()
     machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
@@ -777,6 +782,7 @@ async def run_setup(args, stack: Stack) -> Result:
     finally:
         profiler.stop()
     cpu1, rss1 = stack.server_stats()
+    calls = {k: v - calls0.get(k, 0) for k, v in stack.redis_calls().items()}
     other = machine_cpu_seconds() - machine0 - (stack.own_cpu_seconds() - own0)
     result.connected = sum(1 for c in clients if c.ws is not None)
     result.setup_seconds = round(elapsed, 2)
@@ -793,6 +799,12 @@ async def run_setup(args, stack: Stack) -> Result:
         "concurrency": args.concurrency,
         "warm": args.warm,
         "rss_before_mb": round(rss0 / 2**20, 1),
+        # Redis commands per connect + join, by command (the info call itself excluded).
+        "redis_calls_per_setup": {
+            k: round(v / max(result.connected, 1), 2)
+            for k, v in sorted(calls.items())
+            if k != "info" and v
+        },
     }
     await asyncio.gather(*(c.close() for c in clients))
     return result

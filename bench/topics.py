@@ -7,6 +7,7 @@ middle, then read again (docs/topics.md).
     python bench/topics.py --subscribers 200 --rate 20      # a scale both targets carry here
     python bench/topics.py --scales 2000x200x50,200x20x50,100x20x20x20000  # `make bench-topics`
     python bench/topics.py --target realtime --duration 20 --stall-seconds 6
+    python bench/topics.py --target realtime,realtime:TOPICS_HAND_OUT_SHARE=1  # a setting's effect
 
 Targets, each on throwaway servers (bench/loadtest.py's Stack: PostgreSQL and
 Redis from the local binaries), 2 daphne processes by default (--processes),
@@ -990,19 +991,35 @@ async def main_async(args) -> list[Run]:
     runs = []
     for subscribers, rate, stalled, pad in scales(args):
         args.subscribers, args.rate, args.stalled, args.pad = subscribers, rate, stalled, pad
-        for target in targets:
-            stack = start_stack(target, args, pin)
+        for spelled in targets:
+            # realtime:NAME=VALUE[:NAME=VALUE…]: the servers with those settings
+            # (project/settings.py reads them from the environment).
+            target, *overrides = spelled.split(":")
+            saved = dict(os.environ)
+            os.environ.update(item.split("=", 1) for item in overrides)
             try:
-                runs.append(await scenario(args, target, stack, pin))
+                stack = start_stack(target, args, pin)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            try:
+                run = await scenario(args, target, stack, pin)
             finally:
                 stack.stop()
+            run.target = spelled
+            runs.append(run)
             print(table(runs[-1:]).split("\n\n")[0].splitlines()[-1], flush=True)
     return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="all", help="realtime, plain, or all (both)")
+    parser.add_argument(
+        "--target",
+        default="all",
+        help="realtime, plain, or all (both), or a comma list; realtime:NAME=VALUE[:…] runs "
+        "the servers with those settings (e.g. realtime:TOPICS_HAND_OUT_SHARE=1)",
+    )
     parser.add_argument("--subscribers", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200, help="publications per second")
     parser.add_argument("--keys", type=int, default=20)

@@ -112,6 +112,11 @@ DEFAULTS: dict[str, Any] = {
     # a publication waits at most this long to go out with the others, and
     # a batching subscriber gets one frame per round. 0: no pacing.
     "TOPICS_ROUND_SECONDS": 0.02,
+    # Hand-outs take at most this share of a process's time: when a round
+    # takes long to hand out (thousands of subscribers), the next one waits
+    # in proportion, so a process that cannot keep up sends fewer, fuller
+    # rounds rather than nothing else. 1: rounds back to back.
+    "TOPICS_HAND_OUT_SHARE": 0.5,
     # The largest `data` of one publication, JSON-encoded.
     "TOPICS_MAX_DATA_BYTES": 65536,
     # Every topic key in Redis starts with this.

@@ -14,10 +14,11 @@ further behind.
 
 The hub hands out in rounds: what waits of a topic goes to its subscribers
 at once, a round at most every TOPICS_ROUND_SECONDS (the first after a
-quiet spell at once). Each frame is encoded once per round for everyone,
-and a subscriber that asked for batches (`"batch": true`) gets a round as
-one `publications` frame: under a busy topic, one frame per round instead
-of one per publication.
+quiet spell at once), and rounds further apart when handing them out would
+take more than TOPICS_HAND_OUT_SHARE of the process. Each frame is encoded
+once per round for everyone, and a subscriber that asked for batches
+(`"batch": true`) gets a round as one `publications` frame: under a busy
+topic, one frame per round instead of one per publication.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class Round:
             after = before[1] if before is not None and before[0] == item.epoch else None
             self.everything.append((item, after))
             before = (item.epoch, item.offset)
+        # One epoch throughout: then each item's `after` is the one before it,
+        # and whoever may take the first item straight may take them all.
+        self.chained = len({item.epoch for item in items}) <= 1
         self._texts: dict[int, str] = {}
         # By the offsets they carry; None: the whole round.
         self._batches: dict[tuple[int, ...] | None, list[str]] = {}
@@ -159,6 +163,9 @@ class TopicHub:
         self.topics: dict[str, _Topic] = {}
         self.inbox = bus.Inbox(prefix=CHANNEL_PREFIX)
         self.ready = asyncio.Event()  # something is waiting to be handed out
+        # Seconds from one round's start to the next's: TOPICS_ROUND_SECONDS,
+        # or longer while hand-outs take more than their share of the process.
+        self.cycle = realtime_settings.TOPICS_ROUND_SECONDS
         self.tasks: list[asyncio.Task] = []
         self.starting = asyncio.Lock()
 
@@ -242,13 +249,12 @@ class TopicHub:
         if item.key is not None:
             held.keyed[item.key] = item.offset
 
-    @staticmethod
-    def _behind(held: _Topic, now: float) -> bool:
+    def _behind(self, held: _Topic, now: float) -> bool:
         if len(held.waiting) >= realtime_settings.TOPICS_PROCESS_BACKLOG:
             return True
         _, came = next(iter(held.waiting.values()))
         # Waiting for the next round is not being behind.
-        lag = realtime_settings.TOPICS_PROCESS_LAG_SECONDS + realtime_settings.TOPICS_ROUND_SECONDS
+        lag = realtime_settings.TOPICS_PROCESS_LAG_SECONDS + self.cycle
         return now - came > lag
 
     async def _gap(self, topic: str, held: _Topic, offset: int) -> list[Publication]:
@@ -282,10 +288,22 @@ class TopicHub:
                         await self.hand_out(topic, items)
                     except Exception:  # noqa: BLE001 - the next round still goes out
                         logger.exception("handing out publications of %s failed", topic)
-                # The next round no sooner than TOPICS_ROUND_SECONDS after this one.
-                pause = realtime_settings.TOPICS_ROUND_SECONDS - (loop.time() - started)
+                pause = self._pause(loop.time() - started)
                 if pause > 0:
                     await asyncio.sleep(pause)
+            self.cycle = realtime_settings.TOPICS_ROUND_SECONDS
+
+    def _pause(self, took: float) -> float:
+        """How long to wait after a round that took `took` seconds to hand
+        out: the next round starts no sooner than TOPICS_ROUND_SECONDS after
+        this one began, and hand-outs take at most TOPICS_HAND_OUT_SHARE of
+        the process's time. A process that cannot keep up sends fewer,
+        fuller rounds (a batching subscriber's frame carries more) instead of
+        spending all its time on them and falling further behind."""
+        share = min(1.0, max(0.05, realtime_settings.TOPICS_HAND_OUT_SHARE))
+        pause = max(realtime_settings.TOPICS_ROUND_SECONDS - took, took * (1 - share) / share)
+        self.cycle = max(realtime_settings.TOPICS_ROUND_SECONDS, took + pause)
+        return pause
 
     @staticmethod
     def _take(held: _Topic) -> list[Publication]:

@@ -240,9 +240,9 @@ class Subscriptions:
         items = round.visible(self.user)
         if not items:
             return
-        if sub.batch and self._straight_out(sub, items):
+        every = items is round.everything
+        if sub.batch and self._straight_out(sub, items[:1] if every and round.chained else items):
             sub.delivered = items[-1][0].offset
-            every = items is round.everything
             for text in round.batch(None if every else [item for item, _ in items]):
                 await self.send_text(text)
             return
@@ -253,7 +253,9 @@ class Subscriptions:
         """Whether a round can go to `sub` as it is, at once: nothing waits
         before it, it follows what was sent (no gap, nothing sent twice),
         every publication of it is in the subscription's epoch, in order,
-        and the socket and the namespace's rate allow a frame now."""
+        and the socket and the namespace's rate allow a frame now. (Of a
+        whole round in one epoch, the first item answers for all: each
+        follows the one before it.)"""
         if sub.waiting is not None or self.queue or self.writer is not None:
             return False
         delivered = sub.delivered

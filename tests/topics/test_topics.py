@@ -260,6 +260,7 @@ async def test_what_the_hub_conflated_is_not_fetched_again_as_a_gap(alice, realt
     else:
         realtime.TOPICS_PROCESS_LAG_SECONDS = 0  # behind once one has waited at all
         realtime.TOPICS_ROUND_SECONDS = 0  # (waiting for the next round is not being behind)
+        realtime.TOPICS_HAND_OUT_SHARE = 1  # (nor is waiting for a slow round's pause)
     ws = await connect(alice)
     await subscribe(ws, "public:p")
     await apublish("public:p", {"n": 1}, key="k1")
@@ -635,3 +636,26 @@ async def test_a_user_banned_from_a_room_is_not_sent_its_changes(alice, bob, gen
     assert await banned.receive_nothing(timeout=0.3)
     for ws in (banned, other):
         await ws.disconnect()
+
+
+def test_rounds_that_take_long_to_hand_out_come_further_apart(realtime):
+    """A round that took longer than its share of the process to hand out
+    puts the next one off in proportion (TOPICS_HAND_OUT_SHARE), and what
+    waits meanwhile is waiting for its round, not behind."""
+    from django_realtime.topics.hub import TopicHub, _Topic
+
+    realtime.TOPICS_ROUND_SECONDS = 0.02
+    realtime.TOPICS_PROCESS_LAG_SECONDS = 0.02
+    hub = TopicHub()
+    assert hub._pause(0.005) == pytest.approx(0.015)  # quick: paced by the round
+    assert hub.cycle == pytest.approx(0.02)
+    assert hub._pause(0.03) == pytest.approx(0.03)  # at most half the process's time
+    assert hub.cycle == pytest.approx(0.06)
+    held = _Topic()
+    held.waiting[1] = (pub(1), 100.0)
+    assert not hub._behind(held, 100.0 + 0.07)  # within the round's wait and the lag
+    assert hub._behind(held, 100.0 + 0.09)
+    realtime.TOPICS_HAND_OUT_SHARE = 0.25
+    assert hub._pause(0.03) == pytest.approx(0.09)
+    realtime.TOPICS_HAND_OUT_SHARE = 1  # back to back
+    assert hub._pause(0.03) <= 0 and hub.cycle == pytest.approx(0.03)
