@@ -399,7 +399,8 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             return False
         if seq == cursor.delivered + 1 and not self.delivery_lock.locked():
             cursor.delivered = seq
-            await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
+            if not self.send_now(text):
+                await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
             return True
         self._queue(message_event(room_id, payload))
         return False
@@ -545,10 +546,11 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
 
     async def send_text(self, text: str, *, replay: bool = False) -> None:
         """Send one frame already encoded."""
-        message: dict[str, Any] = {"type": "websocket.send", "text": text}
         if replay:
-            message["realtime.replay"] = True
-        await self.send_bounded(message, len(text), replay=replay)
+            message = {"type": "websocket.send", "text": text, "realtime.replay": True}
+            await self.send_bounded(message, len(text), replay=True)
+        elif not self.send_now(text):
+            await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
         metrics.FRAMES_OUT.inc()
 
     # --- replays (the bound on live output: django_realtime.output) -------------------

@@ -226,6 +226,58 @@ def pending_output(protocol: Any) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
+def over_output_cap(protocol: Any, message: dict) -> bool:
+    """Whether Twisted holds more of this connection's output than
+    WS_MAX_PENDING_OUTPUT_BYTES, beyond the replays it was sent: then
+    close it with 4413 once, dropping what comes after.
+
+    A replay (a join's backlog, a catch-up: frames the consumer marks
+    `realtime.replay`) is written at once, far faster than any socket
+    takes it, so it never trips the cap, and what it adds is allowed on
+    top of the cap until the buffer is back under it."""
+    if getattr(protocol, "_realtime_overflowed", False):
+        return True
+    cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
+    transport = protocol.transport
+    if not cap or transport is None:
+        return False
+    pending = pending_output(protocol)
+    if pending <= cap:
+        protocol._realtime_allowance = 0
+    if message.get("realtime.replay"):
+        text = message.get("text") or ""
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        size += len(message.get("bytes") or b"")
+        protocol._realtime_allowance = getattr(protocol, "_realtime_allowance", 0) + size
+        return False
+    if pending <= cap + getattr(protocol, "_realtime_allowance", 0):
+        return False
+    protocol._realtime_overflowed = True
+    metrics.OUTPUT_OVERFLOWS.inc()
+    # The close frame waits behind the buffered output: give the peer the
+    # grace to read that far (autobahn's own wait is a second) before the
+    # connection, and what is buffered for it, is dropped. Nothing is
+    # added meanwhile, so it holds at most about the cap.
+    protocol.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
+    protocol._realtime_close_reason = OVERFLOW_CLOSE_REASON
+    protocol.serverClose(code=OVERFLOW_CLOSE_CODE)
+    return True
+
+
+_LIVE: dict = {}  # what over_output_cap reads of a live (not replayed) frame
+
+
+def send_text_now(protocol: Any, text: str) -> bool:
+    """A live text frame sent at once, as daphne's send would (through
+    handle_reply below) but without the ASGI message, the coroutine and
+    daphne's own lookups: dropped if the connection is over its output cap
+    (True), written in the plain case (True); False, nothing done, in any
+    other case, for the ASGI send to handle."""
+    if over_output_cap(protocol, _LIVE):
+        return True
+    return write_text(protocol, text)
+
+
 def missing_internals() -> list[str]:
     """The names of INTERNALS that the installed versions do not have."""
     return internals.missing(INTERNALS)
@@ -296,51 +348,18 @@ def tune_daphne() -> None:
         else:
             original_server_close(self, code=code)
 
-    def over_output_cap(self, message) -> bool:
-        """Whether Twisted holds more of this connection's output than
-        WS_MAX_PENDING_OUTPUT_BYTES, beyond the replays it was sent: then
-        close it with 4413 once, dropping what comes after.
-
-        A replay (a join's backlog, a catch-up: frames the consumer marks
-        `realtime.replay`) is written at once, far faster than any socket
-        takes it, so it never trips the cap, and what it adds is allowed on
-        top of the cap until the buffer is back under it."""
-        if getattr(self, "_realtime_overflowed", False):
-            return True
-        cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
-        transport = self.transport
-        if not cap or transport is None:
-            return False
-        pending = pending_output(self)
-        if pending <= cap:
-            self._realtime_allowance = 0
-        if message.get("realtime.replay"):
-            text = message.get("text") or ""
-            size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-            size += len(message.get("bytes") or b"")
-            self._realtime_allowance = getattr(self, "_realtime_allowance", 0) + size
-            return False
-        if pending <= cap + getattr(self, "_realtime_allowance", 0):
-            return False
-        self._realtime_overflowed = True
-        metrics.OUTPUT_OVERFLOWS.inc()
-        # The close frame waits behind the buffered output: give the peer the
-        # grace to read that far (autobahn's own wait is a second) before the
-        # connection, and what is buffered for it, is dropped. Nothing is
-        # added meanwhile, so it holds at most about the cap.
-        self.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
-        self._realtime_close_reason = OVERFLOW_CLOSE_REASON
-        self.serverClose(code=OVERFLOW_CLOSE_CODE)
-        return True
-
     original_create_application = daphne_server.Server.create_application
 
     def create_application(self, protocol, scope):
         # An ASGI extension telling the application how much of this
         # connection's output Twisted holds (django_realtime.servers.output_of):
-        # the SSE streams' bound, and the topics' conflation.
+        # the SSE streams' bound, and the topics' conflation; and a way to
+        # send a live text frame at once (HeldOutput.send_now).
         extensions = scope.setdefault("extensions", {})
-        extensions[OUTPUT_EXTENSION] = {"pending": functools.partial(pending_output, protocol)}
+        extensions[OUTPUT_EXTENSION] = {
+            "pending": functools.partial(pending_output, protocol),
+            "send_text": functools.partial(send_text_now, protocol),
+        }
         return original_create_application(self, protocol, scope)
 
     daphne_server.Server.create_application = create_application

@@ -51,6 +51,19 @@ class HeldOutput:
         """Bytes of output not yet taken by the socket: the server's and held here."""
         return (self.output.pending() if self.output is not None else 0) + self.held_bytes
 
+    def send_now(self, text: str) -> bool:
+        """Send a live text frame at once where the server offers a way
+        (daphne: django_realtime.daphne_transport), skipping the ASGI send's
+        message and coroutine: a hand-out's hottest path. False, nothing
+        sent, where it does not (then send_bounded)."""
+        output = self.output
+        return (
+            output is not None
+            and output.send_text is not None
+            and not self.held
+            and output.send_text(text)
+        )
+
     async def send_bounded(self, message: dict, size: int, *, replay: bool = False) -> None:
         """Send an ASGI message of `size` bytes, or hold it while the server's
         send would wait; a `replay` is allowed on top of the cap."""

@@ -66,6 +66,9 @@ class Output:
 
     pending: Callable[[], int]
     blocked: Callable[[], bool]
+    # Sends a live text frame at once if it can (True), else does nothing
+    # (False): daphne's, through its transport (daphne_transport).
+    send_text: Callable[[str], bool] | None = None
 
 
 def _never() -> bool:
@@ -92,7 +95,10 @@ def output_of(send: Any, scope: dict | None = None) -> Output | None:
     by the server)."""
     extension = ((scope or {}).get("extensions") or {}).get(OUTPUT_EXTENSION)
     if isinstance(extension, dict) and callable(extension.get("pending")):
-        return Output(extension["pending"], _never)  # daphne (daphne_transport)
+        send_text = extension.get("send_text")
+        return Output(
+            extension["pending"], _never, send_text if callable(send_text) else None
+        )  # daphne (daphne_transport)
     send = server_send(send)
     owner: Any = getattr(send, "__self__", None)  # uvicorn: the protocol's bound `send`
     transport: Any = getattr(owner, "transport", None)

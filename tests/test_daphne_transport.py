@@ -102,3 +102,63 @@ def test_a_renamed_internal_stops_the_server_naming_it(module, path, name):
     out = run_check(module, path, name)
     assert "refused:" in out and name in out.split("refused:")[1]
     assert "started" not in out
+
+
+class FakeTransport:
+    def __init__(self, pending=0):
+        self.dataBuffer, self.offset, self._tempDataLen = b"x" * pending, 0, 0
+        self.written = []
+
+    def write(self, data):
+        self.written.append(data)
+
+
+class FakeProtocol:
+    """What send_text_now reads of autobahn's protocol, in the plain case."""
+
+    STATE_OPEN, STATE_CLOSING = 1, 2
+
+    def __init__(self, pending=0):
+        from types import SimpleNamespace
+
+        self.state = self.STATE_OPEN
+        self._perMessageCompress = None
+        self.send_queue = []
+        self.trackedTimings = self.logFrames = self.maskServerFrames = False
+        self.maxMessagePayloadSize = self.autoFragmentSize = 0
+        self.transport = FakeTransport(pending)
+        self.trafficStats = SimpleNamespace(
+            outgoingWebSocketMessages=0,
+            outgoingWebSocketFrames=0,
+            outgoingOctetsAppLevel=0,
+            outgoingOctetsWebSocketLevel=0,
+            outgoingOctetsWireLevel=0,
+        )
+        self.closed_with = None
+
+    def serverClose(self, code=None):
+        self.closed_with = code
+
+
+def test_a_live_frame_goes_at_once_or_to_the_asgi_send(settings):
+    """send_text_now: the plain case writes the frame and counts it; a
+    connection not open is left to daphne's send (False, nothing written);
+    one over its output cap is closed with 4413 and the frame dropped."""
+    from django_realtime.daphne_transport import send_text_now
+
+    settings.REALTIME = {**settings.REALTIME, "WS_MAX_PENDING_OUTPUT_BYTES": 1000}
+    plain = FakeProtocol()
+    assert send_text_now(plain, "héllo") is True
+    assert plain.transport.written == [text_frame("héllo")[0]]
+    assert plain.trafficStats.outgoingWebSocketMessages == 1
+
+    closing = FakeProtocol()
+    closing.state = closing.STATE_CLOSING
+    assert send_text_now(closing, "hello") is False
+    assert closing.transport.written == []
+
+    stalled = FakeProtocol(pending=1001)
+    assert send_text_now(stalled, "hello") is True
+    assert (stalled.transport.written, stalled.closed_with) == ([], 4413)
+    assert send_text_now(stalled, "again") is True  # dropped from then on
+    assert stalled.transport.written == []
