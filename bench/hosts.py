@@ -563,6 +563,7 @@ def run_one(
     spy: list[int] | None = None,
 ) -> Run:
     run = Run(target, via, str(scale))
+    kind = "bare" if target == "bare" else "realtime"  # target may name a checkout too
     f = run.figures
     per_room = scale.connections // scale.rooms
     # direct: client i to host i % 3, so a room's members are on all three;
@@ -574,7 +575,7 @@ def run_one(
     ]
     label = f"{target} via {via} at {scale}"
     log(f"--- {label}: {len(members)} clients in {args.workers} processes")
-    workers = Workers(target, prefix, members, args.workers, args.concurrency)
+    workers = Workers(kind, prefix, members, args.workers, args.concurrency)
     try:
         time.sleep(1)
         before = servers.sample()
@@ -598,7 +599,9 @@ def run_one(
             log(f"{label}: only {connected} of {len(members)} connected; {f['connect_errors']}")
         time.sleep(2)
         rate_per_room = scale.rate / scale.rooms
-        recorder = Recorder(args.py_spy, spy, f"{target}-{via}-{scale}", scale.seconds)
+        recorder = Recorder(
+            args.py_spy, spy, f"{target}-{via}-{scale}".replace("/", "_"), scale.seconds
+        )
         before = servers.sample()
         counters0 = metrics(servers.bases)
         answers = workers.ask(
@@ -641,7 +644,7 @@ def run_one(
         f["other_cpu_percent"] = round(max(0.0, 100 * (cpu["machine_cpu"] - ours) / cpu["wall"]), 1)
         f["errors"] = [e for a in answers for e in a["errors"]][:5]
         log(f"{label}: traffic {json.dumps({k: v for k, v in f.items() if k != 'errors'})}")
-        if target == "realtime" and args.storm_messages > 0:
+        if kind == "realtime" and args.storm_messages > 0:
             storm(args, workers, f, tokens, post_url, servers, label, len(members))
     finally:
         workers.stop()
@@ -776,6 +779,12 @@ def main() -> None:
     parser.add_argument("--storm-limit", type=float, default=60.0)
     parser.add_argument("--py-spy", default=None, help="a directory for py-spy flame graphs")
     parser.add_argument("--json", default=None, help="write every run's figures here")
+    parser.add_argument(
+        "--tree",
+        default="",
+        help="comma list of project checkouts to run the realtime servers from, each in "
+        "turn (a baseline worktree beside this one); default: this one",
+    )
     args = parser.parse_args()
     why = unavailable()
     if why:
@@ -785,10 +794,12 @@ def main() -> None:
     vias = args.via.split(",")
     targets = args.targets.split(",")
     runs: list[Run] = []
+    trees = [Path(t).resolve() for t in args.tree.split(",")] if args.tree else [ROOT]
     for n, scale in enumerate(scales):
-        if "realtime" in targets:
-            log(f"=== scale {scale}: starting the cluster")
-            with Cluster(env=LOAD_ENV) as cluster:
+        for tree in trees if "realtime" in targets else []:
+            log(f"=== scale {scale}: starting the cluster ({tree})")
+            label = f"realtime ({tree})" if len(trees) > 1 else "realtime"
+            with Cluster(env=LOAD_ENV, root=tree) as cluster:
                 pids = [s.proc.pid for s in cluster.servers.values() if s.proc]
                 limits = Path(f"/proc/{pids[0]}/limits").read_text()
                 fd_line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
@@ -802,9 +813,7 @@ def main() -> None:
                             f"skip nginx at {scale}: deploy/nginx.conf carries"
                             f" ~{NGINX_MAX} WebSockets"
                         )
-                        runs.append(
-                            Run("realtime", via, str(scale), {"skipped": f"over {NGINX_MAX}"})
-                        )
+                        runs.append(Run(label, via, str(scale), {"skipped": f"over {NGINX_MAX}"}))
                         continue
                     prefix = f"h{n}{m}r"
                     tokens = prepare(cluster, scale.connections, scale.rooms, prefix)
@@ -817,7 +826,7 @@ def main() -> None:
                     runs.append(
                         run_one(
                             args,
-                            target="realtime",
+                            target=label,
                             via=via,
                             scale=scale,
                             urls=urls,

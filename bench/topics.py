@@ -8,6 +8,7 @@ middle, then read again (docs/topics.md).
     python bench/topics.py --scales 2000x200x50,200x20x50,100x20x20x20000  # `make bench-topics`
     python bench/topics.py --target realtime --duration 20 --stall-seconds 6
     python bench/topics.py --target realtime,realtime:TOPICS_HAND_OUT_SHARE=1  # a setting's effect
+    python bench/topics.py --target realtime@/tmp/before,realtime   # a baseline worktree, one run
 
 Targets, each on throwaway servers (bench/loadtest.py's Stack: PostgreSQL and
 Redis from the local binaries), 2 daphne processes by default (--processes),
@@ -502,10 +503,10 @@ def serving(app: str):
         loadtest.server_command = original
 
 
-def start_stack(target: str, args, pin: bool) -> Stack:
+def start_stack(target: str, args, pin: bool, root: Path = loadtest.ROOT) -> Stack:
     if target == "realtime":
         return Stack(
-            "realtime", pin, users=args.subscribers, rooms=0, processes=args.processes
+            "realtime", pin, users=args.subscribers, rooms=0, processes=args.processes, root=root
         ).start()
     # tutorial-core: channels_redis' RedisChannelLayer as shipped, no database.
     stack = Stack("tutorial-core", pin, users=0, rooms=0, processes=args.processes)
@@ -992,13 +993,16 @@ async def main_async(args) -> list[Run]:
     for subscribers, rate, stalled, pad in scales(args):
         args.subscribers, args.rate, args.stalled, args.pad = subscribers, rate, stalled, pad
         for spelled in targets:
-            # realtime:NAME=VALUE[:NAME=VALUE…]: the servers with those settings
+            # realtime[@CHECKOUT][:NAME=VALUE…]: the servers from another
+            # checkout (a worktree of a baseline), with those settings
             # (project/settings.py reads them from the environment).
             target, *overrides = spelled.split(":")
+            target, _, tree = target.partition("@")
+            root = Path(tree).resolve() if tree else loadtest.ROOT
             saved = dict(os.environ)
             os.environ.update(item.split("=", 1) for item in overrides)
             try:
-                stack = start_stack(target, args, pin)
+                stack = start_stack(target, args, pin, root)
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
@@ -1017,8 +1021,9 @@ def main() -> None:
     parser.add_argument(
         "--target",
         default="all",
-        help="realtime, plain, or all (both), or a comma list; realtime:NAME=VALUE[:…] runs "
-        "the servers with those settings (e.g. realtime:TOPICS_HAND_OUT_SHARE=1)",
+        help="realtime, plain, or all (both), or a comma list; realtime@CHECKOUT runs the "
+        "servers from another checkout (a baseline's worktree), realtime:NAME=VALUE[:…] with "
+        "those settings (e.g. realtime:TOPICS_HAND_OUT_SHARE=1)",
     )
     parser.add_argument("--subscribers", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200, help="publications per second")

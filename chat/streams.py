@@ -5,9 +5,12 @@ reading gaps from the database, and the replay a join or a stream starts
 with, a page at a time. The WebSocket consumer and the SSE room stream share both.
 """
 
+import functools
 from collections.abc import AsyncIterator
 
-from django.db import router
+from django.contrib.auth import get_user_model
+from django.db import connections, router
+from django.db.models import Field
 
 from django_realtime import pgpool
 from django_realtime.asyncdb import db
@@ -16,7 +19,7 @@ from django_realtime.delivery import Entry, Frame, SeqCursor
 from django_realtime.errors import NotFound, Unavailable
 
 from . import events, selectors
-from .models import Room
+from .models import Message, Room
 
 
 def row_entries(rows: list[selectors.MessageRow], room_slug: str) -> list[Entry]:
@@ -45,8 +48,7 @@ def room_cursor(*, room_id: int, room_slug: str) -> SeqCursor:
     """A cursor over the room's seqs that fills its gaps from the database."""
 
     async def fetch(after: int, until: int) -> list[Entry]:
-        rows = await db(
-            selectors.message_rows_since,
+        rows = await message_rows(
             room_id=room_id,
             since=after,
             until=until,
@@ -79,10 +81,42 @@ async def replay_page(
     REPLAY_PAGE seqs on and not past `last_seq`; and the seq the page ends at.
     Raises Unavailable when the database is away."""
     until = min(after + REPLAY_PAGE, last_seq)
-    rows = await db(
-        selectors.message_rows_since, room_id=room_id, since=after, until=until, limit=REPLAY_PAGE
-    )
+    rows = await message_rows(room_id=room_id, since=after, until=until, limit=REPLAY_PAGE)
     return row_entries(rows, room_slug), until
+
+
+async def message_rows(
+    *, room_id: int, since: int, until: int, limit: int
+) -> list[selectors.MessageRow]:
+    """selectors.message_rows_since from the event loop: on PostgreSQL one
+    statement over pgpool (a resume's replay, a gap fill), elsewhere the
+    selector in a thread. Raises Unavailable when the database is away."""
+    alias = router.db_for_read(Message)
+    if not pgpool.applies(alias):
+        return await db(
+            selectors.message_rows_since, room_id=room_id, since=since, until=until, limit=limit
+        )
+    params = {"room_id": room_id, "since": since, "until": until, "limit": limit}
+    rows = await pgpool.fetchall(alias, _rows_sql(alias), params)
+    rows.reverse()
+    return rows
+
+
+@functools.cache
+def _rows_sql(alias: str) -> str:
+    """message_rows_since's query, with the site's user table and username column."""
+    quote = connections[alias].ops.quote_name
+    user_meta = get_user_model()._meta
+    username = user_meta.get_field(get_user_model().USERNAME_FIELD)
+    assert isinstance(username, Field)  # a concrete field, as USERNAME_FIELD must be
+    return (
+        "SELECT m.seq, m.id, m.client_id, m.user_id, "
+        f"u.{quote(username.column)}, m.content, m.created_at, m.is_deleted"
+        f" FROM {quote(Message._meta.db_table)} m"
+        f" JOIN {quote(user_meta.db_table)} u ON u.{quote(str(user_meta.pk.column))} = m.user_id"
+        " WHERE m.room_id = %(room_id)s AND m.seq > %(since)s AND m.seq <= %(until)s"
+        " ORDER BY m.seq DESC LIMIT %(limit)s"
+    )
 
 
 async def last_seq(*, room_id: int) -> int:

@@ -9,6 +9,7 @@ database is one it serves (PostgreSQL); elsewhere callers take the ORM.
 
 import asyncio
 import weakref
+from typing import Any
 
 import psycopg
 from django.db import IntegrityError, connections
@@ -31,7 +32,7 @@ class _Connections:
         self.idle: list[psycopg.AsyncConnection] = []
         self.slots = asyncio.Semaphore(size)
 
-    async def execute(self, sql: str, params: dict) -> tuple | None:
+    async def execute(self, sql: str, params: dict, *, every: bool = False) -> Any:
         async with self.slots:
             conn = self.idle.pop() if self.idle else await self._open()
             try:
@@ -39,7 +40,7 @@ class _Connections:
                     realtime_settings.DATABASE_STATEMENT_TIMEOUT_MS / 1000 + 2
                 ):
                     cursor = await conn.execute(sql, params)
-                    row = await cursor.fetchone()
+                    row = await (cursor.fetchall() if every else cursor.fetchone())
             except BaseException:
                 conn.pgconn.finish()  # in an unknown state: never reused
                 raise
@@ -80,10 +81,11 @@ def _pool(alias: str) -> _Connections:
     return pool
 
 
-async def execute(alias: str, sql: str, params: dict) -> tuple | None:
-    """Run `sql` in autocommit on database `alias`; its first row, or None.
-    Raises psycopg's errors (and TimeoutError) as they come."""
-    return await _pool(alias).execute(sql, params)
+async def execute(alias: str, sql: str, params: dict, *, every: bool = False) -> Any:
+    """Run `sql` in autocommit on database `alias`; its first row, or None
+    (`every`: all its rows, a list). Raises psycopg's errors (and
+    TimeoutError) as they come."""
+    return await _pool(alias).execute(sql, params, every=every)
 
 
 def applies(alias: str) -> bool:
@@ -94,8 +96,17 @@ def applies(alias: str) -> bool:
 async def fetchone(alias: str, sql: str, params: dict) -> tuple | None:
     """execute(), its errors as the ORM's callers know them: a constraint
     violation is Django's IntegrityError, the database away UNAVAILABLE."""
+    return await _answer(execute(alias, sql, params))
+
+
+async def fetchall(alias: str, sql: str, params: dict) -> list[tuple]:
+    """fetchone(), every row."""
+    return await _answer(execute(alias, sql, params, every=True))
+
+
+async def _answer(running: Any) -> Any:
     try:
-        return await execute(alias, sql, params)
+        return await running
     except psycopg.IntegrityError as exc:
         raise IntegrityError(str(exc)) from exc
     except (psycopg.Error, OSError, TimeoutError) as exc:

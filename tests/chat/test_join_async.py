@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from rest_framework.authtoken.models import Token
 
 from chat import services, streams
-from chat.models import Membership, Room
+from chat.models import Membership, Message, Room
 from django_realtime import pgpool
 from django_realtime.errors import ClientError, NotFound
 from django_realtime.tokens import token_user, token_user_async
@@ -127,3 +127,25 @@ async def test_a_token_finds_its_active_user_as_token_user_does(alice, bob, path
     for key in (bob_key, "0" * 40, "", "not a key!", "nul\x00" * 3, "x" * 200):
         assert await token_user_async(key) is None, key
         assert await sync_to_async(token_user)(key) is None, key
+
+
+async def test_a_replays_rows_are_the_selectors_rows(alice, bob, general, path):
+    """streams.message_rows (a resume's pages, a gap fill) gives what
+    selectors.message_rows_since gives: the same rows, values and types,
+    newest `limit` of the range in ascending order, deleted ones included."""
+    from chat.selectors import message_rows_since
+
+    for n in range(1, 8):
+        await sync_to_async(services.message_send)(
+            user=alice if n % 2 else bob, slug="general", content=f"m{n} é", client_id=uuid.uuid4()
+        )
+    await sync_to_async(Message.objects.filter(room=general, seq=4).update)(is_deleted=True)
+    for since, until, limit in [(0, 7, 100), (2, 6, 100), (0, 7, 3), (7, 9, 10), (3, 3, 5)]:
+        rows = await streams.message_rows(room_id=general.pk, since=since, until=until, limit=limit)
+        expected = await sync_to_async(message_rows_since)(
+            room_id=general.pk, since=since, until=until, limit=limit
+        )
+        assert rows == expected
+        assert [type(v) for row in rows for v in row] == [type(v) for row in expected for v in row]
+    first = (await streams.message_rows(room_id=general.pk, since=0, until=1, limit=1))[0]
+    assert first[4:6] == ("alice", "m1 é")

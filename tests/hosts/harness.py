@@ -198,7 +198,8 @@ class Network:
 class Cluster:
     """The data host (Redis, PostgreSQL), three daphne hosts and nginx in front."""
 
-    def __init__(self, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, env: dict[str, str] | None = None, root: Path = ROOT) -> None:
+        self.root = root  # the checkout the servers run (a benchmark's baseline: another)
         self.net = Network()
         self.env = {**SERVER_ENV, **(env or {})}
         self.redis: RedisServer | None = None
@@ -238,6 +239,7 @@ class Cluster:
                 host=host.addr,
                 wrap=host.wrap,
                 env={**self.env, "ALLOWED_HOSTS": allowed},
+                root=self.root,
             )
             self.servers[host.name].log_path = self.logdir / f"{host.name}.log"
         for server in self.servers.values():  # start all, then wait for each
@@ -290,7 +292,7 @@ class Cluster:
             env = {**os.environ, "DATABASE_URL": self.pg.url, "REDIS_URL": self.redis.url}
             result = subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                cwd=ROOT,
+                cwd=self.root,
                 env=env,
                 capture_output=True,
                 text=True,

@@ -58,12 +58,14 @@ class ServerProcess:
         kind: str = "daphne",
         host: str = "127.0.0.1",
         wrap: list[str] | None = None,
+        root: Path = ROOT,
     ):
         if kind not in SERVER_KINDS:
             raise ValueError(f"kind must be one of {SERVER_KINDS}, not {kind!r}")
         self.kind = kind
         self.host = host
         self.wrap = wrap or []
+        self.root = root  # the checkout it serves (a benchmark's baseline: another)
         self.port = port or free_port()
         self.redis_url = redis_url
         self.database = database
@@ -137,7 +139,7 @@ class ServerProcess:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [*self.wrap, *self.command()],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
