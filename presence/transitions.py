@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -45,12 +46,44 @@ async def announce_sweep(sweep: Sweep) -> None:
 
 
 async def record_last_seen(user_ids: list[int]) -> None:
+    """Record that the users went offline now: written at once when nothing
+    is being written, else with the next write. One write at a time per
+    event loop, each carrying every user that went offline meanwhile, so a
+    storm of departures (every client of a server dropping at once) costs a
+    few writes, not one per user."""
     if not user_ids:
         return
-    try:
-        await db(services.last_seen_record, user_ids=user_ids)
-    except Exception as exc:  # noqa: BLE001 - a missed last-seen time is not worth a crash
-        logger.warning("presence: recording last seen of %s failed: %r", user_ids, exc)
+    loop = asyncio.get_running_loop()
+    batch = _last_seen.get(loop)
+    if batch is None:
+        batch = _last_seen[loop] = _LastSeen()
+    batch.pending.update(user_ids)
+    if batch.writer is None:
+        batch.writer = loop.create_task(batch.write())
+
+
+class _LastSeen:
+    """The users of one event loop waiting for their last-seen write."""
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self.writer: asyncio.Task | None = None
+
+    async def write(self) -> None:
+        try:
+            while self.pending:
+                user_ids, self.pending = sorted(self.pending), set()
+                try:
+                    await db(services.last_seen_record, user_ids=user_ids)
+                except Exception as exc:  # noqa: BLE001 - a missed last-seen time is not worth a crash
+                    logger.warning("presence: recording last seen of %s failed: %r", user_ids, exc)
+        finally:
+            self.writer = None
+
+
+_last_seen: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LastSeen] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 # Reapers in flight: the loop keeps only weak references to tasks.

@@ -93,3 +93,34 @@ def test_absent_members_are_read_in_one_query(general, alice, bob, django_assert
             room_id=general.pk, present_user_ids=[], limit=100
         )
     assert len(rows) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_storm_of_departures_is_written_in_a_few_batches(django_user_model, monkeypatch):
+    """Every user that goes offline gets a last-seen time, written one batch
+    at a time: users leaving while a write is under way go in the next one,
+    not in a write each."""
+    import asyncio
+
+    from presence import transitions
+
+    users = await django_user_model.objects.abulk_create(
+        [django_user_model(username=f"u{n}") for n in range(40)]
+    )
+    writes = []
+    record = services.last_seen_record
+
+    def counted(**kwargs):
+        writes.append(sorted(kwargs["user_ids"]))
+        return record(**kwargs)
+
+    monkeypatch.setattr(services, "last_seen_record", counted)
+    for user in users:  # each a departure, as every consumer's disconnect reports it
+        await transitions.record_last_seen([user.pk])
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if await UserPresence.objects.filter(last_seen_at__isnull=False).acount() == 40:
+            break
+    assert await UserPresence.objects.filter(last_seen_at__isnull=False).acount() == 40
+    assert sorted(pk for batch in writes for pk in batch) == sorted(u.pk for u in users)
+    assert len(writes) <= 3, writes  # the first at once, the rest together behind it
