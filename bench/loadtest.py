@@ -752,6 +752,17 @@ class Profiler:
                 proc.kill()
 
 
+async def quiet(stack: Stack, *, timeout: float = 60.0) -> None:
+    """Wait until the servers use under 5 % of a core over half a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before, _ = stack.server_stats()
+        await asyncio.sleep(0.5)
+        after, _ = stack.server_stats()
+        if after - before < 0.025:
+            return
+
+
 async def run_setup(args, stack: Stack) -> Result:
     """Connection setup as fast as it goes: N clients connect (with a token
     for the realtime target), join one room and wait for `joined`, at most
@@ -769,6 +780,7 @@ async def run_setup(args, stack: Stack) -> Result:
         await asyncio.gather(*(c.close() for c in clients))
         for c in clients:
             c.ws = c.reader = None
+        await quiet(stack)  # the server's disconnects done before the measured phase
     await asyncio.sleep(1)
     profiler = Profiler(args.py_spy, stack)
     calls0 = stack.redis_calls()
