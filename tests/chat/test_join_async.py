@@ -50,9 +50,7 @@ def memberships(user):
     )
 
 
-@pytest.mark.parametrize(
-    ("is_private", "membership"), itertools.product([False, True], MEMBERSHIPS)
-)
+@pytest.mark.parametrize(("is_private", "membership"), CASES)
 async def test_the_join_answers_as_room_join_does(django_user_model, path, is_private, membership):
     """Each case twice: once through room_join (the ORM, synchronous) for a
     user, once through room_join_async for another in the same place."""
