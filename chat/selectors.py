@@ -154,10 +154,6 @@ def rooms_visible(*, user: User) -> QuerySet[Room]:
     )
 
 
-def room_last_seq(*, room_id: int) -> int:
-    return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True)[0]
-
-
 def rooms_last_seq(*, room_ids: list[int]) -> dict[int, int]:
     return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))
 

@@ -93,7 +93,7 @@ class RoomStream(Stream):
             self.done = True
             payload = {"type": "kicked", "room": self.room.slug, "reason": exc.message}
             return [sse_event(event="kicked", data=payload)]
-        last_seq = await db(selectors.room_last_seq, room_id=self.room.pk)
+        last_seq = await streams.last_seq(room_id=self.room.pk)
         return self._chunks(await self.cursor.catch_up(last_seq))
 
     @staticmethod

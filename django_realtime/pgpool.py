@@ -1,8 +1,9 @@
 """
-Provides execute() and fetchone(): one SQL statement on an asynchronous
-psycopg connection of the running event loop, so the WebSocket's hot
-statements (chat.services' send and join, the token lookup of a handshake)
-cost no hop to a thread and no ORM compiling. Only a pool: what to run, and
+Provides execute(), fetchone() and fetchall(): one SQL statement on an
+asynchronous psycopg connection of the running event loop, so the hot
+statements (chat.services' send and join, chat.streams' last seq, replay
+pages and gap fills, the token lookup of a handshake) cost no hop to a
+thread and no ORM compiling. Only a pool: what to run, and
 what its rows mean, is its callers'. `applies(alias)` says whether a
 database is one it serves (PostgreSQL); elsewhere callers take the ORM.
 """
