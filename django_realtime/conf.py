@@ -77,6 +77,11 @@ DEFAULTS: dict[str, Any] = {
     # A WebSocket post is stored over this many asynchronous connections per
     # process (PostgreSQL only).
     "DATABASE_ASYNC_CONNECTIONS": 4,
+    # Those connections prepare their statements, so PostgreSQL plans each
+    # once per connection, not once per post. False behind a pooler that
+    # cannot carry prepared statements (pgbouncer in transaction mode before
+    # 1.21, or without max_prepared_statements).
+    "DATABASE_PREPARED_STATEMENTS": True,
     # The longest a statement may run; waits on the database are bounded by it.
     "DATABASE_STATEMENT_TIMEOUT_MS": 10000,
     # --- Server-Sent Events ----------------------------------------------------

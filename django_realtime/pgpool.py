@@ -52,6 +52,10 @@ class _Connections:
         params = connections[self.alias].get_connection_params()
         for name in _SYNC_ONLY_OPTIONS:
             params.pop(name, None)
+        # Prepared at their first run: PostgreSQL parses and plans each hot
+        # statement once per connection instead of once per post (Django
+        # leaves its own connections unprepared, for poolers' sake).
+        params["prepare_threshold"] = 0 if realtime_settings.DATABASE_PREPARED_STATEMENTS else None
         return await psycopg.AsyncConnection.connect(**params, autocommit=True)
 
     def finish(self) -> None:

@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 
 from chat import services
 from chat.models import Membership, Message
-from django_realtime import bus
+from django_realtime import bus, pgpool
 from django_realtime.errors import BadRequest, Forbidden, NotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,3 +66,21 @@ async def test_a_mention_takes_the_general_path_and_notifies(alice, bob, general
 async def test_the_general_path_when_the_one_statement_is_off(alice, general, monkeypatch):
     monkeypatch.setattr(services, "ONE_STATEMENT_SEND", False)
     assert (await send(alice)).message.seq == 1
+
+
+PREPARED_SENDS = (
+    "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%WITH access AS%%'"
+    " AND statement NOT LIKE '%%pg_prepared_statements%%'"  # this query, prepared too
+)
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+async def test_the_post_is_planned_once_per_connection_unless_turned_off(
+    alice, general, settings, prepared
+):
+    settings.REALTIME = {**settings.REALTIME, "DATABASE_PREPARED_STATEMENTS": prepared}
+    await send(alice, content="one")
+    await send(alice, content="two")
+    # The same connection served both posts (one at a time, the idle one reused).
+    (count,) = await pgpool.fetchone("default", PREPARED_SENDS, {})
+    assert count == (1 if prepared else 0)
