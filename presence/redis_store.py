@@ -36,7 +36,7 @@ import json
 import logging
 import weakref
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -58,6 +58,28 @@ T = TypeVar("T")
 BATCH = 500
 # Sweep batches per sweep; what is left waits for the next sweep.
 MAX_SWEEP_BATCHES = 20
+
+
+def _heartbeat_calls(
+    entries: list[tuple[str, int, str, list[str]]],
+) -> Iterator[tuple[list[str], list[Any]]]:
+    """The heartbeat script's (keys, args) for (kind, id, key, channels)
+    entries, at most about BATCH channels per call (a room with more is
+    split over calls)."""
+    keys: list[str] = []
+    args: list[Any] = []
+    held = 0
+    for kind, ident, key, channels in entries:
+        for i in range(0, len(channels), BATCH):
+            part = channels[i : i + BATCH]
+            if keys and held + len(part) > BATCH:
+                yield keys, args
+                keys, args, held = [], [], 0
+            keys.append(key)
+            args += [kind, ident, len(part), *part]
+            held += len(part)
+    if keys:
+        yield keys, args
 
 
 @dataclass
@@ -308,31 +330,27 @@ class RedisPresenceStore:
         keep_ms = 2 * ttl_ms
 
         def beat(shard: int) -> Callable[[_Client], Awaitable[list[tuple[str, int, str]]]]:
+            entries = [
+                ("r", room_id, self.room_key(room_id), channels)
+                for room_id, channels in rooms[shard].items()
+            ] + [
+                ("u", user_id, self.user_key(user_id), channels)
+                for user_id, channels in users[shard].items()
+            ]
+
             async def run(c: _Client) -> list[tuple[str, int, str]]:
-                pipe = c.redis.pipeline(transaction=False)
-                asked: list[tuple[str, int]] = []
-                for room_id, channels in rooms[shard].items():
-                    for i in range(0, len(channels), BATCH):
-                        await c.scripts["room_heartbeat"](
-                            keys=[self.room_key(room_id), self.due_key],
-                            args=[room_id, ttl_ms, keep_ms, *channels[i : i + BATCH]],
-                            client=pipe,
-                        )
-                        asked.append(("room", room_id))
-                for user_id, channels in users[shard].items():
-                    for i in range(0, len(channels), BATCH):
-                        await c.scripts["user_heartbeat"](
-                            keys=[self.user_key(user_id), self.due_key],
-                            args=[user_id, ttl_ms, keep_ms, *channels[i : i + BATCH]],
-                            client=pipe,
-                        )
-                        asked.append(("user", user_id))
-                replies = await pipe.execute()
-                return [
-                    (kind, ident, channel)
-                    for (kind, ident), missing in zip(asked, replies, strict=True)
-                    for channel in missing
-                ]
+                # A call per BATCH channels, each awaited: the loop serves
+                # its sockets between them however many connections there are.
+                lost: list[tuple[str, int, str]] = []
+                for keys, args in _heartbeat_calls(entries):
+                    flat = await c.scripts["heartbeat"](
+                        keys=[self.due_key, *keys], args=[ttl_ms, keep_ms, *args]
+                    )
+                    lost += [
+                        ("room" if flat[i] == "r" else "user", int(flat[i + 1]), flat[i + 2])
+                        for i in range(0, len(flat), 3)
+                    ]
+                return lost
 
             return run
 

@@ -10,7 +10,8 @@ processes on machines with skewed clocks agree on which lease has expired.
 Presence is kept per room and per user, each under one hash tag, so that a
 room's keys (and a user's) live on one shard (django_realtime.redisconn says
 which) and each script touches the keys of one room or one user, plus the
-sweep index of the shard it runs on. Keys (P is PRESENCE_REDIS_PREFIX):
+sweep index of the shard it runs on; the heartbeat, those of many rooms and
+users of one shard. Keys (P is PRESENCE_REDIS_PREFIX):
 
     R = P..'{room:'..rid..'}'    (KEYS[1] of a room's scripts)
     R                   HASH   uid -> '<status>:<username>', the room's presence list
@@ -43,10 +44,7 @@ each version see only their own version's presence, and the old keys expire
 by themselves within twice the TTL of the last old process stopping.
 """
 
-PRELUDE = r"""
-local R = KEYS[1]
-local DUE = KEYS[2]
-
+CLOCK = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,6 +58,14 @@ local function keep(key, ms)
   redis.call('PEXPIRE', key, ms)
 end
 """
+
+PRELUDE = (
+    r"""
+local R = KEYS[1]
+local DUE = KEYS[2]
+"""
+    + CLOCK
+)
 
 ROOM_PRELUDE = (
     PRELUDE
@@ -156,31 +162,6 @@ return changes
 """
 )
 
-# KEYS: room, due. ARGV: rid, ttl_ms, keep_ms, channel*. Renews the leases of
-# one process's connections in the room; returns the channels that had none
-# any more (swept while the process stalled, or Redis lost them).
-ROOM_HEARTBEAT = (
-    ROOM_PRELUDE
-    + r"""
-local rid, ttl, keep_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local expiry = now_ms() + ttl
-local missing = {}
-for i = 4, #ARGV do
-  local ch = ARGV[i]
-  local held = redis.call('HGET', CONNS, ch)
-  if held and redis.call('ZSCORE', LEASES, ch) then
-    redis.call('ZADD', LEASES, 'XX', expiry, ch)
-    redis.call('ZADD', DUE, expiry, due_member(rid, ch))
-    keep(seat_key(string.match(held, '^([^:]*):')), keep_ms)
-  else
-    table.insert(missing, ch)
-  end
-end
-for _, key in ipairs({LIST, CONNS, LEASES, TYPING, DUE}) do keep(key, keep_ms) end
-return missing
-"""
-)
-
 # KEYS: room, due. ARGV: rid, count of channels n, channel*n, typing member*.
 # Ends the room's due leases and typing leases among those named (a sweep
 # found them in the due index); an entry renewed since is left alone.
@@ -261,23 +242,57 @@ return 0
 """
 )
 
-# KEYS: user, due. ARGV: uid, ttl_ms, keep_ms, channel*. As ROOM_HEARTBEAT.
-USER_HEARTBEAT = (
-    USER_PRELUDE
+# KEYS: due, then one room or user key (R or U) per entry. ARGV: ttl_ms,
+# keep_ms, then per entry: kind ('r' or 'u'), its id, a count n, n channels.
+# Renews the leases of one process's connections in many rooms and users at
+# once (one call instead of one per room and per user: a process with
+# thousands of users renews them in a few calls); returns, flat, the
+# {kind, id, channel} that had no lease any more (swept while the process
+# stalled, or Redis lost them). It names other keys than KEYS[1..2], like
+# every script here, so it needs one Redis per shard, not Redis Cluster.
+HEARTBEAT = (
+    CLOCK
     + r"""
-local uid, ttl, keep_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local DUE = KEYS[1]
+local ttl, keep_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local expiry = now_ms() + ttl
 local missing = {}
-for i = 4, #ARGV do
-  local ch = ARGV[i]
-  if redis.call('ZSCORE', CONNS, ch) then
-    redis.call('ZADD', CONNS, 'XX', expiry, ch)
-    redis.call('ZADD', DUE, expiry, due_member(uid, ch))
+local a = 3
+for k = 2, #KEYS do
+  local key, kind, id, n = KEYS[k], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  if kind == 'r' then
+    local leases, conns = key .. ':leases', key .. ':conns'
+    for i = a, a + n - 1 do
+      local ch = ARGV[i]
+      local held = redis.call('HGET', conns, ch)
+      if held and redis.call('ZSCORE', leases, ch) then
+        redis.call('ZADD', leases, 'XX', expiry, ch)
+        redis.call('ZADD', DUE, expiry, 'r:' .. id .. ':' .. ch)
+        keep(key .. ':user:' .. string.match(held, '^([^:]*):'), keep_ms)
+      else
+        table.insert(missing, kind); table.insert(missing, id); table.insert(missing, ch)
+      end
+    end
+    for _, suffix in ipairs({'', ':conns', ':leases', ':typing'}) do
+      keep(key .. suffix, keep_ms)
+    end
   else
-    table.insert(missing, ch)
+    local conns = key .. ':conns'
+    for i = a, a + n - 1 do
+      local ch = ARGV[i]
+      if redis.call('ZSCORE', conns, ch) then
+        redis.call('ZADD', conns, 'XX', expiry, ch)
+        redis.call('ZADD', DUE, expiry, 'u:' .. id .. ':' .. ch)
+      else
+        table.insert(missing, kind); table.insert(missing, id); table.insert(missing, ch)
+      end
+    end
+    keep(conns, keep_ms)
   end
+  a = a + n
 end
-keep(CONNS, keep_ms); keep(DUE, keep_ms)
+keep(DUE, keep_ms)
 return missing
 """
 )
@@ -316,13 +331,12 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 ALL = {
     "room_join": ROOM_JOIN,
     "room_exit": ROOM_EXIT,
-    "room_heartbeat": ROOM_HEARTBEAT,
     "room_sweep": ROOM_SWEEP,
     "typing_start": TYPING_START,
     "typing_stop": TYPING_STOP,
     "user_open": USER_OPEN,
     "user_close": USER_CLOSE,
-    "user_heartbeat": USER_HEARTBEAT,
+    "heartbeat": HEARTBEAT,
     "user_sweep": USER_SWEEP,
     "due": DUE,
 }

@@ -215,6 +215,37 @@ async def test_a_lost_lease_is_registered_again_by_the_next_heartbeat(
     assert await a.heartbeat() == []  # and only once
 
 
+async def test_a_heartbeat_in_several_calls_renews_every_lease_and_restores_only_the_lost(
+    two_processes, raw, prefix, realtime, monkeypatch
+):
+    """Many rooms and users renewed a few at a time (BATCH 3 here: a room of
+    five is split): every lease lives on past its TTL, and a lost one, in
+    whichever call, comes back once, as a join."""
+    monkeypatch.setattr("presence.redis_store.BATCH", 3)
+    realtime.PRESENCE_TTL_SECONDS = 0.5
+    a, b = two_processes
+    people = [(room_id, 10 * room_id + n) for room_id in (1, 2, 3) for n in range(5)]
+    for room_id, user_id in people:
+        channel = f"tab-{user_id}"
+        await a.connect(user_id=user_id, username=f"u{user_id}", channel=channel)
+        await a.enter(**enter(room_id, user_id, f"u{user_id}", channel, slug=f"room{room_id}"))
+    room_key = a.room_key(2)
+    await raw.zrem(f"{room_key}:leases", "tab-23")  # swept while the process stalled
+    await raw.hdel(f"{room_key}:conns", "tab-23")
+    await raw.hdel(room_key, "23")
+    await raw.delete(f"{room_key}:user:23")
+    assert await a.heartbeat() == [Change(2, 23, "u23", "online", "room2")]
+    deadline = time.monotonic() + 1.5  # three TTLs
+    while time.monotonic() < deadline:
+        assert await a.heartbeat() == []
+        assert (await b.sweep()).changes == []
+        await asyncio.sleep(0.1)
+    for room_id in (1, 2, 3):
+        assert sorted(m["user"]["id"] for m in await b.members(room_id=room_id)) == [
+            10 * room_id + n for n in range(5)
+        ]
+
+
 async def test_no_key_is_left_once_everyone_has_gone(two_processes, raw, prefix, realtime):
     realtime.PRESENCE_TTL_SECONDS = 0.3
     a, b = two_processes
