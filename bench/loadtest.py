@@ -39,7 +39,7 @@ setup rate, and the server's CPU per connect + join).
 --tree runs the ASGI targets from each of several checkouts of the project in
 turn (a worktree of a baseline beside the working tree), in one run with the
 same client; --py-spy FILE records the server's profile during the measured
-phase (setup, storm) with py-spy, if installed.
+phase (setup, storm, traffic) with py-spy, if installed.
 Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -292,6 +292,20 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
                 pass
         return cpu_seconds(pids)
 
+    def store_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of the Redis and PostgreSQL this run started."""
+        found = {}
+        redis = getattr(self, "redis", None)
+        if redis is not None and getattr(redis, "proc", None) is not None:
+            found["redis"] = cpu_seconds(process_tree(redis.proc.pid))
+        if getattr(self, "pg", None) is not None:
+            try:
+                postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+                found["postgres"] = cpu_seconds(process_tree(postmaster))
+            except (OSError, ValueError, IndexError):
+                pass
+        return found
+
     def redis_calls(self) -> dict[str, int]:
         """Redis's count of calls so far, by command (none for bare)."""
         if self.target == "bare":
@@ -534,7 +548,9 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
     senders = [[c for c in clients if c.room == r][: args.senders] for r in range(args.rooms)]
     await asyncio.sleep(0.5)
 
+    profiler = Profiler(args.py_spy, stack)
     cpu0, _ = stack.server_stats()
+    stores0 = stack.store_cpu_seconds()
     client_cpu0, wall0 = time.process_time(), time.monotonic()
     machine0, own0 = machine_cpu_seconds(), stack.own_cpu_seconds()
     sent_per_room = [0] * args.rooms
@@ -580,6 +596,7 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
         await asyncio.sleep(0.2)
     sys.stderr.write("\n")
     cpu1, rss = stack.server_stats()
+    profiler.stop()
     client_cpu = time.process_time() - client_cpu0
     wall = time.monotonic() - wall0
     other = machine_cpu_seconds() - machine0 - (stack.own_cpu_seconds() - own0)
@@ -602,6 +619,10 @@ async def run_traffic(args, stack: Stack, rate: float) -> Result:
     result.client_bound = result.client_cpu_percent > 90
     result.other_cpu_percent = round(max(0.0, 100 * other / wall), 1)
     result.extra = stack.server_metrics()
+    for name, seconds in stack.store_cpu_seconds().items():
+        if result.delivered:
+            used = seconds - stores0.get(name, 0.0)
+            result.extra[f"{name}_cpu_us_per_delivery"] = round(1e6 * used / result.delivered, 1)
     await asyncio.gather(*(c.close() for c in clients))
     return result
 
@@ -897,7 +918,12 @@ def summary_line(r: Result) -> str:
         f"p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms, "
         f"loss {r.loss_percent} %, dup {r.duplicates}, ooo {r.out_of_order}, "
         f"server {r.server_cpu_percent} % CPU {r.server_cpu_us_per_delivery} us/del, "
-        f"client {r.client_cpu_percent} %{bound}{busy(r)}"
+        + "".join(
+            f"{name} {r.extra[f'{name}_cpu_us_per_delivery']} us/del, "
+            for name in ("postgres", "redis")
+            if f"{name}_cpu_us_per_delivery" in r.extra
+        )
+        + f"client {r.client_cpu_percent} %{bound}{busy(r)}"
     )
 
 
@@ -1134,7 +1160,9 @@ def main() -> None:
         "(a baseline worktree beside this one); default: this one",
     )
     parser.add_argument(
-        "--py-spy", default="", help="record the server with py-spy during setup/storm into FILE"
+        "--py-spy",
+        default="",
+        help="record the server with py-spy during setup/storm/traffic into FILE",
     )
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--stop-on-loss", action="store_true")
