@@ -8,7 +8,9 @@ under, applied once at start-up (when chat.routing is imported).
   1012 itself, before it waits for the connections to end and sends the
   lifespan shutdown event (so a drain there would find no socket left);
   `--timeout-graceful-shutdown` bounds its wait for open SSE streams.
-- other servers: nothing is changed; `await drain.drain()` is theirs to call
+- any: the garbage collector paced (django_realtime.collector), unless
+  GC_FULL_COLLECTION_SECONDS is 0.
+- other servers: nothing else is changed; `await drain.drain()` is theirs to call
   before their shutdown closes the sockets, if it does not send 1012.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import drain, internals
+from . import collector, drain, internals
 from .conf import realtime_settings
 from .daphne_transport import OUTPUT_EXTENSION, tune_daphne
 
@@ -45,6 +47,8 @@ UVICORN_INTERNALS: list[internals.Name] = [
 
 def prepare() -> None:
     """Adjust the server this process runs under; safe to call more than once."""
+    if realtime_settings.GC_FULL_COLLECTION_SECONDS:
+        collector.install(realtime_settings.GC_FULL_COLLECTION_SECONDS)
     if "daphne.server" in sys.modules:
         tune_daphne()
         drain.install_daphne_drain()

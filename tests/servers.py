@@ -227,6 +227,14 @@ def pytest_load_initial_conftests(early_config, parser, args):
     os.environ["REALTIME_TEST_REDIS_URL"] = redis_url
 
 
+def pytest_configure(config):
+    """The test process keeps Python's own garbage collector pacing (its
+    tests collect cycles when they ask); the servers it starts pace theirs."""
+    from django.conf import settings
+
+    settings.REALTIME = {**settings.REALTIME, "GC_FULL_COLLECTION_SECONDS": 0}
+
+
 def pytest_unconfigure(config):
     while _started:
         _started.pop().stop()
