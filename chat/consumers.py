@@ -170,7 +170,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             overflow=self._overflow,
         )
         await self.accept()  # first: in a reconnect storm, the handshake is what waits
-        await self.refresh_user_group()
+        await bus.add(bus.user_group(self.user.pk), self.channel_name)  # the slot is fresh
         metrics.CONNECTIONS.inc()
         drain.register(self)
         await tracking.connect(user=self.user, channel=self.channel_name)
@@ -415,9 +415,10 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self._handle_room_event(event)
 
     async def refresh_user_group(self) -> bool:
-        """(Re-)add the user's group: memberships expire, and a restarted
-        Redis has none. Called at connect and by the fan-out's refresher,
-        which is also when the credential is re-checked once it is due."""
+        """Re-add the user's group and renew the connection's slot:
+        memberships expire, and a restarted Redis has none. Called by the
+        fan-out's refresher, which is also when the credential is re-checked
+        once it is due."""
         now = asyncio.get_running_loop().time()
         if now - self.checked_at >= realtime_settings.SESSION_RECHECK_SECONDS:
             self.checked_at = now
