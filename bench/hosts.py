@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -54,6 +55,7 @@ import time
 import urllib.request
 import uuid
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -467,13 +469,15 @@ def rss(pids: list[int]) -> int:
 class Servers:
     """The processes a run measures: the servers, and the data side's."""
 
-    def __init__(self, servers: list[int], data: list[int] | None = None, bases=()):
-        self.servers, self.data, self.bases = servers, data or [], list(bases)
+    def __init__(self, servers: list[int], data: Callable[[], list[int]] | None = None, bases=()):
+        # The data side's processes are listed at each sample: PostgreSQL
+        # forks a backend per connection, and the servers open theirs as they go.
+        self.servers, self.data, self.bases = servers, data or list, list(bases)
 
     def sample(self) -> dict:
         return {
             "cpu": cpu_seconds(self.servers),
-            "data_cpu": cpu_seconds(self.data),
+            "data_cpu": cpu_seconds(self.data()),
             "rss": rss(self.servers),
             "machine": machine_cpu_seconds(),
             "wall": time.monotonic(),
@@ -805,7 +809,9 @@ def main() -> None:
                 fd_line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
                 log(f"daphne in its namespace: {' '.join(fd_line.split())}")
                 servers = Servers(
-                    pids, data_pids(cluster), [s.http for s in cluster.servers.values()]
+                    pids,
+                    functools.partial(data_pids, cluster),
+                    [s.http for s in cluster.servers.values()],
                 )
                 for m, via in enumerate(vias):
                     if via == "nginx" and scale.connections > NGINX_MAX:
