@@ -134,6 +134,7 @@ class Worker:
         self.sent: dict[int, int] = {r: 0 for r in self.rooms}
         self.errors: list[str] = []
         self.latencies = array("d")
+        self.received = array("d")  # when each of those arrived (time.time())
         self.measuring = False
         self.targets: dict[int, int] = {}
 
@@ -202,6 +203,7 @@ class Worker:
                 m.seqs.append(seq)
                 if self.measuring:
                     self.latencies.append(now - float(content.rsplit(":", 1)[1]))
+                    self.received.append(now)
                 if seq == self.targets.get(m.room):
                     m.done_at = now
         except websockets.ConnectionClosed:
@@ -277,6 +279,7 @@ class Worker:
             "wall": time.monotonic() - wall0,
             "cpu": process_cpu() - cpu0,
             "latencies": self.latencies.tobytes(),
+            "received": self.received.tobytes(),
             **self.check(),
         }
 
@@ -622,10 +625,12 @@ def run_one(
         recorder.stop()
         cpu = phase_cpu(before, after)
         latencies: list[float] = []
+        received: list[float] = []
         for a in answers:
-            lat = array("d")
-            lat.frombytes(a.pop("latencies"))
-            latencies.extend(lat)
+            for name, into in (("latencies", latencies), ("received", received)):
+                values = array("d")
+                values.frombytes(a.pop(name))
+                into.extend(values)
         sums = {
             k: sum(a[k] for a in answers)
             for k in ("sent", "delivered", "lost", "duplicated", "reordered", "unacked")
@@ -635,6 +640,7 @@ def run_one(
         f["deliveries_per_second"] = round(len(latencies) / scale.seconds, 1)
         f["sent_seconds_max"] = round(max(a["sent_seconds"] for a in answers), 2)
         f["latency_ms"] = percentiles(latencies)
+        f["worst_seconds"] = worst_seconds(received, latencies)
         f["server_cpu_percent"] = round(100 * cpu["server_cpu"] / cpu["wall"], 1)
         f["server_cpu_us_per_delivery"] = (
             round(1e6 * cpu["server_cpu"] / sums["delivered"], 1) if sums["delivered"] else None
@@ -653,6 +659,25 @@ def run_one(
     finally:
         workers.stop()
     return run
+
+
+def worst_seconds(received: list[float], latencies: list[float], count: int = 5) -> list[dict]:
+    """The seconds of the traffic phase (from its first delivery) whose
+    deliveries had the highest p99: where a pause was, and how long."""
+    if not received:
+        return []
+    start = min(received)
+    by_second: dict[int, list[float]] = {}
+    for at, latency in zip(received, latencies, strict=True):
+        by_second.setdefault(int(at - start), []).append(latency)
+    seconds = [
+        {"second": second, "deliveries": len(values), **percentiles(values)}
+        for second, values in by_second.items()
+    ]
+    seconds.sort(key=lambda s: s.get("p99", 0.0), reverse=True)
+    return [
+        {k: s[k] for k in ("second", "deliveries", "p50", "p99", "max")} for s in seconds[:count]
+    ]
 
 
 def storm(args, workers: Workers, f: dict, tokens, post_url, servers, label, clients) -> None:
