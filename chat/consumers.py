@@ -34,14 +34,13 @@ from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
-from django_realtime.limits import Slots
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.output import HeldOutput
 from django_realtime.topics.subscriptions import CLOSE_OVERFLOW, OVERFLOW_REASON, Subscriptions
 from presence import tracking
 
 from . import events, frames, services, streams
-from .fanout import fanout
+from .fanout import fanout, open_connections
 from .models import Room
 from .ratelimit import SlidingWindowLimiter, limiter
 
@@ -60,11 +59,6 @@ class JoinedRoom:
     room_id: int
     slug: str
     cursor: SeqCursor
-
-
-# Open connections per user (WS_MAX_CONNECTIONS_PER_USER), across every
-# process once the package has a Redis (django_realtime.limits).
-open_connections = Slots("ws")
 
 
 class CountedConnection:
@@ -415,17 +409,16 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self._handle_room_event(event)
 
     async def refresh_user_group(self) -> bool:
-        """Re-add the user's group and renew the connection's slot:
-        memberships expire, and a restarted Redis has none. Called by the
-        fan-out's refresher, which is also when the credential is re-checked
-        once it is due."""
+        """Re-add the user's group: memberships expire, and a restarted Redis
+        has none. Called by the fan-out's refresher (which renews every
+        connection's slot first, together), which is also when the credential
+        is re-checked once it is due."""
         now = asyncio.get_running_loop().time()
         if now - self.checked_at >= realtime_settings.SESSION_RECHECK_SECONDS:
             self.checked_at = now
             task = asyncio.create_task(self._recheck())
             self.waiting.add(task)
             task.add_done_callback(self.waiting.discard)
-        await self.renew_slot()
         return await bus.add(bus.user_group(self.user.pk), self.channel_name)
 
     def catch_up(self, room_id: int, last_seq: int) -> None:

@@ -29,6 +29,7 @@ from django_realtime import bus, metrics
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Unavailable
+from django_realtime.limits import Slots
 
 from . import events, selectors
 
@@ -38,9 +39,17 @@ logger = logging.getLogger(__name__)
 # core Redis layer drops what is over a channel's capacity, so it gets more.
 CHANNEL_PREFIX = "fanout"
 
+# The WebSocket connections (/ws/ and documents) each user has open, across
+# processes (WS_MAX_CONNECTIONS_PER_USER): taken at connect, renewed by the
+# refresh, given back at the end.
+open_connections = Slots("ws")
+
 
 class Member(Protocol):
     """What the fan-out needs of a connection (RealtimeConsumer)."""
+
+    channel_name: str
+    counted_user: int | None  # whose slot of open_connections it holds, if any
 
     async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> bool: ...
 
@@ -150,7 +159,11 @@ class RoomFanout:
         the database failed; the loop tries again."""
         max_age = realtime_settings.GROUP_REFRESH_SECONDS / 2
         added = [await self.ensure(room_id, max_age=max_age) for room_id in list(self.members)]
-        added += [await connection.refresh_user_group() for connection in list(self.connections)]
+        connections = list(self.connections)
+        await open_connections.renew_many(
+            [(c.counted_user, c.channel_name) for c in connections if c.counted_user is not None]
+        )
+        added += [await connection.refresh_user_group() for connection in connections]
         if not all(added):
             return False
         if not self.members:

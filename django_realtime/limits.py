@@ -74,6 +74,8 @@ return 1
 
 _HIT = redisconn.Script(HIT)
 _TAKE = redisconn.Script(TAKE)
+# Slot renewals per pipeline (Slots.renew_many).
+RENEW_BATCH = 500
 _last_logged: dict[str, float] = {}
 
 
@@ -285,6 +287,28 @@ class Slots:
             )
         except redisconn.ERRORS as exc:
             _failed_open(self.kind, exc)
+
+    async def renew_many(self, held: list[tuple[int, str]]) -> None:
+        """renew() for each (user id, member), RENEW_BATCH per pipeline and
+        round trip: a process renews thousands of slots in a few calls,
+        serving its sockets between them."""
+        by_url: dict[str, list[tuple[int, str]]] = {}
+        for user_id, member in held:
+            url = _slot_url(user_id)
+            if url:
+                by_url.setdefault(url, []).append((user_id, member))
+        lease_ms = int(lease_seconds() * 1000)
+        for url, slots in by_url.items():
+            for i in range(0, len(slots), RENEW_BATCH):
+                calls = [
+                    ([_key(self.kind, user_id)], [member, 0, lease_ms])
+                    for user_id, member in slots[i : i + RENEW_BATCH]
+                ]
+                try:
+                    await _TAKE.arun_many(url, calls)
+                except redisconn.ERRORS as exc:
+                    _failed_open(self.kind, exc)
+                    break  # the rest of this Redis's: at the next refresh
 
     async def give_back(self, user_id: int, member: str) -> None:
         self.local[user_id] -= 1

@@ -144,3 +144,13 @@ class Script:
     async def arun(self, url: str, keys: list[str], args: list[Any]) -> Any:
         async with asyncio.timeout(TIMEOUT_SECONDS * 2):
             return await self._on(async_client(url))(keys=keys, args=args)
+
+    async def arun_many(self, url: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """arun() for each (keys, args), in one pipeline: one round trip."""
+        client = async_client(url)
+        script = self._on(client)
+        async with asyncio.timeout(TIMEOUT_SECONDS * 2):
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            return await pipe.execute()

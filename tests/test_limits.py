@@ -96,6 +96,28 @@ async def test_a_slot_nobody_renews_lapses(shared, monkeypatch):
     assert not await dead.take(1, "c", 1)
 
 
+async def test_slots_renewed_together_all_live_on(shared, monkeypatch):
+    """A refresh renews every slot of the process in a few pipelines
+    (RENEW_BATCH 2 here, so three): each lives past its first lease, and a
+    slot Redis lost is held again."""
+    monkeypatch.setattr(limits, "lease_seconds", lambda: 0.4)
+    monkeypatch.setattr(limits, "RENEW_BATCH", 2)
+    mine, other = limits.Slots("ws"), limits.Slots("ws")
+    held = [(user_id, f"tab-{user_id}") for user_id in range(1, 6)]
+    for user_id, member in held:
+        assert await mine.take(user_id, member, 1)
+    redis.Redis.from_url(shared).delete(limits._key("ws", 5))  # Redis lost user 5's
+    for _ in range(4):  # 0.6 s: past the first lease
+        await asyncio.sleep(0.15)
+        await mine.renew_many(held)
+    assert not any([await other.take(user_id, "elsewhere", 1) for user_id in range(1, 6)])
+
+
+async def test_renewing_together_fails_open(realtime):
+    realtime.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    await limits.Slots("ws").renew_many([(1, "a"), (2, "b")])  # logged, not raised
+
+
 async def test_slots_fail_open_to_the_local_count(realtime):
     realtime.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     slots = limits.Slots("sse")
