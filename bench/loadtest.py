@@ -283,14 +283,17 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
     def own_cpu_seconds(self) -> float:
         """CPU seconds of everything this run started: this process and its
         children (server, Redis) and PostgreSQL, which pg_ctl detaches."""
-        pids = process_tree(os.getpid())
-        if getattr(self, "pg", None) is not None:
-            try:
-                postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-                pids += process_tree(postmaster)
-            except (OSError, ValueError, IndexError):
-                pass
-        return cpu_seconds(pids)
+        return cpu_seconds(process_tree(os.getpid()) + self._postgres_pids())
+
+    def _postgres_pids(self) -> list[int]:
+        """The PostgreSQL this run started and its backends (none for bare)."""
+        if getattr(self, "pg", None) is None:
+            return []
+        try:
+            postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return process_tree(postmaster)
 
     def store_cpu_seconds(self) -> dict[str, float]:
         """CPU seconds so far of the Redis and PostgreSQL this run started."""
@@ -298,12 +301,9 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
         redis = getattr(self, "redis", None)
         if redis is not None and getattr(redis, "proc", None) is not None:
             found["redis"] = cpu_seconds(process_tree(redis.proc.pid))
-        if getattr(self, "pg", None) is not None:
-            try:
-                postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-                found["postgres"] = cpu_seconds(process_tree(postmaster))
-            except (OSError, ValueError, IndexError):
-                pass
+        postgres = self._postgres_pids()
+        if postgres:
+            found["postgres"] = cpu_seconds(postgres)
         return found
 
     def redis_calls(self) -> dict[str, int]:

@@ -278,20 +278,12 @@ class Slots:
 
     async def renew(self, user_id: int, member: str) -> None:
         """Keep the lease (and restore it to a Redis that lost it)."""
-        url = _slot_url(user_id)
-        if not url:
-            return
-        try:
-            await _TAKE.arun(
-                url, [_key(self.kind, user_id)], [member, 0, int(lease_seconds() * 1000)]
-            )
-        except redisconn.ERRORS as exc:
-            _failed_open(self.kind, exc)
+        await self.renew_many([(user_id, member)])
 
     async def renew_many(self, held: list[tuple[int, str]]) -> None:
         """renew() for each (user id, member), RENEW_BATCH per pipeline and
         round trip: a process renews thousands of slots in a few calls,
-        serving its sockets between them."""
+        serving its sockets between them. Fails open, as renew()."""
         by_url: dict[str, list[tuple[int, str]]] = {}
         for user_id, member in held:
             url = _slot_url(user_id)
