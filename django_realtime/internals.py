@@ -8,7 +8,9 @@ library's internals, each in one module:
 - django_realtime.daphne_transport: daphne, autobahn and Twisted (its own
   list, checked when daphne runs; see that module);
 - django_realtime.layers: channels_redis' pub/sub layer, whose shard receive
-  loop it replaces to report outages and recoveries (the `epoch`);
+  loop it replaces to report outages and recoveries (the `epoch`), and whose
+  shard publish, subscribe and unsubscribe it replaces to send together what
+  a process sends at once;
 - django_realtime.sse: asgiref's per-request thread executor, released while
   a stream is open, so a stream holds no OS thread;
 - chat.consumers: Channels' `AsyncConsumer.dispatch`, replaced to skip the
@@ -48,6 +50,10 @@ LAYER_INTERNALS: list[Name] = [
     ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "_pubsub"),
     ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "_redis"),
     ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "host"),
+    # layers._WatchedShard sends under the shard's lock and keeps its subscriptions.
+    ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "_lock"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection.__init__", "_subscribed_to"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_ensure_receiver"),
 ]
 ASGIREF_INTERNALS: list[Name] = [
     ("asgiref.sync", "SyncToAsync", "thread_sensitive_context"),
@@ -65,6 +71,11 @@ CHANNELS_INTERNALS: list[Name] = [
 COPIED: dict[tuple[str, str], str] = {
     # channels_redis 4.3.0; ours also treats a TimeoutError as an outage.
     ("channels_redis.pubsub", "RedisSingleShardConnection._do_receiving"): "a822736dcb875e43",
+    # channels_redis 4.3.0; ours queue the call and send it with those queued
+    # meanwhile (one pipeline of publishes, one SUBSCRIBE or UNSUBSCRIBE).
+    ("channels_redis.pubsub", "RedisSingleShardConnection.publish"): "5a18093dbcb440f5",
+    ("channels_redis.pubsub", "RedisSingleShardConnection.subscribe"): "173a8f40b17e4e28",
+    ("channels_redis.pubsub", "RedisSingleShardConnection.unsubscribe"): "e2b9f0f1ff880674",
     # channels 4.3.2; ours leaves out `await aclose_old_connections()`.
     ("channels.consumer", "AsyncConsumer.dispatch"): "39f34e7d4fb0f655",
 }

@@ -205,13 +205,103 @@ def _dead_link_bounded(host: dict) -> dict:
 
 
 class _WatchedShard(RedisSingleShardConnection):
-    """A shard whose receive loop reports failures and recoveries to the layer.
+    """A shard whose receive loop reports failures and recoveries to the layer,
+    and whose publishes and (un)subscribes go out together.
+
     redis-py re-subscribes by itself when it reconnects; what was published in
-    between is lost, and the epoch tells consumers to catch up."""
+    between is lost, and the epoch tells consumers to catch up.
+
+    Upstream sends each PUBLISH, SUBSCRIBE and UNSUBSCRIBE on its own, one at a
+    time under the shard's lock: about 150 µs of redis-py per command on this
+    machine's slow days, and every other caller of the process waits its turn
+    for a whole round trip. Here a call joins the shard's outbox and waits;
+    one sender task takes everything queued by then and sends it with one
+    round trip per run of like operations (the publishes in one pipeline, the
+    subscribes in one SUBSCRIBE), in the order they were called. Alone, a
+    call costs what it did; under load the runs grow (a join storm's presence
+    diffs, a busy process's messages) and a publish costs ~20 µs.
+    """
 
     def __init__(self, host, loop_layer, watcher: ResilientRedisPubSubChannelLayer):
         super().__init__(_dead_link_bounded(host), loop_layer)
         self.watcher = watcher
+        self._outbox: list[tuple[str, str, bytes | None, asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
+
+    async def publish(self, channel, message):
+        await self._queue(_PUBLISH, channel, message)
+
+    async def subscribe(self, channel):
+        await self._queue(_SUBSCRIBE, channel, None)
+
+    async def unsubscribe(self, channel):
+        await self._queue(_UNSUBSCRIBE, channel, None)
+
+    async def _queue(self, op: str, channel: str, message: bytes | None) -> None:
+        """Queue one operation and wait until it was sent (or failed: raised
+        here as upstream raises it). A caller that stops waiting (a timeout)
+        does not take it back: it may still go out, as upstream's would."""
+        future = asyncio.get_running_loop().create_future()
+        self._outbox.append((op, channel, message, future))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_outbox())
+        await future
+
+    async def _send_outbox(self) -> None:
+        queued: list = []
+        try:
+            while self._outbox:
+                queued, self._outbox = self._outbox, []
+                async with self._lock:
+                    for run in _runs(queued):
+                        await self._send_run(run)
+        except asyncio.CancelledError:  # the loop is ending: nobody is left waiting
+            for *_, future in queued + self._outbox:
+                future.cancel()
+            self._outbox = []
+            raise
+        finally:
+            self._sender = None
+
+    async def _send_run(self, run: list[tuple[str, str, bytes | None, asyncio.Future]]) -> None:
+        """One round trip for a run of like operations; each waiter learns
+        its outcome (all share it: one command, or one pipeline)."""
+        op = run[0][0]
+        try:
+            self._ensure_redis()
+            if op == _PUBLISH:
+                pipe = self._redis.pipeline(transaction=False)
+                for _, channel, message, _ in run:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+            else:
+                self._ensure_receiver()
+                subscribing = op == _SUBSCRIBE
+                # As upstream: subscribe what is not subscribed yet, and the reverse.
+                channels = list(
+                    dict.fromkeys(
+                        channel
+                        for _, channel, _, _ in run
+                        if (channel in self._subscribed_to) != subscribing
+                    )
+                )
+                if channels:
+                    if subscribing:
+                        await self._pubsub.subscribe(*channels)
+                        self._subscribed_to.update(channels)
+                    else:
+                        await self._pubsub.unsubscribe(*channels)
+                        self._subscribed_to.difference_update(channels)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - each waiter raises it, as upstream's call would
+            for *_, future in run:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for *_, future in run:
+            if not future.done():
+                future.set_result(None)
 
     async def _do_receiving(self):
         failed = False
@@ -254,3 +344,17 @@ class _WatchedShard(RedisSingleShardConnection):
                 failed = True
                 self.watcher.healthy = False
                 await asyncio.sleep(0.5)
+
+
+_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = "publish", "subscribe", "unsubscribe"
+
+
+def _runs(queued: list) -> list[list]:
+    """The queued operations, in order, cut where the kind changes."""
+    runs: list[list] = []
+    for item in queued:
+        if runs and runs[-1][0][0] == item[0]:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
