@@ -100,6 +100,13 @@ class _Connection:
 class _Client:
     redis: Redis
     scripts: dict[str, AsyncScript]
+    # A connection's calls (open, join, exit, members, close) go out with
+    # whatever else the process sends the shard meanwhile: one round trip
+    # for a join storm's burst (redisconn.Batched).
+    batch: redisconn.Batched
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.batch.script(self.scripts[name], keys, args)
 
 
 def _changes(flat: list[Any]) -> list[Change]:
@@ -215,8 +222,10 @@ class RedisPresenceStore:
             offline = await self._call(
                 "disconnect",
                 self.user_shard(user_id),
-                lambda c: c.scripts["user_close"](
-                    keys=[self.user_key(user_id), self.due_key], args=[user_id, channel]
+                lambda c: c.run(
+                    "user_close",
+                    keys=[self.user_key(user_id), self.due_key],
+                    args=[user_id, channel],
                 ),
                 0,
             )
@@ -254,7 +263,7 @@ class RedisPresenceStore:
         listed: dict[Any, Any] = await self._call(
             "members",
             self.room_shard(room_id),
-            lambda c: c.redis.hgetall(self.room_key(room_id)),
+            lambda c: c.batch.call("HGETALL", self.room_key(room_id)),
             {},
         )
         members = []
@@ -465,7 +474,8 @@ class RedisPresenceStore:
         await self._call(
             "connect",
             self.user_shard(user_id),
-            lambda c: c.scripts["user_open"](
+            lambda c: c.run(
+                "user_open",
                 keys=[self.user_key(user_id), self.due_key],
                 # Keys outlive the lease by a TTL: the safety net for an abandoned Redis.
                 args=[user_id, channel, ttl_ms, 2 * ttl_ms],
@@ -490,9 +500,7 @@ class RedisPresenceStore:
         flat: list[Any] = await self._call(
             "join",
             self.room_shard(room_id),
-            lambda c: c.scripts["room_join"](
-                keys=[self.room_key(room_id), self.due_key], args=args
-            ),
+            lambda c: c.run("room_join", keys=[self.room_key(room_id), self.due_key], args=args),
             [],
         )
         return _changes(flat)
@@ -501,8 +509,8 @@ class RedisPresenceStore:
         flat: list[Any] = await self._call(
             "exit",
             self.room_shard(room_id),
-            lambda c: c.scripts["room_exit"](
-                keys=[self.room_key(room_id), self.due_key], args=[room_id, channel]
+            lambda c: c.run(
+                "room_exit", keys=[self.room_key(room_id), self.due_key], args=[room_id, channel]
             ),
             [],
         )
@@ -543,7 +551,9 @@ class RedisPresenceStore:
             )
             redis = Redis.from_pool(pool)
             client = _Client(
-                redis, {name: redis.register_script(src) for name, src in scripts.ALL.items()}
+                redis,
+                {name: redis.register_script(src) for name, src in scripts.ALL.items()},
+                redisconn.batched(redis),
             )
             clients[shard] = client
         return client
