@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from chat.models import Membership, Room
 from chat.ratelimit import limiter
 from tests import msgpack_layer
+from tests.servers import RedisServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,6 +53,14 @@ class _RealtimeSettings:
 
     def __setattr__(self, name: str, value) -> None:
         self._settings.REALTIME = {**getattr(self._settings, "REALTIME", {}), name: value}
+
+
+@pytest.fixture
+def redis_server():
+    """A Redis of the test's own, for tests that break it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

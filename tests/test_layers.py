@@ -14,15 +14,6 @@ import asyncio
 import pytest
 
 from django_realtime.layers import ResilientRedisPubSubChannelLayer
-from tests.servers import RedisServer
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
 
 _pending: dict[str, asyncio.Future] = {}
 

@@ -15,16 +15,8 @@ import redis.asyncio
 from redis.exceptions import ResponseError
 
 from django_realtime import redisconn
-from tests.servers import RedisServer
 
 COUNT = redisconn.Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from tests.servers import RedisServer, free_port, wait_for_port
+from tests.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -390,14 +390,6 @@ def http():
         return httpx.Client(base_url=server.http, headers=headers, timeout=10)
 
     return make
-
-
-@pytest.fixture
-def redis_server():
-    """A Redis of the test's own, for tests that break it."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
