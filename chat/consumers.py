@@ -226,35 +226,58 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         slug = frames.slug(frame)
         since = frames.seq(frame, "since", required=False)
         await limiter.ahit(("join", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
-        room = await services.room_join_async(user=self.user, slug=slug)
-        previous = self.joined.get(room.pk)
-        if previous is not None and since is None:
-            since = previous.cursor.delivered  # a repeated join resumes where it was
-        # Announce the join to the others (the pub/sub layer may deliver the
-        # diff after the group_add below; the joiner's `joined` has itself).
-        await tracking.enter(
-            room_id=room.pk,
-            room_slug=room.slug,
-            user=self.user,
-            channel=self.channel_name,
-            status=self.status,
-            announce_self=False,
-        )
-        # Subscribe before reading the backlog: a message committed meanwhile
-        # arrives as a doorbell afterwards and is dropped or delivered by seq.
-        self.joining.setdefault(room.pk, [])
+        hub = fanout()
+        # Subscribe before reading where the backlog ends: a message committed
+        # meanwhile arrives as a doorbell afterwards and is dropped or
+        # delivered by seq. A room the process knows by slug is subscribed
+        # before the join's statement, which reads its last seq too (one
+        # statement fewer); its events wait in `joining`, unsent, until the
+        # join is allowed and answered.
+        early = hub.room_ids.get(slug)
+        if early is not None:
+            self.joining.setdefault(early, [])
+            await hub.subscribe(early, self)
+        room: Room | None = None
         try:
-            await fanout().subscribe(room.pk, self)
-            await self._join_room(room, since, previous, ref)
+            room = await services.room_join_async(user=self.user, slug=slug)
+            hub.know(room.slug, room.pk)
+            previous = self.joined.get(room.pk)
+            if previous is not None and since is None:
+                since = previous.cursor.delivered  # a repeated join resumes where it was
+            # Announce the join to the others (the pub/sub layer may deliver the
+            # diff after the group_add below; the joiner's `joined` has itself).
+            await tracking.enter(
+                room_id=room.pk,
+                room_slug=room.slug,
+                user=self.user,
+                channel=self.channel_name,
+                status=self.status,
+                announce_self=False,
+            )
+            last_seq = room.last_seq if early == room.pk else None
+            if last_seq is None:  # not subscribed before the join: read it after
+                self.joining.setdefault(room.pk, [])
+                await hub.subscribe(room.pk, self)
+            await self._join_room(room, since, previous, ref, last_seq)
         finally:
-            self.joining.pop(room.pk, None)
-            if room.pk not in self.joined:  # the join failed: no half membership
-                await fanout().unsubscribe(room.pk, self)
+            if room is None:
+                hub.room_ids.pop(slug, None)  # refused or gone: no early subscription next time
+            tried = {early, room.pk if room is not None else None}
+            for room_id in (r for r in tried if r is not None):
+                self.joining.pop(room_id, None)
+                if room_id not in self.joined:  # the join failed: no half membership
+                    await hub.unsubscribe(room_id, self)
 
     async def _join_room(
-        self, room: Room, since: int | None, previous: JoinedRoom | None, ref: Any
+        self,
+        room: Room,
+        since: int | None,
+        previous: JoinedRoom | None,
+        ref: Any,
+        last_seq: int | None,
     ) -> None:
-        last_seq = await streams.last_seq(room_id=room.pk)
+        if last_seq is None:
+            last_seq = await streams.last_seq(room_id=room.pk)
         if since is not None:
             metrics.RESUMES.inc()
         presence = await tracking.members(room_id=room.pk)

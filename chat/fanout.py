@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 # The fan-out's channel takes every room event of the process; an in-memory or
 # core Redis layer drops what is over a channel's capacity, so it gets more.
 CHANNEL_PREFIX = "fanout"
+# Room slugs a process keeps the ids of (RoomFanout.room_ids).
+ROOM_IDS_KEPT = 10_000
 
 # The WebSocket connections (/ws/ and documents) each user has open, across
 # processes (WS_MAX_CONNECTIONS_PER_USER): taken at connect, renewed by the
@@ -73,6 +75,16 @@ class RoomFanout:
         self.receiver: asyncio.Task | None = None
         self.refresher: asyncio.Task | None = None
         self.starting = asyncio.Lock()
+        # slug -> room id of rooms joined here, so that a join can subscribe
+        # before its statement (RealtimeConsumer.on_join); a hint, checked by
+        # the join's own answer.
+        self.room_ids: dict[str, int] = {}
+
+    def know(self, slug: str, room_id: int) -> None:
+        if self.room_ids.get(slug) != room_id:
+            if len(self.room_ids) >= ROOM_IDS_KEPT:
+                self.room_ids.clear()  # a rare full restart beats a bookkeeping cost per join
+            self.room_ids[slug] = room_id
 
     # --- membership ----------------------------------------------------------------
     def register(self, connection: Member) -> None:

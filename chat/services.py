@@ -115,7 +115,8 @@ async def room_join_async(*, user: User, slug: object) -> Room:
     one statement over django_realtime.pgpool (JOIN_SQL: the room, the
     user's membership, and a new one for a public room), the same answers
     as room_join; elsewhere room_join in a thread. The room it returns
-    holds its id, slug and privacy."""
+    holds its id, slug, privacy and last seq (read by the same statement:
+    what a receiver subscribed to the room before the join may start from)."""
     check_slug(slug)
     assert isinstance(slug, str)
     alias = db_alias()
@@ -131,8 +132,8 @@ async def room_join_async(*, user: User, slug: object) -> Room:
     row = await pgpool.fetchone(alias, JOIN_SQL, params)
     if row is None:
         raise NotFound(f"no room {slug!r}")
-    room_id, is_private, membership_id, is_banned, is_muted = row
-    room = Room(id=room_id, slug=slug, is_private=is_private)
+    room_id, is_private, last_seq, membership_id, is_banned, is_muted = row
+    room = Room(id=room_id, slug=slug, is_private=is_private, last_seq=last_seq)
     room._state.adding, room._state.db = False, alias
     membership = (
         None
@@ -150,7 +151,7 @@ async def room_join_async(*, user: User, slug: object) -> Room:
 # is applied to its row by selectors.access_rule, as the ORM path does.
 JOIN_SQL = f"""
 WITH room AS (
-    SELECT id, is_private FROM {Room._meta.db_table} WHERE slug = %(slug)s
+    SELECT id, is_private, last_seq FROM {Room._meta.db_table} WHERE slug = %(slug)s
 ), mine AS (
     SELECT m.id, m.is_banned, m.is_muted
     FROM {Membership._meta.db_table} m, room r
@@ -163,7 +164,7 @@ WITH room AS (
     ON CONFLICT (room_id, user_id) DO NOTHING
     RETURNING id
 )
-SELECT r.id, r.is_private, coalesce(m.id, a.id),
+SELECT r.id, r.is_private, r.last_seq, coalesce(m.id, a.id),
        coalesce(m.is_banned, false), coalesce(m.is_muted, false)
 FROM room r LEFT JOIN mine m ON true LEFT JOIN added a ON true
 """

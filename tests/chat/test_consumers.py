@@ -259,3 +259,74 @@ async def test_a_replayed_message_is_the_same_frame_as_the_live_one(alice, bob, 
     assert await again.receive_nothing(timeout=0.2)
     await ws.disconnect()
     await again.disconnect()
+
+
+async def test_a_room_the_process_knows_is_subscribed_before_the_join_reads_its_end(
+    alice, bob, general, monkeypatch
+):
+    """alice's join taught the process the room; bob's join subscribes first
+    and its one statement reads where the backlog ends. A message alice
+    posts right after that read reaches bob after `joined`, once."""
+    first = await connect(alice)
+    await first.send_json_to({"type": "join", "room": "general"})
+    assert (await first.receive_json_from())["type"] == "joined"
+    join = services.room_join_async
+
+    async def join_then_alice_posts(**kwargs):
+        room = await join(**kwargs)
+        await sync_to_async(services.message_send)(
+            user=alice, slug="general", content="right after", client_id=str(uuid.uuid4())
+        )
+        await asyncio.sleep(0.2)  # the doorbell reaches the fan-out meanwhile
+        return room
+
+    monkeypatch.setattr(services, "room_join_async", join_then_alice_posts)
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "general"})
+    frames = await frames_until(ws, "message")
+    assert frames[0]["type"] == "joined" and frames[0]["last_seq"] == 0
+    assert [(f["seq"], f["content"]) for f in frames[1:]] == [(1, "right after")]
+    await ws.send_json_to({"type": "ping"})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "pong"  # not twice
+    await ws.disconnect()
+    await first.disconnect()
+
+
+async def test_a_stranger_joining_a_private_room_the_process_knows_gets_nothing(alice, bob, secret):
+    member = await connect(alice)
+    await member.send_json_to({"type": "join", "room": "secret"})
+    assert (await member.receive_json_from())["type"] == "joined"
+    stranger = await connect(bob)
+    await stranger.send_json_to({"type": "join", "room": "secret", "ref": 1})
+    refused = await stranger.receive_json_from()
+    assert (refused["type"], refused["code"], refused["ref"]) == ("error", "NOT_FOUND", 1)
+    await sync_to_async(services.message_send)(
+        user=alice, slug="secret", content="members only", client_id=str(uuid.uuid4())
+    )
+    assert (await member.receive_json_from(timeout=5))["content"] == "members only"
+    await stranger.send_json_to({"type": "ping"})
+    assert (await stranger.receive_json_from(timeout=5))["type"] == "pong"  # nothing before it
+    await stranger.disconnect()
+    await member.disconnect()
+
+
+async def test_a_slug_that_now_names_another_room_joins_the_new_one(alice, bob):
+    old = await sync_to_async(services.room_create)(user=alice, slug="r1", name="Old")
+    first = await connect(alice)
+    await first.send_json_to({"type": "join", "room": "r1"})
+    assert (await first.receive_json_from())["type"] == "joined"
+    await first.send_json_to({"type": "leave", "room": "r1"})
+    assert (await first.receive_json_from())["type"] == "left"
+    await sync_to_async(Room.objects.filter(pk=old.pk).delete)()
+    new = await sync_to_async(services.room_create)(user=alice, slug="r1", name="New")
+    assert new.pk != old.pk
+    ws = await connect(bob)
+    await ws.send_json_to({"type": "join", "room": "r1"})
+    assert (await ws.receive_json_from())["type"] == "joined"
+    await sync_to_async(services.message_send)(
+        user=alice, slug="r1", content="in the new room", client_id=str(uuid.uuid4())
+    )
+    got = await ws.receive_json_from(timeout=5)
+    assert (got["seq"], got["content"]) == (1, "in the new room")
+    await ws.disconnect()
+    await first.disconnect()
