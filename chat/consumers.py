@@ -234,11 +234,11 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         # statement fewer); its events wait in `joining`, unsent, until the
         # join is allowed and answered.
         early = hub.room_ids.get(slug)
-        if early is not None:
-            self.joining.setdefault(early, [])
-            await hub.subscribe(early, self)
         room: Room | None = None
         try:
+            if early is not None:
+                self.joining.setdefault(early, [])
+                await hub.subscribe(early, self)
             room = await services.room_join_async(user=self.user, slug=slug)
             hub.know(room.slug, room.pk)
             previous = self.joined.get(room.pk)
