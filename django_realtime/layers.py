@@ -38,6 +38,8 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 
+from .redisconn import Outbox, settle
+
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 2.0
@@ -225,53 +227,33 @@ class _WatchedShard(RedisSingleShardConnection):
     def __init__(self, host, loop_layer, watcher: ResilientRedisPubSubChannelLayer):
         super().__init__(_dead_link_bounded(host), loop_layer)
         self.watcher = watcher
-        self._outbox: list[tuple[str, str, bytes | None, asyncio.Future]] = []
-        self._sender: asyncio.Task | None = None
+        self._outbox = Outbox(self._send_queued)
 
     async def publish(self, channel, message):
-        await self._queue(_PUBLISH, channel, message)
+        await self._outbox.put((_PUBLISH, channel, message))
 
     async def subscribe(self, channel):
-        await self._queue(_SUBSCRIBE, channel, None)
+        await self._outbox.put((_SUBSCRIBE, channel, None))
 
     async def unsubscribe(self, channel):
-        await self._queue(_UNSUBSCRIBE, channel, None)
+        await self._outbox.put((_UNSUBSCRIBE, channel, None))
 
-    async def _queue(self, op: str, channel: str, message: bytes | None) -> None:
-        """Queue one operation and wait until it was sent (or failed: raised
-        here as upstream raises it). A caller that stops waiting (a timeout)
-        does not take it back: it may still go out, as upstream's would."""
-        future = asyncio.get_running_loop().create_future()
-        self._outbox.append((op, channel, message, future))
-        if self._sender is None:
-            self._sender = asyncio.ensure_future(self._send_outbox())
-        await future
+    async def _send_queued(self, queued: list[tuple[tuple, asyncio.Future]]) -> None:
+        async with self._lock:
+            for run in _runs(queued):
+                await self._send_run(run)
 
-    async def _send_outbox(self) -> None:
-        queued: list = []
-        try:
-            while self._outbox:
-                queued, self._outbox = self._outbox, []
-                async with self._lock:
-                    for run in _runs(queued):
-                        await self._send_run(run)
-        except asyncio.CancelledError:  # the loop is ending: nobody is left waiting
-            for *_, future in queued + self._outbox:
-                future.cancel()
-            self._outbox = []
-            raise
-        finally:
-            self._sender = None
-
-    async def _send_run(self, run: list[tuple[str, str, bytes | None, asyncio.Future]]) -> None:
+    async def _send_run(self, run: list[tuple[tuple, asyncio.Future]]) -> None:
         """One round trip for a run of like operations; each waiter learns
-        its outcome (all share it: one command, or one pipeline)."""
-        op = run[0][0]
+        its outcome (all share it: one command, or one pipeline), raised as
+        upstream's call would raise it."""
+        op = run[0][0][0]
+        outcome: BaseException | None = None
         try:
             self._ensure_redis()
             if op == _PUBLISH:
                 pipe = self._redis.pipeline(transaction=False)
-                for _, channel, message, _ in run:
+                for (_, channel, message), _ in run:
                     pipe.publish(channel, message)
                 await pipe.execute()
             else:
@@ -281,7 +263,7 @@ class _WatchedShard(RedisSingleShardConnection):
                 channels = list(
                     dict.fromkeys(
                         channel
-                        for _, channel, _, _ in run
+                        for (_, channel, _), _ in run
                         if (channel in self._subscribed_to) != subscribing
                     )
                 )
@@ -294,14 +276,10 @@ class _WatchedShard(RedisSingleShardConnection):
                         self._subscribed_to.difference_update(channels)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - each waiter raises it, as upstream's call would
-            for *_, future in run:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for *_, future in run:
-            if not future.done():
-                future.set_result(None)
+        except BaseException as exc:  # noqa: BLE001 - each waiter raises it
+            outcome = exc
+        for _, future in run:
+            settle(future, outcome)
 
     async def _do_receiving(self):
         failed = False
@@ -353,7 +331,7 @@ def _runs(queued: list) -> list[list]:
     """The queued operations, in order, cut where the kind changes."""
     runs: list[list] = []
     for item in queued:
-        if runs and runs[-1][0][0] == item[0]:
+        if runs and runs[-1][0][0][0] == item[0][0]:
             runs[-1].append(item)
         else:
             runs.append([item])
