@@ -233,7 +233,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         # before the join's statement, which reads its last seq too (one
         # statement fewer); its events wait in `joining`, unsent, until the
         # join is allowed and answered.
-        early = hub.room_ids.get(slug)
+        early = hub.known(slug)
         room: Room | None = None
         try:
             if early is not None:
@@ -261,7 +261,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self._join_room(room, since, previous, ref, last_seq)
         finally:
             if room is None:
-                hub.room_ids.pop(slug, None)  # refused or gone: no early subscription next time
+                hub.forget(slug)  # refused or gone: no early subscription next time
             tried = {early, room.pk if room is not None else None}
             for room_id in (r for r in tried if r is not None):
                 self.joining.pop(room_id, None)

@@ -80,6 +80,12 @@ class RoomFanout:
         # the join's own answer.
         self.room_ids: dict[str, int] = {}
 
+    def known(self, slug: str) -> int | None:
+        return self.room_ids.get(slug)
+
+    def forget(self, slug: str) -> None:
+        self.room_ids.pop(slug, None)
+
     def know(self, slug: str, room_id: int) -> None:
         if self.room_ids.get(slug) != room_id:
             if len(self.room_ids) >= ROOM_IDS_KEPT:
