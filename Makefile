@@ -81,10 +81,10 @@ bench: install
 	$(BIN)/python bench/loadtest.py $(BENCH_ARGS)
 
 # Live-data topics (bench/topics.py): the project's server against a plain
-# Channels consumer, each on 2 daphne processes and Redis, at the issue's
-# scale (2,000 subscribers, 200 publications/s), at one both carry, and with
-# publications large enough that a stalled reader's output overflows the
-# kernel's socket buffers; a table of the figures at the end (~15 min).
+# Channels consumer and a bare `websockets` floor, each on 2 processes and
+# Redis, at the issue's scale (2,000 subscribers, 200 publications/s), at one
+# all carry, and with publications large enough that a stalled reader's
+# output overflows the kernel's socket buffers; a table at the end (~20 min).
 .PHONY: bench-topics
 bench-topics: BENCH_TOPICS_ARGS ?= --scales 2000x200x50,200x20x50,100x20x20x20000
 bench-topics: install

@@ -20,6 +20,11 @@ subscribers spread over them round-robin:
   plain     bench/plain_topic_consumer.py: an AsyncJsonWebsocketConsumer in a
             group, channels_redis' RedisChannelLayer as shipped, daphne
             unadjusted; the publisher is another process calling group_send.
+  bare      bench/baselines/bare_topic.py: a bare `websockets` server per
+            process reading publications from one Redis pub/sub channel and
+            handing them out in rounds, as the project's hub does (nothing
+            authenticated, stored, sequenced or bounded): the floor for
+            Python at the same shape, on the same machine.
 
 Every publication carries {"n", "t": time.time()} (and --pad characters of
 padding) and goes out with key k{n % keys}. A scale is
@@ -95,8 +100,9 @@ from bench.loadtest import (  # noqa: E402
 TOPIC = "public:bench"
 NODE_READERS = ROOT / "bench" / "topics_readers.mjs"
 NODE_BINS_PER_MS = 10  # its latency histogram's bins
-TARGETS = ["realtime", "plain"]
+TARGETS = ["realtime", "plain", "bare"]
 PLAIN_APP = "bench.plain_topic_consumer:application"
+BARE_SERVER = [sys.executable, str(ROOT / "bench/baselines/bare_topic.py"), "{port}"]
 # A stalled reader: the kernel's receive buffer kept small (set before the
 # SYN) and the library's queue at one frame, so that not reading really
 # leaves the output with the server (as tests/live/test_slow_readers_live.py).
@@ -123,6 +129,17 @@ async def publish_loop(args) -> dict:
 
         async def send(n: int, key: str, data: dict) -> int:
             return await apublish(TOPIC, data, key=key)
+
+    elif args.publisher == "bare":
+        import redis.asyncio as redis
+
+        from bench.baselines.bare_topic import CHANNEL
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+        async def send(n: int, key: str, data: dict) -> int:
+            await client.publish(CHANNEL, json.dumps({"offset": n, "key": key, "data": data}))
+            return n  # the bare server's offsets are the publisher's
 
     else:
         from channels.layers import get_channel_layer
@@ -492,11 +509,15 @@ class Run:
 
 
 @contextlib.contextmanager
-def serving(app: str):
+def serving(app: str | list[str]):
     """Stack serves the tutorial app for its non-realtime targets: have it
-    serve `app` instead while it starts (the command line is otherwise loadtest's)."""
+    serve `app` instead while it starts (the command line is otherwise
+    loadtest's), or run `app` if it is a whole command line."""
     original = loadtest.server_command
-    loadtest.server_command = lambda server, _app: original(server, app)
+    if isinstance(app, list):
+        loadtest.server_command = lambda server, _app: app
+    else:
+        loadtest.server_command = lambda server, _app: original(server, app)
     try:
         yield
     finally:
@@ -508,9 +529,10 @@ def start_stack(target: str, args, pin: bool, root: Path = loadtest.ROOT) -> Sta
         return Stack(
             "realtime", pin, users=args.subscribers, rooms=0, processes=args.processes, root=root
         ).start()
-    # tutorial-core: channels_redis' RedisChannelLayer as shipped, no database.
+    # tutorial-core: channels_redis' RedisChannelLayer as shipped, no database
+    # (bare: only the Redis it starts).
     stack = Stack("tutorial-core", pin, users=0, rooms=0, processes=args.processes)
-    with serving(PLAIN_APP):
+    with serving(BARE_SERVER if target == "bare" else PLAIN_APP):
         return stack.start()
 
 
@@ -1021,8 +1043,8 @@ def main() -> None:
     parser.add_argument(
         "--target",
         default="all",
-        help="realtime, plain, or all (both), or a comma list; realtime@CHECKOUT runs the "
-        "servers from another checkout (a baseline's worktree), realtime:NAME=VALUE[:…] with "
+        help="realtime, plain, bare, or all (the three), or a comma list; realtime@CHECKOUT runs "
+        "the servers from another checkout (a baseline's worktree), realtime:NAME=VALUE[:…] with "
         "those settings (e.g. realtime:TOPICS_HAND_OUT_SHARE=1)",
     )
     parser.add_argument("--subscribers", type=int, default=2000)
