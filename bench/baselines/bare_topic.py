@@ -60,10 +60,13 @@ async def hand_out(url: str) -> None:
     arrived = asyncio.Event()
 
     async def read() -> None:
-        async for message in pubsub.listen():
-            if message["type"] == "message":
-                waiting.append(message["data"])
-                arrived.set()
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    waiting.append(message["data"])
+                    arrived.set()
+        finally:
+            arrived.set()  # a lost Redis ends the server, not a wait forever
 
     reader = asyncio.create_task(read())
     loop = asyncio.get_running_loop()
