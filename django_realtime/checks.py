@@ -13,7 +13,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from . import internals
+from . import internals, namespace, redisconn
 from .conf import DEFAULTS, layer_redis_urls, redis_urls, user_settings
 
 # channels_redis' core layer blocks on BZPOPMIN for 5 s; a Redis read timeout
@@ -191,6 +191,58 @@ def check_redis_shards(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     return messages
 
 
+# How long a site's marker says it uses its Redis database: refreshed by
+# every `manage.py check` (migrate runs one), so a site gone stops counting.
+SITE_MARKER_SECONDS = 30 * 86400
+
+
+def check_redis_sharing(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Sites on one Redis server: channels_redis' own pub/sub layer shares its
+    channels across database numbers, and two sites on one database number
+    need distinct prefixes (django_realtime.namespace)."""
+    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
+    config = layer.get("CONFIG") or {}
+    messages: list[CheckMessage] = []
+    if (
+        layer.get("BACKEND") == "channels_redis.pubsub.RedisPubSubChannelLayer"
+        and namespace.layer_prefix() == namespace.DEFAULT_PREFIX
+        and namespace.channel_prefix(namespace.DEFAULT_PREFIX, config.get("hosts"))
+        != namespace.DEFAULT_PREFIX
+    ):
+        messages.append(
+            Warning(
+                "channels_redis' pub/sub layer ignores the Redis database number: every "
+                "site on this Redis server, whatever its database, shares its channels.",
+                hint="Use django_realtime.layers.ResilientRedisPubSubChannelLayer, whose "
+                "channels carry the database number, or give the layer a prefix of its own.",
+                id="realtime.W008",
+            )
+        )
+    urls = redis_urls()
+    if not isinstance(getattr(settings, "REALTIME", {}), dict) or not urls:
+        return messages
+    key, ours = namespace.site_marker()
+    try:
+        client = redisconn.sync_client(urls[0])
+        theirs = client.get(key)
+        if theirs is None or theirs in (ours, ours.encode()):
+            client.set(key, ours, ex=SITE_MARKER_SECONDS)
+            return messages
+    except redisconn.ERRORS:
+        return messages  # /readyz and the servers report an unreachable Redis
+    messages.append(
+        Warning(
+            f"Another site (another default database) uses this Redis database ({urls[0]}) "
+            "with the same prefix: the two would read each other's events and presence.",
+            hint="Give each site its own Redis database number, or a distinct "
+            'CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] (docs/integration.md, '
+            '"Sites sharing a Redis server").',
+            id="realtime.W009",
+        )
+    )
+    return messages
+
+
 def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     database = settings.DATABASES.get("default", {})
     if database.get("ENGINE") != "django.db.backends.sqlite3" or settings.DEBUG:
@@ -242,6 +294,7 @@ def register_checks() -> None:
         check_settings,
         check_channel_layer,
         check_redis_shards,
+        check_redis_sharing,
         check_database,
         check_middleware,
         check_internals,

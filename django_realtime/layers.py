@@ -38,6 +38,7 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 
+from .namespace import DEFAULT_PREFIX, channel_prefix
 from .redisconn import Outbox, settle
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,12 @@ class ResilientRedisPubSubChannelLayer(RedisPubSubChannelLayer):
     answers again after a failure, seen by the receiver or by a send."""
 
     def __init__(self, *args, **kwargs):
+        # Redis pub/sub ignores database numbers: the channels carry them, so
+        # sites on /1 and /2 of one server never meet (django_realtime.namespace).
+        hosts = args[0] if args else kwargs.get("hosts")
+        prefix = args[1] if len(args) > 1 else kwargs.pop("prefix", DEFAULT_PREFIX)
+        args = args[:1]
+        kwargs["prefix"] = channel_prefix(prefix, hosts)
         super().__init__(*args, **kwargs)
         self.epoch = 0
         self.healthy = True

@@ -30,7 +30,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from . import metrics, redisconn
+from . import metrics, namespace, redisconn
 from .conf import realtime_settings, redis_urls
 from .errors import RateLimited
 from .rates import parse_rate
@@ -80,7 +80,9 @@ _last_logged: dict[str, float] = {}
 
 
 def _key(*parts: Any) -> str:
-    return realtime_settings.LIMITS_REDIS_PREFIX + ":".join(map(str, parts))
+    return (
+        namespace.key_prefix() + realtime_settings.LIMITS_REDIS_PREFIX + ":".join(map(str, parts))
+    )
 
 
 def _rate_url(name: str) -> str:

@@ -35,6 +35,7 @@ import redis.asyncio
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+from . import namespace
 from .bus import room_group, topic_group, user_group
 
 TIMEOUT_SECONDS = 2.0
@@ -63,15 +64,14 @@ def shard_index(name: str, count: int) -> int:
 def layer_group_name(group: str) -> str:
     """The name the default channel layer hashes to place `group` on one of
     its hosts: the pub/sub layers hash the group's channel
-    (`<prefix>__group__<group>`, prefix "asgi" unless configured), the
-    list-based ones the group itself. Any
-    other layer (in-memory, in tests) counts as the package's default, pub/sub."""
+    (`<prefix>__group__<group>`, django_realtime.namespace), the list-based
+    ones the group itself. Any other layer (in-memory, in tests) counts as
+    the package's default, pub/sub."""
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
     backend = str(layer.get("BACKEND", ""))
     if backend.endswith("RedisChannelLayer") and "PubSub" not in backend:
         return group
-    prefix = (layer.get("CONFIG") or {}).get("prefix", "asgi")  # channels_redis' default
-    return f"{prefix}__group__{group}"
+    return f"{namespace.group_channel_prefix()}__group__{group}"
 
 
 def room_shard(room_id: int, count: int) -> int:

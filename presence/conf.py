@@ -11,6 +11,7 @@ word leave every presence list at most TTL + SWEEP after it died: 45 + 5 =
 
 from typing import Any
 
+from django_realtime import namespace
 from django_realtime.conf import realtime_settings
 
 
@@ -52,4 +53,4 @@ def redis_max_connections() -> int:
 
 
 def redis_prefix() -> str:
-    return str(value("PRESENCE_REDIS_PREFIX"))
+    return namespace.key_prefix() + str(value("PRESENCE_REDIS_PREFIX"))

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import redisconn
+from .. import namespace, redisconn
 from ..conf import realtime_settings, redis_urls
 from ..errors import Unavailable
 from .names import Namespace
@@ -269,7 +269,7 @@ return {epoch, tonumber(offset), now_ms, redis.call('XRANGE', KEYS[2], '-', '+')
 
 def _keys(topic: str, idempotency_key: str | None) -> list[str]:
     # The hash tag keeps a topic's keys on one Redis Cluster slot.
-    base = f"{realtime_settings.TOPICS_REDIS_PREFIX}{{{topic}}}"
+    base = f"{namespace.key_prefix()}{realtime_settings.TOPICS_REDIS_PREFIX}{{{topic}}}"
     return [f"{base}:m", f"{base}:s", f"{base}:i:{idempotency_key or ''}"]
 
 
