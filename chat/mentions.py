@@ -22,14 +22,26 @@ EXCERPT_CHARS = 200
 # message cannot fan out to a whole directory.
 MAX_MENTIONS_PER_MESSAGE = 50
 
-# `@name` not preceded by a word character or one of @.+- (so e-mail addresses
-# don't count), ending on a word character (so "@bob." and "@bob," mention bob).
-MENTION_RE = re.compile(r"(?<![\w@.+-])@([\w.+-]*\w)")
+# `@name` not preceded by a word character or one of @.+- (so an e-mail
+# address in a sentence is no mention), made of what Django's usernames may
+# hold (\w and @.+-, so "@bob@example.com" names the user "bob@example.com"),
+# ending on a word character (so "@bob." and "@bob," mention bob).
+MENTION_RE = re.compile(r"(?<![\w@.+-])@([\w.@+-]*\w)")
+LOCAL_NAME_RE = re.compile(r"[\w.+-]*\w")
 
 
 def mentions(content: str) -> list[str]:
-    """The names `content` mentions, once each, in order, at most MAX_MENTIONS_PER_MESSAGE."""
-    return list(dict.fromkeys(MENTION_RE.findall(content)))[:MAX_MENTIONS_PER_MESSAGE]
+    """The names `content` mentions, once each, in order, at most
+    MAX_MENTIONS_PER_MESSAGE. A name with an @ in it also stands for what
+    comes before its first @: "@bob@example.com" names "bob@example.com" and,
+    where usernames are no addresses, "bob"."""
+    names: list[str] = []
+    for name in MENTION_RE.findall(content):
+        names.append(name)
+        local = name.split("@", 1)[0]
+        if local != name and LOCAL_NAME_RE.fullmatch(local):
+            names.append(local)
+    return list(dict.fromkeys(names))[:MAX_MENTIONS_PER_MESSAGE]
 
 
 def mentions_notify(*, message: Message, room: Room) -> list[Notification]:

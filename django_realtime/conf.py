@@ -62,6 +62,14 @@ DEFAULTS: dict[str, Any] = {
     # REST: token logins per client address, and calls per user.
     "API_LOGIN_RATE": "120/min",
     "API_USER_RATE": "6000/min",
+    # Failed logins on a site's login form (django_realtime.logins) per client
+    # address, and per username (so many addresses cannot try one account).
+    "LOGIN_FORM_RATE": "20/min",
+    "LOGIN_FORM_USERNAME_RATE": "60/hour",
+    # Proxies in front of the server that set X-Forwarded-For (nginx: 1); the
+    # client address of every throttle is then the one they vouch for. 0: the
+    # socket's address, whatever a client's own headers say.
+    "TRUSTED_PROXY_COUNT": 0,
     # --- The channel layer -------------------------------------------------------
     # How long a broadcast may wait on the layer before it is given up (the
     # message is stored already; clients fill the gap from the database).

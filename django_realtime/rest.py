@@ -3,9 +3,10 @@ Provides RealtimeAPIView, the base of every REST view of the package, and the
 pieces it declares for itself so that a site's REST_FRAMEWORK defaults
 neither break nor loosen it: token then session authentication, authenticated
 users only, JSON in (StrictJSONParser) and out, throttles with the package's
-own scopes and rates, drf-spectacular's schema, and an exception handler that
-turns a ClientError into the code a WebSocket client sees in its `error`
-frame and a database outage into 503.
+own scopes and rates (counted by django_realtime.limits, across processes with
+Redis, per client address as client_address() reads it), drf-spectacular's
+schema, and an exception handler that turns a ClientError into the code a
+WebSocket client sees in its `error` frame and a database outage into 503.
 
 Also the cursor parameters (`before`, `after`, `limit`) that history and
 notifications share.
@@ -13,6 +14,7 @@ notifications share.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -28,17 +30,20 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .conf import realtime_settings
 from .errors import BadRequest, ClientError, RateLimited
+from .limits import limiter
 from .logcontext import RequestContextMiddleware
 from .strictjson import StrictJSONParser
 from .types import User
 
 MAX_PAGE = 100
+# An address longer than this (none is) is cut, so a key stays bounded.
+MAX_ADDRESS_CHARS = 64
 DEFAULT_PAGE = 50
 
 
@@ -61,14 +66,42 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return drf_exception_handler(exc, context)
 
 
-class RealtimeRateThrottle(SimpleRateThrottle):
-    """A throttle whose rate is a REALTIME key, read at call time."""
+def client_address(meta: Mapping[str, Any]) -> str:
+    """The client's address as the server sees it (contract §2): the socket's
+    (REMOTE_ADDR), or, with REALTIME["TRUSTED_PROXY_COUNT"] = N, the address N
+    hops from the right of X-Forwarded-For (the one the outermost trusted proxy
+    saw), as DRF's NUM_PROXIES reads it. A client's own X-Forwarded-For,
+    Forwarded or X-Real-IP moves nothing by default."""
+    remote = str(meta.get("REMOTE_ADDR") or "")
+    hops = int(realtime_settings.TRUSTED_PROXY_COUNT or 0)
+    if hops > 0:
+        chain = [a.strip() for a in str(meta.get("HTTP_X_FORWARDED_FOR") or "").split(",")]
+        chain = [a for a in chain if a]
+        if chain:
+            return chain[-min(hops, len(chain))][:MAX_ADDRESS_CHARS]
+    return remote[:MAX_ADDRESS_CHARS] or "unknown"
 
+
+class RealtimeRateThrottle(BaseThrottle):
+    """A throttle whose rate is a REALTIME key, read at call time, counted by
+    the package's limiter: in Redis across every process when the package has
+    one (failing open to this process's count while Redis does not answer),
+    else per process. Past the rate: 429 RATE_LIMITED with Retry-After."""
+
+    scope: str = ""
     setting: str = ""
 
-    def get_rate(self) -> str | None:
+    def key(self, request: Request) -> tuple | None:
+        """The window a request counts in; None: not counted."""
+        raise NotImplementedError
+
+    def allow_request(self, request: Request, view: Any) -> bool:
         rate = getattr(realtime_settings, self.setting)
-        return None if rate in (None, "", "off") else str(rate)
+        key = self.key(request)
+        if rate in (None, "") or key is None:
+            return True
+        limiter.hit((self.scope, *key), str(rate))  # RateLimited: 429 with Retry-After
+        return True
 
 
 class UserThrottle(RealtimeRateThrottle):
@@ -77,10 +110,10 @@ class UserThrottle(RealtimeRateThrottle):
     scope = "realtime_user"
     setting = "API_USER_RATE"
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
+    def key(self, request: Request) -> tuple | None:
         if not (request.user and request.user.is_authenticated):
             return None  # refused by the permission check anyway
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+        return (request.user.pk,)
 
 
 class LoginThrottle(RealtimeRateThrottle):
@@ -89,8 +122,8 @@ class LoginThrottle(RealtimeRateThrottle):
     scope = "realtime_login"
     setting = "API_LOGIN_RATE"
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+    def key(self, request: Request) -> tuple | None:
+        return (client_address(request.META),)
 
 
 class RealtimeAPIView(APIView):

@@ -1,7 +1,9 @@
 """
 Provides the demo's ASGI application: the contract's §0 snippet, plus
 Django's static files handler so `make run` serves the admin's CSS without a
-proxy (SERVE_STATIC=0 when one does).
+proxy (SERVE_STATIC=0 when one does). A path that would leave the static
+directories (`/static/%2e%2e/…`) is 404, as a missing file is, not Django's
+500 (its handler lets SuspiciousFileOperation through).
 """
 
 import os
@@ -18,8 +20,23 @@ from chat.routing import websocket_application  # noqa: E402
 
 http_application = django_asgi_app
 if settings.SERVE_STATIC:
+    from asgiref.sync import sync_to_async
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.exceptions import SuspiciousOperation
+    from django.core.handlers.exception import response_for_exception
+    from django.http import Http404
 
-    http_application = ASGIStaticFilesHandler(django_asgi_app)
+    class StaticFilesHandler(ASGIStaticFilesHandler):
+        """Django's, with a path outside the static directories a 404."""
+
+        async def get_response_async(self, request):
+            try:
+                return await super().get_response_async(request)
+            except SuspiciousOperation:
+                return await sync_to_async(response_for_exception, thread_sensitive=False)(
+                    request, Http404("no such file")
+                )
+
+    http_application = StaticFilesHandler(django_asgi_app)
 
 application = ProtocolTypeRouter({"http": http_application, "websocket": websocket_application})

@@ -1,5 +1,5 @@
 """
-Provides the demo's URLs: the site's own (admin, login, health) and the
+Provides the demo's URLs: the site's own (admin, login with its throttle, health) and the
 package's, included at the root as §0 of the contract shows under a prefix.
 """
 
@@ -10,6 +10,8 @@ from django.views.generic import RedirectView
 
 from django_realtime import health
 
+from .views import LoginView
+
 urlpatterns = [
     # Browsers ask for /favicon.ico on every page without a <link rel="icon"> (the admin's).
     path("favicon.ico", RedirectView.as_view(url=static("realtime/favicon.svg"), permanent=True)),
@@ -17,6 +19,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    # The demo's own login view, throttled (django_realtime.logins), before Django's others.
+    path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("chat.urls")),
     path("", include("notifications.urls")),
