@@ -2,64 +2,80 @@
 Provides WebSocket authentication for /ws/: the origin check, then one of a
 token header, a single-use ticket or the session cookie.
 
-- A foreign Origin is refused at the handshake (HTTP 403): cross-site
-  WebSocket hijacking.
+- A handshake whose Origin Django's CSRF check would not accept is refused
+  (HTTP 403): cross-site WebSocket hijacking. As CsrfViewMiddleware does, the
+  Origin must be the handshake's own `scheme://host[:port]` (the Host as
+  Django's get_host validates it against ALLOWED_HOSTS; https for wss, or as
+  SECURE_PROXY_SSL_HEADER says), or in CSRF_TRUSTED_ORIGINS (with its
+  `https://*.example.com` patterns) or REALTIME["WS_ALLOWED_ORIGINS"]: a page
+  on another port, or over http of an https site, is another origin.
 - `Authorization: Token <key>` or `?ticket=…` authenticate any client.
 - The session cookie counts only when an allowed Origin is present, so a
-  cookie alone never authenticates a handshake without one.
+  cookie alone never authenticates a handshake without one. Whether the
+  session authenticates is Django's own get_user, on a copy nothing writes
+  (django_realtime.credentials.session_user): SECRET_KEY_FALLBACKS and
+  AUTHENTICATION_BACKENDS count, and a handshake never flushes a session.
 - No valid credentials: the consumer accepts and closes with 4401.
 """
 
+import io
 import re
 import secrets
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from channels.auth import get_user
 from channels.security.websocket import WebsocketDenier
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
 from django.utils import timezone
 from django.utils.http import is_same_domain
 
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
-from django_realtime.credentials import Credential
+from django_realtime.credentials import Credential, session_user
 from django_realtime.tokens import token_user_async
 
 from .models import WsTicket
 
-# What Django accepts as a Host when DEBUG is on and ALLOWED_HOSTS is empty.
-DEBUG_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
+# The http(s) scheme of a page whose socket is ws(s), as the Origin spells it.
+_HTTP_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
 
-def origin_allowed(origin: str) -> bool:
-    """True for an origin whose host is in ALLOWED_HOSTS (exact, or a leading-dot
-    subdomain pattern) or listed in WS_ALLOWED_ORIGINS. 'null' never is."""
+def origin_allowed(origin: str, scope: dict) -> bool:
+    """Whether Django's CSRF check would accept `origin` for a request made
+    as this handshake was (CsrfViewMiddleware._origin_verified), or it is
+    listed in WS_ALLOWED_ORIGINS. 'null' never is."""
     if origin in realtime_settings.WS_ALLOWED_ORIGINS:
         return True
-    parts = urlsplit(origin)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        return False
-    # An origin is scheme://host[:port] and nothing else: no user info (the
-    # host a parser finds after an '@' is not the one a browser means), path,
-    # query, fragment or malformed port.
-    if "@" in parts.netloc or parts.path or parts.query or parts.fragment:
-        return False
+    request = handshake_request(scope)
     try:
-        if parts.port == 0:
-            return False
-    except ValueError:  # not a number, or out of range
+        if origin == f"{request.scheme}://{request.get_host()}":
+            return True
+    except DisallowedHost:  # a Host not in ALLOWED_HOSTS: only a trusted origin will do
+        pass
+    trusted = settings.CSRF_TRUSTED_ORIGINS
+    if "*" not in origin and origin in trusted:
+        return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
         return False
-    host = parts.hostname
-    if ":" in host:  # IPv6 literal, as ALLOWED_HOSTS spells it
-        host = f"[{host}]"
-    allowed = settings.ALLOWED_HOSTS
-    if not allowed and settings.DEBUG:
-        allowed = DEBUG_ALLOWED_HOSTS  # as Django's own host check does
-    return "*" in allowed or any(is_same_domain(host, pattern) for pattern in allowed)
+    return any(
+        is_same_domain(parts.netloc, urlsplit(pattern).netloc.lstrip("*"))
+        for pattern in trusted
+        if "*" in pattern and urlsplit(pattern).scheme == parts.scheme
+    )
+
+
+def handshake_request(scope: dict) -> ASGIRequest:
+    """The handshake as a Django request (GET, the page's http or https
+    scheme), for Django's own reading of its Host and scheme."""
+    scheme = _HTTP_SCHEME.get(scope.get("scheme", "ws"), "http")
+    return ASGIRequest(dict(scope, method="GET", scheme=scheme), io.BytesIO())
 
 
 def ticket_issue(*, user: Any, credential: Credential | None = None) -> str:
@@ -116,7 +132,7 @@ class WebSocketAuthMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         headers = dict(scope.get("headers", []))
         origin = headers.get(b"origin")
-        if origin is not None and not origin_allowed(origin.decode("latin-1")):
+        if origin is not None and not origin_allowed(origin.decode("latin-1"), scope):
             return await WebsocketDenier.as_asgi()(scope, receive, send)
 
         user: Any = AnonymousUser()
@@ -134,9 +150,10 @@ class WebSocketAuthMiddleware:
             if redeemed is not None:
                 user, credential = redeemed
         elif origin is not None:
-            user = await get_user(scope)
             session_key = getattr(scope.get("session"), "session_key", None)
-            credential = Credential("session", session_key) if session_key else None
+            if session_key:
+                user = await db(session_user, session_key=session_key) or user
+                credential = Credential("session", session_key)
         scope = dict(scope, user=user, realtime_credential=credential)
         return await self.inner(scope, receive, send)
 

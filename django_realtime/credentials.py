@@ -17,19 +17,30 @@ the token. Then:
 - every connection also re-checks every SESSION_RECHECK_SECONDS (5 min), so
   a session deleted by other means (`clearsessions`, the database) ends too.
 
+Whether a session authenticates is Django's own answer (session_user):
+django.contrib.auth.get_user on a request carrying the session, so
+SECRET_KEY_FALLBACKS (a key rotation ends no session), AUTHENTICATION_BACKENDS
+and the auth hash count exactly as for a page. It reads a copy that cannot
+be written: what get_user does to a session it is handed (flushes one it
+cannot verify, gives one verified by a fallback key a new key) is the site's
+next request's to do, never a socket's: opening or re-checking a socket
+never logs anyone out, nor changes their session key.
+
 Raw session keys and tokens never travel on the layer: only a fingerprint.
 """
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.conf import settings
+from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
-from django.utils.crypto import constant_time_compare
+from django.http import HttpRequest
 from django.utils.module_loading import import_string
 from rest_framework.authtoken.models import Token
 
@@ -70,6 +81,9 @@ def credential_of(request: Any) -> Credential | None:
 
 def still_valid(*, user_id: int, credential: Credential | None) -> bool:
     """Whether the credential still authenticates the user (an active one)."""
+    if credential is not None and credential.kind == "session":
+        found = session_user(credential.key)
+        return found is not None and found.pk == user_id
     user = get_user_model()._default_manager.filter(pk=user_id).first()
     if user is None or not getattr(user, "is_active", True):
         return False
@@ -77,26 +91,56 @@ def still_valid(*, user_id: int, credential: Credential | None) -> bool:
         return True
     if credential.kind == "token":
         return Token.objects.filter(key=credential.key, user_id=user_id).exists()
-    if credential.kind == "session":
-        return _session_authenticates(credential.key, user)
     return False
 
 
-def _session_authenticates(session_key: str, user: Any) -> bool:
-    """What django.contrib.auth.get_user checks of a session: it exists, names
-    the user, and its auth hash matches the user's (a password change breaks it)."""
-    from django.conf import settings
+def session_user(session_key: str) -> Any | None:
+    """The active user Django's get_user finds for a request carrying this
+    session, else None. get_user reads a copy of the session that is never
+    saved or deleted (see the module's docstring)."""
+    request = HttpRequest()
+    request.session = _unwritable(_session_store())(session_key=session_key)
+    user = get_user(request)
+    if not user.is_authenticated or not getattr(user, "is_active", True):
+        return None  # a deactivated user's connections end (§2), whatever the backend
+    return user
 
-    store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key=session_key)
-    data = store.load()
-    if not data or str(data.get(SESSION_KEY)) != str(user.pk):
-        return False
-    if BACKEND_SESSION_KEY not in data:
-        return False
-    session_hash = data.get(HASH_SESSION_KEY)
-    if not hasattr(user, "get_session_auth_hash"):
-        return True
-    return bool(session_hash) and constant_time_compare(session_hash, user.get_session_auth_hash())
+
+def _session_store() -> type:
+    return import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+
+
+@functools.cache
+def _unwritable(store: type) -> type:
+    """`store` (the site's SessionStore) with every write a no-op: reads work
+    as ever; flush, cycle_key and setting keys change only this copy."""
+    # Named as `store` is: SessionBase.key_salt, which signs the session's
+    # data, is made of the class's __qualname__.
+    names = {"__qualname__": store.__qualname__, "__module__": store.__module__}
+    return type(store.__name__, (_NoWrites, store), names)
+
+
+class _NoWrites:
+    """The methods through which SessionBase writes (flush and cycle_key go
+    through create and delete), made no-ops."""
+
+    def save(self, must_create: bool = False) -> None:
+        pass
+
+    async def asave(self, must_create: bool = False) -> None:
+        pass
+
+    def create(self) -> None:
+        pass
+
+    async def acreate(self) -> None:
+        pass
+
+    def delete(self, session_key: str | None = None) -> None:
+        pass
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        pass
 
 
 async def still_valid_async(*, user_id: int, credential: Credential | None) -> bool:

@@ -82,7 +82,14 @@ def test_an_empty_allowed_hosts_under_debug_accepts_local_origins_as_django_does
     settings, debug, allowed_hosts, origin, allowed
 ):
     settings.DEBUG, settings.ALLOWED_HOSTS = debug, allowed_hosts
-    assert origin_allowed(origin) is allowed
+    # The page's own socket: its Host is the origin's host[:port].
+    scheme, host = origin.split("://")
+    scope = {
+        "path": "/ws/",
+        "scheme": scheme.replace("http", "ws"),
+        "headers": [(b"host", host.encode())],
+    }
+    assert origin_allowed(origin, scope) is allowed
 
 
 def ids(messages) -> list[str]:
