@@ -50,6 +50,9 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     # Good enough for `make run` on a laptop; production must set SECRET_KEY.
     SECRET_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
+# Rotating SECRET_KEY: the old key(s) here, comma-separated, keep sessions
+# (and the sockets opened with them) and signed values valid.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (deploy/nginx.conf
