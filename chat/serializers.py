@@ -23,6 +23,12 @@ class RoomSerializer(serializers.Serializer):
     last_read_seq = serializers.IntegerField(read_only=True, default=0)
 
 
+class RoomPageSerializer(serializers.Serializer):
+    results = RoomSerializer(many=True)
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+
+
 class InviteSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
 

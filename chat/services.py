@@ -79,7 +79,9 @@ def clean_client_id(value: object) -> uuid.UUID:
 
 
 def room_create(*, user: User, slug: object, name: object, is_private: bool = False) -> Room:
-    """Create a room; its creator becomes its owner."""
+    """Create a room; its creator becomes its owner. RateLimited past the
+    user's CHAT_ROOM_CREATE_RATE (the shared limiter: every process
+    together), and nothing is created."""
     if not isinstance(slug, str) or not 1 <= len(slug) <= 64:
         raise BadRequest("slug must be 1 to 64 characters")
     try:
@@ -88,6 +90,8 @@ def room_create(*, user: User, slug: object, name: object, is_private: bool = Fa
         raise BadRequest("slug may contain only letters, digits, '-' and '_'") from None
     if not isinstance(name, str) or not name.strip() or len(name) > 120:
         raise BadRequest("name must be 1 to 120 characters")
+    rate_key = ("room_create", user.pk)
+    limiter.hit(rate_key, realtime_settings.CHAT_ROOM_CREATE_RATE)
     try:
         with transaction.atomic(using=db_alias()):
             room = Room.objects.create(
@@ -95,6 +99,7 @@ def room_create(*, user: User, slug: object, name: object, is_private: bool = Fa
             )
             Membership.objects.create(room=room, user=user, role=Membership.Role.OWNER)
     except IntegrityError:
+        limiter.refund(rate_key)  # a taken slug creates nothing
         raise BadRequest(f"a room {slug!r} exists already") from None
     return room
 

@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import authenticate
+from django.core.validators import slug_re
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from drf_spectacular.views import SpectacularAPIView
@@ -25,11 +27,13 @@ from django_realtime.credentials import credential_of
 from django_realtime.errors import BadRequest
 from django_realtime.payloads import user_payload
 from django_realtime.rest import (
+    DEFAULT_PAGE,
     MAX_PAGE,
     LoginThrottle,
     RealtimeAPIView,
     body_object,
     extend_schema,
+    int_param,
     page_params,
     request_user,
 )
@@ -47,6 +51,7 @@ from .serializers import (
     ReadPositionSerializer,
     ReadSerializer,
     ReceiptSerializer,
+    RoomPageSerializer,
     RoomSerializer,
     TicketSerializer,
     TokenSerializer,
@@ -87,13 +92,63 @@ class TicketView(RealtimeAPIView):
         )
 
 
-class RoomListView(RealtimeAPIView):
-    """Rooms the user can see, with unread counts; create a room."""
+def slug_param(request: Request, name: str) -> str | None:
+    """A slug cursor (`after`, `before`) of a list ordered by slug or name."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > 64 or not slug_re.match(raw):
+        raise BadRequest(f"'{name}' must be a slug")
+    return raw
 
-    @extend_schema(responses={200: RoomSerializer(many=True)})
+
+def slug_page(request: Request, rows: QuerySet, field: str) -> tuple[list, str | None, str | None]:
+    """One page of `rows` (ordered by the unique `field`, a slug) after or
+    before the `after`/`before` cursor, `limit` at a time (1 to 100, default
+    50): the rows, in order, and the links to the next and previous pages."""
+    after, before = slug_param(request, "after"), slug_param(request, "before")
+    limit = int_param(request, "limit", DEFAULT_PAGE) or 0
+    if limit < 1:
+        raise BadRequest("'limit' must be at least 1")
+    limit = min(limit, MAX_PAGE)
+    if before is not None:
+        page = list(rows.filter(**{f"{field}__lt": before}).order_by(f"-{field}")[: limit + 1])
+        more_before, page = len(page) > limit, page[:limit][::-1]
+        more_after = True
+    else:
+        if after is not None:
+            rows = rows.filter(**{f"{field}__gt": after})
+        page = list(rows.order_by(field)[: limit + 1])
+        more_after, page = len(page) > limit, page[:limit]
+        more_before = after is not None
+    keys = [getattr(row, field) for row in page]
+
+    def link(**params: Any) -> str:
+        return request.build_absolute_uri(f"{request.path}?{urlencode({**params, 'limit': limit})}")
+
+    next_url = link(after=keys[-1]) if keys and more_after else None
+    previous_url = link(before=keys[0]) if keys and more_before else None
+    return page, next_url, previous_url
+
+
+class RoomListView(RealtimeAPIView):
+    """Rooms the user can see, with unread counts, by slug a page at a time;
+    create a room (CHAT_ROOM_CREATE_RATE per user)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", OpenApiTypes.STR, description="only slugs after this one"),
+            OpenApiParameter("before", OpenApiTypes.STR, description="only slugs before this one"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 100, default 50"),
+        ],
+        responses={200: RoomPageSerializer},
+    )
     def get(self, request: Request) -> Response:
         rooms = selectors.rooms_visible(user=request_user(request))
-        return Response([_room_data(r) for r in rooms])
+        page, next_url, previous_url = slug_page(request, rooms, "slug")
+        return Response(
+            {"results": [_room_data(r) for r in page], "next": next_url, "previous": previous_url}
+        )
 
     @extend_schema(request=RoomSerializer, responses={201: RoomSerializer})
     def post(self, request: Request) -> Response:

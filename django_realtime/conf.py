@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TYPING_RATE": "1/1s",
     # `join` frames per user, all rooms; `off` disables it.
     "CHAT_JOIN_RATE": "30/10s",
+    # Rooms a user may create (POST /api/rooms/, the index page's form), all
+    # processes together; past it 429 with Retry-After. `off` disables it.
+    "CHAT_ROOM_CREATE_RATE": "20/h",
     "CHAT_MAX_CONTENT_CHARS": 4000,
     # A resume replays at most this many messages; older ones come from REST.
     "CHAT_RESUME_MAX_MESSAGES": 1000,
@@ -156,6 +159,18 @@ DEFAULTS: dict[str, Any] = {
     # A remote editor's awareness (cursor, name) that was not renewed for this
     # long is removed (clients renew every 15 s; a dead server's editors go).
     "DOCS_AWARENESS_TIMEOUT_SECONDS": 35.0,
+    # Bytes of document updates one user may store (all documents, all
+    # processes); past it the socket closes with 4429 and nothing is stored.
+    # A bucket: a burst of the whole amount passes. `off` disables it.
+    "DOCS_USER_BYTES_RATE": "1048576/min",
+    # Documents one room may hold; opening a new one past it closes with 4429.
+    "DOCS_MAX_PER_ROOM": 100,
+    # One awareness message (a client's name, colour, cursor: ~200 bytes); a
+    # larger one closes the socket with 1009.
+    "DOCS_AWARENESS_MAX_BYTES": 8192,
+    # Awareness messages per connection (stock clients send one per cursor
+    # move); past it they are dropped, not relayed. `off` disables it.
+    "DOCS_AWARENESS_RATE": "20/1s",
     # --- Presence (presence/conf.py says how these hang together) ---------------
     # Three heartbeats: a live connection survives two missed refreshes (a
     # Redis blip, a long pause of its process) before it is taken for dead.

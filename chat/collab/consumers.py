@@ -4,14 +4,21 @@ y-websocket protocol, so stock `yjs` + `y-websocket` clients connect unchanged.
 
 The same origin check and authentication as `/ws/` (chat.auth, in the
 router). Close codes: 4401 no valid credentials (or the session ended),
-4404 a room or document the user may not read, 1003 a text frame, 4400 a
-malformed message, 1009 an update over DOCS_MAX_UPDATE_BYTES, 4409 a document
-over DOCS_MAX_DOCUMENT_BYTES, 1013 the database is away (the client
-reconnects and syncs again, so nothing it typed is lost), 1012 a drain
-(SIGTERM: reconnect, to another process). A muted member's
-updates are dropped: they read only.
+4404 a room or document the user may not read, 4400 a text frame (daphne
+cannot send 1003), a malformed message or an update that is not one of this
+document (nothing stored), 1009 an update over DOCS_MAX_UPDATE_BYTES or an awareness message
+over DOCS_AWARENESS_MAX_BYTES, 4409 a document over DOCS_MAX_DOCUMENT_BYTES,
+4429 past DOCS_USER_BYTES_RATE or DOCS_MAX_PER_ROOM (nothing stored), 1013
+the database is away (the client reconnects and syncs again, so nothing it
+typed is lost), 1012 a drain (SIGTERM: reconnect, to another process). A
+muted member's updates are dropped: they read only. Awareness past
+DOCS_AWARENESS_RATE is dropped.
+
+However the connection ends, it leaves the drain's registry and its
+document (`__call__`'s finally).
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -23,21 +30,22 @@ from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Forbidden, NotFound, Unavailable
 from django_realtime.output import HeldOutput
+from django_realtime.rates import parse_rate
 from presence import tracking
 
 from ..consumers import CLOSE_TOO_MANY_CONNECTIONS, CountedConnection
-from . import protocol, services
+from . import protocol, quotas, services
 from .hub import LiveDocument, hub
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNSUPPORTED = 1003
 CLOSE_TOO_LARGE = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_DOCUMENT_FULL = 4409
+CLOSE_OVER_QUOTA = 4429
 
 
 class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
@@ -46,6 +54,21 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     user: Any
     live: LiveDocument | None = None
     closing = False
+    muted = False
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A consumer that ends without its disconnect (an error, a
+            # cancelled task) still leaves the registry and its document.
+            drain.unregister(self)
+            if self.live is not None:
+                live, self.live = self.live, None
+                try:
+                    await hub().detach(live, self)
+                except Exception:  # noqa: BLE001 - cleanup of a connection already gone
+                    logger.exception("leaving document %s failed", live.document_id)
 
     async def dispatch(self, message: dict) -> None:
         """The user's group carries events for /ws/ connections too
@@ -62,6 +85,7 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Authenticate, apply the room's access rule, then sync."""
         self.live, self.closing, self.present = None, False, False
+        self.aware_times: list[float] = []
         self.start_output()
         self.user = self.scope.get("user")
         self.credential = self.scope.get("realtime_credential")
@@ -81,9 +105,14 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         except (NotFound, Forbidden):
             await self._refuse(CLOSE_NOT_FOUND, "no such document")
             return
+        except services.OverQuota:
+            cap = realtime_settings.DOCS_MAX_PER_ROOM
+            await self._refuse(CLOSE_OVER_QUOTA, f"policy: at most {cap} documents in a room")
+            return
         except Unavailable:
             await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
             return
+        self.muted = not self.opened.can_edit
         room = self.opened.room
         await self.accept()
         await bus.add(bus.user_group(self.user.pk), self.channel_name)
@@ -126,7 +155,7 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         if self.closing or self.live is None:
             return
         if bytes_data is None:
-            await self._refuse(CLOSE_UNSUPPORTED, "binary y-websocket messages only")
+            await self._refuse(CLOSE_BAD_MESSAGE, "binary y-websocket messages only")
             return
         # The update is most of a message; its header is a few bytes.
         if len(bytes_data) > realtime_settings.DOCS_MAX_UPDATE_BYTES + 16:
@@ -137,17 +166,21 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             if message.kind == protocol.SYNC:
                 await self.on_sync(message)
             elif message.kind == protocol.AWARENESS:
-                await self.live.aware(self, message.payload)
+                await self.on_awareness(message.payload)
             else:  # QUERY_AWARENESS
                 await self.send_bytes(self.live.awareness_all())
         except protocol.ProtocolError as exc:
             await self._refuse(CLOSE_BAD_MESSAGE, f"bad message: {exc}"[:120])
+        except services.UpdateInvalid:
+            await self._refuse(CLOSE_BAD_MESSAGE, "bad update: not an update of this document")
         except services.Muted:
-            pass  # a muted member reads only: the update is dropped
+            self.muted = True  # a muted member reads only: the update is dropped
         except services.UpdateTooLarge:
             await self._refuse(CLOSE_TOO_LARGE, "update too large")
         except services.DocumentFull:
             await self._refuse(CLOSE_DOCUMENT_FULL, "document too large")
+        except services.OverQuota as exc:
+            await self._refuse(CLOSE_OVER_QUOTA, f"policy: {exc.message}"[:120])
         except (NotFound, Forbidden):  # banned, removed from a private room
             await self._refuse(CLOSE_NOT_FOUND, "no such document")
         except Unavailable:
@@ -159,8 +192,28 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             # The document a client lacks (all of it, on a first sync): up to
             # DOCS_MAX_DOCUMENT_BYTES at once, allowed on top of the output cap.
             await self.send_bytes(self.live.step2_for(message.payload), replay=True)
-        elif message.payload != protocol.EMPTY_UPDATE:  # step 2, update
+        elif message.payload != protocol.EMPTY_UPDATE and not self.muted:  # step 2, update
+            if len(message.payload) > realtime_settings.DOCS_MAX_UPDATE_BYTES:
+                raise services.UpdateTooLarge("update too large")
+            await quotas.spend(self.user.pk, len(message.payload))
             await self.live.submit(self, message.payload)
+
+    async def on_awareness(self, payload: bytes) -> None:
+        """The client's own awareness, bounded in size (1009) and rate (dropped)."""
+        assert self.live is not None
+        if len(payload) > realtime_settings.DOCS_AWARENESS_MAX_BYTES:
+            await self._refuse(CLOSE_TOO_LARGE, "awareness too large")
+            return
+        rate = parse_rate(str(realtime_settings.DOCS_AWARENESS_RATE))
+        if rate is not None:
+            now = asyncio.get_running_loop().time()
+            times = self.aware_times = [
+                t for t in self.aware_times if t > now - rate.period_seconds
+            ]
+            if len(times) >= rate.count:
+                return  # over the rate: not relayed
+            times.append(now)
+        await self.live.aware(self, payload)
 
     # --- layer events (the user's group) -------------------------------------------
     async def session_end(self, event: dict) -> None:

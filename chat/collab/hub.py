@@ -12,8 +12,20 @@ forwarded merged: one ahead of a gap first pulls the gap from the database.
 So the layer may drop, repeat or reorder doorbells and every process still
 converges.
 
+Nothing stored can break the document: the writer first applies each
+update to `trial`, a copy of the document as this process will know it
+(what it applied, plus what it stored and has not applied yet); one that
+does not decode, does not apply, or leaves anything waiting on structs the
+document lacks (which a later, valid update would then trip over) is
+refused with UpdateInvalid and stored nowhere. Applying what the database
+holds skips (and logs) an update that does not apply, so a row stored
+before this rule breaks nobody. The writer survives any batch.
+
 Awareness is relayed, not stored: between the process's editors directly,
-across processes on the document's group. A client's entries are removed
+across processes on the document's group. An editor speaks only for its
+own clients: an entry under a client id another connection (or another
+user, on another process) holds is dropped, and an editor holds at most
+MAX_CLIENTS_PER_EDITOR ids. A client's entries are removed
 when its connection ends (here), when presence says its user left the
 room (a dead process's leases expire) or when nobody renewed them for
 DOCS_AWARENESS_TIMEOUT_SECONDS (stock clients renew every 15 s).
@@ -30,7 +42,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_update, merge_updates
 
 from django_realtime import bus
 from django_realtime.asyncdb import db
@@ -52,6 +64,15 @@ TICK_SECONDS = 5.0
 STORE_WAIT_SECONDS = 1.0
 # Presence's layer event (presence.events.DIFF), read here on the room's group.
 PRESENCE_DIFF = "presence.diff"
+# Client ids one connection may speak for in awareness: a stock client has
+# one (Yjs picks a new one only when it meets its own id in a remote update).
+MAX_CLIENTS_PER_EDITOR = 4
+
+
+def complete(ydoc: Doc, update: bytes) -> bool:
+    """Whether `update`, applied to `ydoc`, left nothing pending (every
+    struct it carries integrated)."""
+    return get_update(update, ydoc.get_state())[:1] == b"\x00"
 
 
 class Editor(Protocol):
@@ -83,6 +104,11 @@ class LiveDocument:
         self.room = room  # the Room: updates_append asks the room's access rule
         self.room_id = room.pk
         self.ydoc: Doc = Doc()
+        # The document with this process's stored updates not applied yet
+        # (`unapplied`, by seq): where a new update is tried (None: copied
+        # from ydoc when next needed).
+        self.trial: Doc | None = None
+        self.unapplied: dict[int, bytes] = {}
         self.cursor = SeqCursor(fetch=self._fetch)
         self.editors: dict[str, Editor] = {}
         self.awareness: dict[int, Aware] = {}
@@ -112,8 +138,8 @@ class LiveDocument:
             self.reader = asyncio.create_task(self._read())
             async with self.lock:
                 stored = await db(selectors.updates_after, document_id=self.document_id, after=0)
-                for _, update in stored.entries:
-                    self.ydoc.apply_update(update)
+                for seq, update in stored.entries:
+                    selectors.apply_stored(self.ydoc, update, document_id=self.document_id, seq=seq)
                 self.cursor.delivered = stored.last_seq
         finally:
             self.ready.set()
@@ -122,7 +148,10 @@ class LiveDocument:
         stored = await db(
             selectors.updates_after, document_id=self.document_id, after=after, until=until
         )
-        return [Entry(seq, {"update": update, "origin": ""}) for seq, update in stored.entries]
+        return [
+            Entry(seq, {"update": update, "origin": "", "seq": seq})
+            for seq, update in stored.entries
+        ]
 
     async def catch_up(self, last: int | None = None) -> None:
         """Apply what the database has past the cursor (up to `last`)."""
@@ -137,7 +166,10 @@ class LiveDocument:
                 except Unavailable:
                     return
                 frames = self.cursor.take(
-                    [Entry(seq, {"update": u, "origin": ""}) for seq, u in stored.entries]
+                    [
+                        Entry(seq, {"update": u, "origin": "", "seq": seq})
+                        for seq, u in stored.entries
+                    ]
                 )
             else:
                 frames = await self.cursor.catch_up(last)
@@ -148,9 +180,21 @@ class LiveDocument:
         process's editors."""
         if not frames:
             return
+        applied = []
         for frame in frames:
-            self.ydoc.apply_update(frame["update"])
-        self.outbox += frames
+            seq = frame.get("seq", 0)
+            if selectors.apply_stored(
+                self.ydoc, frame["update"], document_id=self.document_id, seq=seq
+            ):
+                applied.append(frame)
+            if self.unapplied.pop(seq, None) is None and self.trial is not None:
+                try:
+                    self.trial.apply_update(frame["update"])
+                except Exception:  # noqa: BLE001 - copied afresh when next needed
+                    self.trial = None
+        if not applied:
+            return
+        self.outbox += applied
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush())
 
@@ -216,11 +260,17 @@ class LiveDocument:
         """The document's one writer in this process: takes every update
         waiting and stores them in one transaction (services.updates_append),
         while the next ones queue. Each editor's updates keep their order;
-        nothing is forwarded before it has committed."""
+        nothing is forwarded before it has committed. No batch stops it: an
+        editor whose batch failed is told so, and the next batch goes on."""
         try:
             while self.queue:
                 batch, self.queue = self.queue, []
-                await self._store(batch)
+                try:
+                    await self._store(batch)
+                except Exception:  # noqa: BLE001 - a bug here must not leave editors waiting
+                    logger.exception("document %s: storing a batch failed", self.document_id)
+                    self.trial = None
+                    _settle(batch, Unavailable("storage is unavailable"))
         finally:
             self.writer = None
 
@@ -232,7 +282,50 @@ class LiveDocument:
             self.storing.set_result(None)
             self.storing = None
 
+    def _trial(self) -> Doc:
+        """The document as this process will know it once what it stored is
+        applied: where a new update is tried."""
+        if self.trial is None:
+            trial: Doc = Doc()
+            trial.apply_update(self.ydoc.get_update())
+            for seq in sorted(self.unapplied):
+                selectors.apply_stored(
+                    trial, self.unapplied[seq], document_id=self.document_id, seq=seq
+                )
+            self.trial = trial
+        return self.trial
+
+    def _check(self, batch: list[tuple[Editor, bytes, asyncio.Future]]) -> list[bool]:
+        """For each update of the batch, in order: whether it decodes, applies
+        to the document (with the batch's earlier good ones) and leaves
+        nothing pending. The good ones stay applied to `trial`."""
+        good: list[bool] = []
+        kept: list[bytes] = []
+        for _, update, _ in batch:
+            trial = self._trial()
+            try:
+                trial.apply_update(update)
+                ok = complete(trial, update)
+            except Exception:  # noqa: BLE001 - ValueError, RuntimeError: not an update here
+                ok = False
+            if not ok:  # the trial may hold part of it: copied afresh
+                self.trial = None
+                trial = self._trial()
+                for earlier in kept:
+                    trial.apply_update(earlier)
+            else:
+                kept.append(update)
+            good.append(ok)
+        return good
+
     async def _store_batch(self, batch: list[tuple[Editor, bytes, asyncio.Future]]) -> None:
+        good = self._check(batch)
+        for ok, (_, _, done) in zip(good, batch, strict=True):
+            if not ok and not done.done():
+                done.set_exception(services.UpdateInvalid("not a Yjs update of this document"))
+        batch = [item for ok, item in zip(good, batch, strict=True) if ok]
+        if not batch:
+            return
         try:
             outcomes = await db(
                 services.updates_append,
@@ -250,8 +343,15 @@ class LiveDocument:
             for (editor, update, _), outcome in zip(batch, outcomes, strict=True)
             if isinstance(outcome, services.Appended)
         ]
+        if len(stored) < len(batch):
+            self.trial = None  # it holds updates that were not stored
+        for seq, update, _ in stored:
+            self.unapplied[seq] = update
         if stored:
-            await self._ingest_many(stored)
+            try:
+                await self._ingest_many(stored)
+            except Exception:  # noqa: BLE001 - stored all the same; the database has them
+                logger.exception("document %s: applying stored updates failed", self.document_id)
         logged = 0
         for (_, _, done), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, services.Appended):
@@ -268,7 +368,8 @@ class LiveDocument:
         async with self.lock:
             frames: list[dict] = []
             for seq, update, origin in stored:
-                frames += await self.cursor.offer(seq, {"update": update, "origin": origin})
+                frame = {"update": update, "origin": origin, "seq": seq}
+                frames += await self.cursor.offer(seq, frame)
             await self._apply(frames)
 
     async def _compact(self) -> None:
@@ -284,24 +385,58 @@ class LiveDocument:
         return protocol.awareness_message([a.entry for a in self.awareness.values()])
 
     async def aware(self, editor: Editor, payload: bytes) -> None:
-        """An editor's awareness update: kept, relayed here and to the other processes."""
-        entries = protocol.parse_awareness(payload)
+        """An editor's awareness update: its own entries kept, relayed here
+        and to the other processes; entries under ids it does not hold are
+        dropped."""
+        entries = self._own(protocol.parse_awareness(payload), editor)
+        if not entries:
+            return
         self._note(entries, user_id=editor.user.pk, channel=editor.channel_name)
         await self._to_editors(protocol.awareness_message(entries), skip=editor.channel_name)
         await events.broadcast_awareness(
-            document_id=self.document_id, payload=payload, process=PROCESS, user_id=editor.user.pk
+            document_id=self.document_id,
+            payload=protocol.awareness_update(entries),
+            process=PROCESS,
+            user_id=editor.user.pk,
         )
+
+    def _own(self, entries: list[AwarenessEntry], editor: Editor) -> list[AwarenessEntry]:
+        """The entries `editor` may speak for: ids it holds, ids its user
+        holds on another process (a client that reconnected here), and new
+        ids up to MAX_CLIENTS_PER_EDITOR."""
+        channel, user_id = editor.channel_name, editor.user.pk
+        held = {cid for cid, a in self.awareness.items() if a.channel == channel}
+        mine: list[AwarenessEntry] = []
+        for entry in entries:
+            known = self.awareness.get(entry.client_id)
+            if known is None:
+                if entry.state == "null" or len(held) >= MAX_CLIENTS_PER_EDITOR:
+                    continue
+                held.add(entry.client_id)
+            elif known.channel != channel and not (
+                known.channel is None and known.user_id == user_id
+            ):
+                continue  # another editor's client
+            mine.append(entry)
+        return mine
 
     def _note(self, entries: list[AwarenessEntry], *, user_id: int, channel: str | None) -> None:
         now = asyncio.get_running_loop().time()
         for entry in entries:
-            known = self.awareness.get(entry.client_id)
-            if known is not None and known.channel is not None and known.channel != channel:
-                continue  # a client id one of this process's connections owns
             if entry.state == "null":
                 self.awareness.pop(entry.client_id, None)
             else:
                 self.awareness[entry.client_id] = Aware(entry, user_id, channel, now)
+
+    def _theirs(self, entries: list[AwarenessEntry], *, user_id: int) -> list[AwarenessEntry]:
+        """The entries another process relayed for `user_id` that are theirs:
+        none held by an editor here or by another user."""
+        return [
+            entry
+            for entry in entries
+            if (known := self.awareness.get(entry.client_id)) is None
+            or (known.channel is None and known.user_id == user_id)
+        ]
 
     async def _remove_awareness(self, gone: list[Aware], *, relay: bool) -> None:
         removal = [AwarenessEntry(a.entry.client_id, a.entry.clock + 1, "null") for a in gone]
@@ -369,9 +504,11 @@ class LiveDocument:
             if event.get("process") == PROCESS:
                 return
             payload = events.decode(event["awareness"])
-            entries = protocol.parse_awareness(payload)
-            self._note(entries, user_id=int(event["user_id"]), channel=None)
-            await self._to_editors(protocol.awareness_message(entries))
+            user_id = int(event["user_id"])
+            entries = self._theirs(protocol.parse_awareness(payload), user_id=user_id)
+            if entries:
+                self._note(entries, user_id=user_id, channel=None)
+                await self._to_editors(protocol.awareness_message(entries))
         elif kind == PRESENCE_DIFF and event.get("room_id") == self.room_id:
             left = {leave["user"]["id"] for leave in event["payload"].get("leaves", [])}
             gone = [a for a in self.awareness.values() if a.channel is None and a.user_id in left]
@@ -389,9 +526,18 @@ class LiveDocument:
 
     async def close(self) -> None:
         self.closed = True
+        queued, self.queue = self.queue, []
+        _settle(queued, Unavailable("the document closed"))
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
         await self.inbox.close()
+
+
+def _settle(batch: list[tuple[Editor, bytes, asyncio.Future]], error: Exception) -> None:
+    """Tell the editors waiting on `batch` that it was not stored."""
+    for _, _, done in batch:
+        if not done.done():
+            done.set_exception(error)
 
 
 class Hub:

@@ -4,6 +4,7 @@ one access rule, chat.selectors.room_access_by_slug), a document's stored
 state, the log between two seqs and the document's text.
 """
 
+import logging
 from dataclasses import dataclass
 
 from django.core.validators import slug_re
@@ -15,6 +16,8 @@ from django_realtime.types import User
 
 from ..models import Document, DocumentUpdate, Membership, Room
 from ..selectors import access_rule, one_or_none, room_access_by_slug
+
+logger = logging.getLogger(__name__)
 
 # The shared text a stock editor binds (`ydoc.getText("content")`).
 TEXT_NAME = "content"
@@ -92,11 +95,24 @@ def updates_after(*, document_id: int, after: int, until: int | None = None) -> 
     return Stored(entries=entries, last_seq=entries[-1][0] if entries else after)
 
 
-def document_ydoc(*, document_id: int) -> Doc:
-    """The document, merged from its snapshot and log (pycrdt)."""
-    ydoc: Doc = Doc()
-    for _, update in updates_after(document_id=document_id, after=0).entries:
+def apply_stored(ydoc: Doc, update: bytes, *, document_id: int, seq: int) -> bool:
+    """Apply a stored update to `ydoc`; one that does not apply (stored before
+    updates were checked) is logged and skipped, so the document stays
+    readable. Whether it applied."""
+    try:
         ydoc.apply_update(update)
+    except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError or RuntimeError
+        logger.warning("document %s: stored update %s skipped: %s", document_id, seq, exc)
+        return False
+    return True
+
+
+def document_ydoc(*, document_id: int) -> Doc:
+    """The document, merged from its snapshot and log (pycrdt), skipping a
+    stored update that does not apply (apply_stored)."""
+    ydoc: Doc = Doc()
+    for seq, update in updates_after(document_id=document_id, after=0).entries:
+        apply_stored(ydoc, update, document_id=document_id, seq=seq)
     return ydoc
 
 

@@ -16,7 +16,14 @@ from django.utils import timezone
 from pycrdt import Doc
 
 from django_realtime.conf import realtime_settings
-from django_realtime.errors import ClientError, Forbidden, NotFound, TooLarge
+from django_realtime.errors import (
+    BadRequest,
+    ClientError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    TooLarge,
+)
 from django_realtime.types import User
 
 from ..models import Document, DocumentUpdate, Room
@@ -38,6 +45,15 @@ class Muted(Forbidden):
     """A muted member's update: they read only."""
 
 
+class UpdateInvalid(BadRequest):
+    """Not a Yjs update of this document: it does not decode, does not apply,
+    or depends on something the document lacks."""
+
+
+class OverQuota(RateLimited):
+    """Past a user's document quota (DOCS_MAX_PER_ROOM, DOCS_USER_BYTES_RATE)."""
+
+
 @dataclass(frozen=True)
 class Opened:
     document_id: int
@@ -51,18 +67,40 @@ def document_open(*, user: User, slug: str, name: object) -> Opened:
 
     As `join` does, it makes the user a member of a public room. NOT_FOUND
     for a room or name the user cannot see, FORBIDDEN when banned; a muted
-    member may open it to read (`can_edit` false)."""
+    member may open it to read (`can_edit` false). A room holds at most
+    DOCS_MAX_PER_ROOM documents: past that, a new one is OverQuota and
+    nothing is created."""
     name = check_name(name)
     access = room_access_by_slug(user=user, slug=slug)
     if access.membership is None:
         room_join(user=user, slug=slug)
-    document, _ = Document.objects.get_or_create(room=access.room, name=name)
+    document = one_or_none(Document.objects.filter(room=access.room, name=name))
+    if document is None:
+        document = _document_create(room=access.room, name=name)
     return Opened(
         document_id=document.pk,
         room=access.room,
         can_edit=access.can_post,
         last_seq=document.last_seq,
     )
+
+
+def _document_create(*, room: Room, name: str) -> Document:
+    """A new document of the room, unless the room has DOCS_MAX_PER_ROOM
+    (counted under the room's row lock, so two openers cannot both take the
+    last place)."""
+    cap = int(realtime_settings.DOCS_MAX_PER_ROOM)
+    with transaction.atomic(using=db_alias()):
+        Room.objects.select_for_update().filter(pk=room.pk).values_list("pk").first()
+        document = one_or_none(Document.objects.filter(room=room, name=name))
+        if document is not None:
+            return document  # another opener created it meanwhile
+        if cap and Document.objects.filter(room=room).count() >= cap:
+            raise OverQuota(
+                f"this room has {cap} documents, the most it may hold",
+                retry_after_seconds=3600.0,
+            )
+        return Document.objects.create(room=room, name=name)
 
 
 @dataclass(frozen=True)
@@ -213,9 +251,9 @@ def document_compact(*, document_id: int) -> Compaction | None:
         return None
     ydoc: Doc = Doc()
     if snapshot:
-        ydoc.apply_update(snapshot)
-    for _, data in updates:
-        ydoc.apply_update(bytes(data))
+        selectors.apply_stored(ydoc, snapshot, document_id=document_id, seq=snapshot_seq)
+    for seq, data in updates:  # one that does not apply is left out of the snapshot
+        selectors.apply_stored(ydoc, bytes(data), document_id=document_id, seq=seq)
     merged = ydoc.get_update()
     up_to = updates[-1][0]
     with transaction.atomic(using=db_alias()):

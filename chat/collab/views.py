@@ -4,6 +4,8 @@ document's text. Each a RealtimeAPIView behind the room's one access rule
 (a private room the user may not read is NOT_FOUND, as an unknown one).
 """
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +14,7 @@ from django_realtime.payloads import iso
 from django_realtime.rest import RealtimeAPIView, extend_schema, request_user
 
 from ..models import Document
+from ..views import slug_page
 from . import selectors
 
 
@@ -28,13 +31,35 @@ def _document_data(document: Document) -> dict:
     return {"name": document.name, "updated_at": iso(document.updated_at)}
 
 
-class DocumentListView(RealtimeAPIView):
-    """The room's shared documents, by name."""
+class DocumentPageSerializer(serializers.Serializer):
+    results = DocumentSerializer(many=True)
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
 
-    @extend_schema(responses={200: DocumentSerializer(many=True)})
+
+class DocumentListView(RealtimeAPIView):
+    """The room's shared documents, by name, a page at a time."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", OpenApiTypes.STR, description="only names after this one"),
+            OpenApiParameter("before", OpenApiTypes.STR, description="only names before this one"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 100, default 50"),
+        ],
+        responses={200: DocumentPageSerializer},
+    )
     def get(self, request: Request, slug: str) -> Response:
         documents = selectors.documents_of(user=request_user(request), slug=slug)
-        return Response([_document_data(d) for d in documents.only("name", "updated_at")])
+        page, next_url, previous_url = slug_page(
+            request, documents.only("name", "updated_at"), "name"
+        )
+        return Response(
+            {
+                "results": [_document_data(d) for d in page],
+                "next": next_url,
+                "previous": previous_url,
+            }
+        )
 
 
 class DocumentView(RealtimeAPIView):

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat import services
-from chat.models import Membership, Message
+from chat.models import Membership, Message, Room
 
 
 def post_messages(user, slug, n):
@@ -65,7 +65,7 @@ def test_room_list_shows_public_and_own_private_rooms_with_unread_counts(
     post_messages(alice, "general", 3)
     services.room_join(user=bob, slug="general")
     services.read_mark(user=bob, slug="general", seq=1)
-    rooms = {r["slug"]: r for r in api(bob).get("/api/rooms/").json()}
+    rooms = {r["slug"]: r for r in api(bob).get("/api/rooms/").json()["results"]}
     assert set(rooms) == {"general"}
     assert rooms["general"] == {
         "slug": "general",
@@ -75,14 +75,14 @@ def test_room_list_shows_public_and_own_private_rooms_with_unread_counts(
         "unread_count": 2,
         "last_read_seq": 1,
     }
-    mine = {r["slug"]: r for r in api(alice).get("/api/rooms/").json()}
+    mine = {r["slug"]: r for r in api(alice).get("/api/rooms/").json()["results"]}
     assert set(mine) == {"general", "secret"}
     assert mine["general"]["unread_count"] == 0  # her own messages
 
 
 def test_a_banned_user_does_not_see_the_room(api, bob, general):
     Membership.objects.create(room=general, user=bob, is_banned=True)
-    assert api(bob).get("/api/rooms/").json() == []
+    assert api(bob).get("/api/rooms/").json() == {"results": [], "next": None, "previous": None}
 
 
 def test_room_list_costs_one_query(api, alice, general, secret, django_assert_num_queries):
@@ -100,6 +100,42 @@ def test_creating_a_room_makes_the_creator_its_owner(api, alice):
     assert Membership.objects.get(room__slug="team").role == "owner"
     again = api(alice).post("/api/rooms/", {"slug": "team", "name": "T"}, format="json")
     assert again.status_code == 400 and again.json()["code"] == "BAD_REQUEST"
+
+
+def test_the_room_list_comes_a_page_at_a_time_by_slug(api, alice):
+    """120 rooms: pages of `limit` (at most 100) with next and previous
+    links that walk the whole list, each room once."""
+    Room.objects.bulk_create(Room(slug=f"r{i:03}", name=f"R{i}") for i in range(120))
+    client = api(alice)
+    first = client.get("/api/rooms/").json()
+    assert len(first["results"]) == 50 and first["previous"] is None
+    assert first["results"][0]["slug"] == "r000"
+    assert len(client.get("/api/rooms/?limit=1000").json()["results"]) == 100
+    seen, url = [], "/api/rooms/?limit=40"
+    while url:
+        page = client.get(url).json()
+        seen += [r["slug"] for r in page["results"]]
+        url = page["next"]
+    assert seen == [f"r{i:03}" for i in range(120)]
+    back = client.get(client.get("/api/rooms/?after=r079&limit=40").json()["previous"]).json()
+    assert [r["slug"] for r in back["results"]] == [f"r{i:03}" for i in range(40, 80)]
+    for bad in ("?after=%00", "?before=a%20b", "?limit=0"):
+        assert client.get("/api/rooms/" + bad).status_code == 400, bad
+
+
+def test_room_creation_past_the_users_rate_is_429_and_creates_nothing(api, alice, realtime):
+    realtime.CHAT_ROOM_CREATE_RATE = "2/h"
+    client = api(alice)
+    for slug in ("one", "two"):
+        assert (
+            client.post("/api/rooms/", {"slug": slug, "name": slug}, format="json").status_code
+            == 201
+        )
+    refused = client.post("/api/rooms/", {"slug": "three", "name": "Three"}, format="json")
+    assert refused.status_code == 429 and refused.json()["code"] == "RATE_LIMITED"
+    assert int(refused["Retry-After"]) > 0
+    assert not Membership.objects.filter(room__slug="three").exists()
+    assert not Room.objects.filter(slug="three").exists()
 
 
 def test_invites_let_a_user_into_a_private_room(api, alice, bob, secret):

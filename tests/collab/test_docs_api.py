@@ -25,8 +25,9 @@ def notes(general, alice):
 def test_a_rooms_documents_are_listed_and_one_reads_as_its_text(notes, api, bob):
     listed = api(bob).get("/api/rooms/general/docs/")
     assert listed.status_code == 200
-    assert [d["name"] for d in listed.json()] == ["notes"]
-    assert listed.json()[0]["updated_at"].endswith("Z")
+    assert [d["name"] for d in listed.json()["results"]] == ["notes"]
+    assert listed.json()["results"][0]["updated_at"].endswith("Z")
+    assert listed.json()["next"] is None and listed.json()["previous"] is None
     one = api(bob).get("/api/rooms/general/docs/notes/")
     assert one.status_code == 200
     assert one.json()["name"] == "notes" and one.json()["text"] == "hello"
@@ -88,5 +89,16 @@ def test_a_malformed_message_is_a_protocol_error(data):
 
 
 def test_a_room_has_no_documents_until_one_is_opened(general, api, alice):
-    assert api(alice).get("/api/rooms/general/docs/").json() == []
+    assert api(alice).get("/api/rooms/general/docs/").json()["results"] == []
     assert Room.objects.get(slug="general").documents.count() == 0
+
+
+def test_the_document_list_comes_a_page_at_a_time(general, api, alice):
+    for i in range(5):
+        services.document_open(user=alice, slug="general", name=f"d{i}")
+    page = api(alice).get("/api/rooms/general/docs/?limit=2").json()
+    names = [d["name"] for d in page["results"]]
+    while page["next"]:
+        page = api(alice).get(page["next"]).json()
+        names += [d["name"] for d in page["results"]]
+    assert names == [f"d{i}" for i in range(5)]

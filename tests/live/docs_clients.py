@@ -13,6 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import websockets
+from pycrdt import Doc, Text
+
+from chat.collab import protocol
+
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "js" / "docs_driver.mjs"
 # How much longer than a command's own timeout its reply may take (a loaded
@@ -110,3 +115,61 @@ class NodeDocs:
             await self.proc.wait()
         if self.reader is not None:
             await self.reader
+
+
+class RawDoc:
+    """A y-websocket client in Python (pycrdt, websockets) that can also send
+    what no stock client would: for the hostile-input tests.
+
+    `await RawDoc.open(server, token, "room/name")` connects and syncs (the
+    server's step 1 answered with what it lacks, its step 2 applied)."""
+
+    def __init__(self, conn: Any, ydoc: Any):
+        self.conn = conn
+        self.ydoc = ydoc
+
+    @classmethod
+    async def open(cls, server: Any, token: str, path: str, ydoc: Any = None) -> RawDoc:
+
+        conn = await websockets.connect(
+            server.ws.rstrip("/") + "/docs/" + path,
+            additional_headers={"Authorization": f"Token {token}"},
+            max_size=2**22,
+        )
+        client = cls(conn, ydoc if ydoc is not None else Doc())
+        await client.send(protocol.step1_message(client.ydoc.get_state()))
+        while True:  # the server's step 1 first, then its step 2
+            message = protocol.parse(await asyncio.wait_for(conn.recv(), 20))
+            if message.kind != protocol.SYNC:
+                continue
+            if message.sync_type == protocol.SYNC_STEP1:
+                await client.send(protocol.step2_message(client.ydoc.get_update(message.payload)))
+            else:
+                client.ydoc.apply_update(message.payload)
+                if message.sync_type == protocol.SYNC_STEP2:
+                    return client
+
+    async def send(self, data: bytes | str) -> None:
+        await self.conn.send(data)
+
+    async def insert(self, text: str, index: int = 0) -> bytes:
+        """Type `text` at `index` of the shared text `content`; sends the update
+        and returns the whole message sent."""
+        state = self.ydoc.get_state()
+        self.ydoc.get("content", type=Text).insert(index, text)
+        message = protocol.update_message(self.ydoc.get_update(state))
+        await self.send(message)
+        return message
+
+    async def closed(self, timeout: float = 10.0) -> int | None:
+        """The close code the server ends with (reading, and dropping, what comes first)."""
+
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.conn.recv()
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+    async def close(self) -> None:
+        await self.conn.close()
