@@ -1,15 +1,20 @@
 """The shared limits (django_realtime.limits) on a real Redis: two
 limiters standing for two processes count one budget, a refund gives a hit
 back, slots cap a user across processes and lapse when nobody renews them,
-and a Redis that does not answer fails open to the process's own count."""
+and a Redis that does not answer fails open to the process's own count.
+The throttles built on them: REST's, keyed by the client address as the
+server sees it, and the demo's login form."""
 
 import asyncio
 import os
+import re
 
 import pytest
 import redis
+from django.test import Client
+from rest_framework.test import APIClient
 
-from django_realtime import limits, metrics
+from django_realtime import limits, metrics, rest
 from django_realtime.errors import RateLimited
 from tests.servers import free_port
 
@@ -124,3 +129,122 @@ async def test_slots_fail_open_to_the_local_count(realtime):
     assert await slots.take(1, "a", 2)
     assert await slots.take(1, "b", 2)
     assert not await slots.take(1, "c", 2)
+
+
+# --- throttles keyed by address, counted across processes (contract §2) ------------------
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "address"),
+    [
+        (0, "", "10.0.0.9"),
+        (0, "1.2.3.4", "10.0.0.9"),  # a client's own header moves nothing
+        (1, "1.2.3.4", "1.2.3.4"),  # what the one proxy saw
+        (1, "6.6.6.6, 1.2.3.4", "1.2.3.4"),  # a proxy that appends: the client's part ignored
+        (2, "6.6.6.6, 1.2.3.4, 10.0.0.2", "1.2.3.4"),
+        (1, "", "10.0.0.9"),  # no header: the socket's
+    ],
+)
+def test_the_client_address_is_the_sockets_unless_proxies_are_trusted(
+    realtime, proxies, forwarded, address
+):
+    realtime.TRUSTED_PROXY_COUNT = proxies
+    meta = {"REMOTE_ADDR": "10.0.0.9", "HTTP_X_FORWARDED_FOR": forwarded}
+    assert rest.client_address(meta) == address
+
+
+def wrong_logins(n: int, *, forged: bool = True, address: str = "10.0.0.9") -> list:
+    client = APIClient()
+    return [
+        client.post(
+            "/api/auth/token/",
+            {"username": "alice", "password": "wrong"},
+            format="json",
+            REMOTE_ADDR=address,
+            **({"HTTP_X_FORWARDED_FOR": f"203.0.113.{i}"} if forged else {}),
+        )
+        for i in range(n)
+    ]
+
+
+def test_token_logins_with_forged_forwarded_for_reach_the_throttle(db, realtime, make_user):
+    make_user("alice")
+    realtime.API_LOGIN_RATE = "3/min"
+    responses = wrong_logins(5)
+    assert [r.status_code for r in responses] == [400, 400, 400, 429, 429]
+    assert responses[-1].json()["code"] == "RATE_LIMITED"
+    assert 1 <= int(responses[-1]["Retry-After"]) <= 60
+    assert wrong_logins(1, address="10.0.0.10")[0].status_code == 400  # another address
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_counts(db, realtime, make_user):
+    make_user("alice")
+    realtime.API_LOGIN_RATE = "3/min"
+    realtime.TRUSTED_PROXY_COUNT = 1
+    assert [r.status_code for r in wrong_logins(5)] == [400] * 5
+
+
+def test_token_logins_count_in_redis_across_processes(db, shared, realtime, make_user):
+    make_user("alice")
+    realtime.API_LOGIN_RATE = "4/min"
+    assert [r.status_code for r in wrong_logins(2)] == [400, 400]
+    limits.limiter.local._hits.clear()  # another process: nothing counted in it
+    assert [r.status_code for r in wrong_logins(3)] == [400, 400, 429]
+
+
+def test_the_user_throttle_counts_in_redis_across_processes(db, shared, realtime, make_user):
+    alice = make_user("alice")
+    realtime.API_USER_RATE = "2/min"
+    client = APIClient()
+    client.force_authenticate(alice)
+    assert client.get("/api/notifications/unread-count/").status_code == 200
+    limits.limiter.local._hits.clear()
+    assert client.get("/api/notifications/unread-count/").status_code == 200
+    refused = client.get("/api/notifications/unread-count/")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+
+
+# --- the demo's login form --------------------------------------------------------------
+
+
+def form_login(
+    client: Client, password: str, *, username: str = "alice", address: str = "10.0.0.9"
+):
+    return client.post(
+        "/accounts/login/",
+        {"username": username, "password": password},
+        REMOTE_ADDR=address,
+        HTTP_X_FORWARDED_FOR=f"203.0.113.{os.urandom(1)[0]}",
+    )
+
+
+def test_the_login_form_throttles_failed_attempts_with_a_clear_message(db, realtime, make_user):
+    make_user("alice", password="right")
+    realtime.LOGIN_FORM_RATE = "3/min"
+    client = Client()
+    assert [form_login(client, "wrong").status_code for _ in range(3)] == [200] * 3
+    refused = form_login(client, "right")  # the right password, while throttled
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    text = refused.content.decode()
+    assert re.search(r"Too many failed attempts; try again in \d+ s", text), text
+    assert 'name="password"' in text  # the form, shown again
+    assert "_auth_user_id" not in client.session
+    other = Client()
+    assert form_login(other, "right", address="10.0.0.10").status_code == 302  # another address
+
+
+def test_a_successful_login_does_not_count(db, realtime, make_user):
+    make_user("alice", password="right")
+    realtime.LOGIN_FORM_RATE = "2/min"
+    for _ in range(4):
+        assert form_login(Client(), "right").status_code == 302
+
+
+def test_one_account_tried_from_many_addresses_is_throttled(db, realtime, make_user):
+    make_user("alice", password="right")
+    realtime.LOGIN_FORM_USERNAME_RATE = "3/hour"
+    codes = [form_login(Client(), "wrong", address=f"10.0.1.{i}").status_code for i in range(3)]
+    assert codes == [200] * 3
+    assert form_login(Client(), "right", address="10.0.1.99").status_code == 429
+    assert form_login(Client(), "right", username="bob", address="10.0.1.99").status_code == 200
