@@ -258,6 +258,17 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The stock Turbo and htmx the live board (project.live) loads, from npm
+# (`make install`); never committed. Absent until installed.
+STATICFILES_DIRS = [
+    (f"vendor/{name}", BASE_DIR / "node_modules" / package / "dist")
+    for name, package in [
+        ("turbo", "@hotwired/turbo"),
+        ("htmx.org", "htmx.org"),
+        ("htmx-ext-sse", "htmx-ext-sse"),
+    ]
+    if (BASE_DIR / "node_modules" / package / "dist").is_dir()
+]
 # daphne serves /static/ itself unless a proxy does (SERVE_STATIC=0).
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 

@@ -10,6 +10,7 @@ from django.views.generic import RedirectView
 
 from django_realtime import health
 
+from . import live
 from .views import LoginView
 
 urlpatterns = [
@@ -22,6 +23,8 @@ urlpatterns = [
     # The demo's own login view, throttled (django_realtime.logins), before Django's others.
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
+    # The live board: a page of templates and live HTML only (contract §10).
+    path("live/", live.board, name="live-board"),
     path("", include("chat.urls")),
     path("", include("notifications.urls")),
 ]

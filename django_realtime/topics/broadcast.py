@@ -9,6 +9,12 @@ Each publication is `{"event": "created" | "updated" | "deleted",
 The check runs where each subscriber is (topics.visibility) on an instance
 rebuilt from the pk, `fields` and `check_fields`; the last are stored with
 the publication but never sent.
+
+With `template=`, each publication also carries a fragment (contract §10,
+topics.fragments) rendered once from the template: an HTML stream sends it
+as `append` to `container` where the object comes into a subscriber's sight,
+`replace` while it stays there and `remove` where it leaves (the check run
+on the object as it was before the save, too) or is deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
+from django.template.loader import render_to_string
 
 from . import visibility
 from .history import Publication
@@ -35,6 +42,9 @@ class Broadcast:
     key: Callable[[Any], str]
     check: Callable[[Any, Any], bool] | None
     check_fields: tuple[str, ...]
+    template: str | None = None
+    target: Callable[[Any], str] | None = None
+    container: Callable[[Any], str | None] | None = None
 
     @property
     def name(self) -> str:
@@ -46,15 +56,31 @@ class Broadcast:
         return json.loads(json.dumps(values, cls=DjangoJSONEncoder))
 
     def data(self, instance: Any, event: str) -> dict[str, Any]:
-        return {"event": event, str(self.model._meta.model_name): self.snapshot(instance)}
+        name = str(self.model._meta.model_name)
+        data: dict[str, Any] = {"event": event, name: self.snapshot(instance)}
+        if self.template is not None and self.target is not None:
+            fragment: dict[str, Any] = {
+                "action": {"created": "append", "deleted": "remove"}.get(event, "replace"),
+                "target": self.target(instance),
+                "container": self.container(instance) if self.container else None,
+            }
+            if event != "deleted":  # rendered once, for every page
+                context = {name: instance, "object": instance}
+                fragment["html"] = render_to_string(self.template, context)
+            data["fragment"] = fragment
+        return data
 
-    def audience(self, instance: Any) -> str:
+    def checked(self, instance: Any) -> dict[str, Any]:
+        return {n: getattr(instance, _attname(self.model, n)) for n in self.check_fields}
+
+    def audience(self, instance: Any, before: Any = None) -> str:
         """What a publication carries for the check: this declaration, the pk
-        and the check fields (stored with it, never sent)."""
-        checked = {n: getattr(instance, _attname(self.model, n)) for n in self.check_fields}
-        return json.dumps(
-            {"check": self.name, "pk": instance.pk, "fields": checked}, cls=DjangoJSONEncoder
-        )
+        and the check fields (stored with it, never sent); with a fragment,
+        the object as it was before the save too."""
+        audience = {"check": self.name, "pk": instance.pk, "fields": self.checked(instance)}
+        if before is not None and self.template is not None:
+            audience["before"] = {**self.snapshot(before), **self.checked(before)}
+        return json.dumps(audience, cls=DjangoJSONEncoder)
 
     def rebuild(self, publication: Publication) -> Any:
         """The instance a check sees: pk, sent fields and check fields."""
@@ -93,10 +119,13 @@ def broadcast_model(
     model: type[models.Model],
     *,
     topic: str | Callable[[Any], str | None],
-    fields: Iterable[str],
+    fields: Iterable[str] = (),
     key: Callable[[Any], Any] | None = None,
     visible: Callable[[Any, Any], bool] | None = None,
     check_fields: Iterable[str] = (),
+    template: str | None = None,
+    target: Callable[[Any], str] | None = None,
+    container: str | Callable[[Any], str | None] | None = None,
 ) -> Broadcast:
     """Publish `model`'s saves and deletes after commit (docs/topics.md).
 
@@ -106,6 +135,10 @@ def broadcast_model(
     where it is.
     `visible(user, instance)` decides per subscriber; without it, whoever may
     subscribe to the topic sees every object.
+    `template` (rendered with the instance as `object` and as its model's
+    name) adds a fragment for live pages: `target(instance)` is the object's
+    DOM id (default `<model_name>-<pk>`), `container` the id of the element
+    new objects are appended to.
     """
 
     def key_of(instance: Any) -> str:
@@ -121,6 +154,9 @@ def broadcast_model(
         key=key_of,
         check=visible,
         check_fields=tuple(check_fields),
+        template=template,
+        target=target or (lambda instance: f"{model._meta.model_name}-{instance.pk}"),
+        container=(lambda _: container) if isinstance(container, str) else container,
     )
     _broadcasts[declared.name] = declared
     visibility.register(declared.name, declared.sees)
@@ -150,7 +186,8 @@ def broadcast_model(
         )
         if moved:
             _after_commit(declared, before, "deleted")
-        _after_commit(declared, instance, "created" if created or moved else "updated")
+        event = "created" if created or moved else "updated"
+        _after_commit(declared, instance, event, before=None if moved else before)
 
     def deleted(sender: Any, instance: Any, **_: Any) -> None:
         _after_commit(declared, instance, "deleted")
@@ -161,13 +198,13 @@ def broadcast_model(
     return declared
 
 
-def _after_commit(declared: Broadcast, instance: Any, event: str) -> None:
+def _after_commit(declared: Broadcast, instance: Any, event: str, before: Any = None) -> None:
     # Everything is read now: after a delete the instance loses its pk.
     topic = declared.topic(instance)
     if topic is None:
         return
     data, key = declared.data(instance, event), declared.key(instance)
-    audience = declared.audience(instance) if declared.check is not None else None
+    audience = declared.audience(instance, before) if declared.check is not None else None
     using = router.db_for_write(declared.model, instance=instance)
     transaction.on_commit(
         lambda: publish_now(topic, data, key=key, audience=audience),

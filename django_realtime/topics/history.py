@@ -153,6 +153,8 @@ class History(Protocol):
 
     async def state(self, topic: str, *, namespace: Namespace) -> State: ...
 
+    def position(self, topic: str, *, namespace: Namespace) -> tuple[str, int]: ...
+
 
 # --- in memory ---------------------------------------------------------------------------
 @dataclass
@@ -220,6 +222,12 @@ class MemoryHistory:
             held = self._topic(topic, namespace, time.time())
             return State(held.epoch, held.offset, list(held.publications))
 
+    def position(self, topic: str, *, namespace: Namespace) -> tuple[str, int]:
+        """(epoch, offset) where the topic stands: what a page rendered now has seen."""
+        with self.lock:
+            held = self._topic(topic, namespace, time.time())
+            return held.epoch, held.offset
+
 
 # --- in Redis ----------------------------------------------------------------------------
 # KEYS: meta, stream, idempotency key (unused without one)
@@ -264,6 +272,19 @@ if not epoch then
 end
 local offset = redis.call('HGET', KEYS[1], 'o')
 return {epoch, tonumber(offset), now_ms, redis.call('XRANGE', KEYS[2], '-', '+')}
+"""
+
+
+# KEYS: meta, stream. ARGV: a new epoch, meta ttl s. -> {epoch, offset}
+POSITION = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {epoch, tonumber(redis.call('HGET', KEYS[1], 'o'))}
 """
 
 
@@ -333,6 +354,7 @@ def _unavailable(exc: BaseException) -> Unavailable:
 
 _PUBLISH = redisconn.Script(PUBLISH)
 _STATE = redisconn.Script(STATE)
+_POSITION = redisconn.Script(POSITION)
 
 
 class RedisHistory:
@@ -397,6 +419,19 @@ class RedisHistory:
         except redisconn.ERRORS as exc:
             raise _unavailable(exc) from exc
         return _state(topic, namespace, reply)
+
+    def position(self, topic: str, *, namespace: Namespace) -> tuple[str, int]:
+        """(epoch, offset) where the topic stands, without its publications
+        (a page's render: {% realtime_stream %}); the epoch is made if new."""
+        try:
+            epoch, offset = _POSITION.run(
+                self.url_of(topic),
+                _keys(topic, None)[:2],
+                [new_epoch(), int(max(META_TTL_SECONDS, namespace.history_ttl))],
+            )
+        except redisconn.ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return _text(epoch), int(offset or 0)
 
 
 _memory = MemoryHistory()

@@ -27,7 +27,7 @@ from ..sse import (
     sse_event,
     take_stream_slot,
 )
-from . import names, visibility
+from . import fragments, names, visibility
 from .history import Publication, history, replay
 from .publishing import check, publish_now
 from .subscriptions import MAX_EPOCH_CHARS, _may_subscribe
@@ -122,8 +122,13 @@ class TopicStream(Stream):
             "epoch": result.epoch,
             "recovered": result.recovered,
         }
-        replayed = await visibility.visible(result.publications, self.user)
-        return [head, sse_event(event="subscribed", data=subscribed), *map(_event, replayed)]
+        return [head, sse_event(event="subscribed", data=subscribed)] + await self.render(
+            result.publications
+        )
+
+    async def render(self, publications: list[Publication]) -> list[bytes]:
+        """The events for `publications`: those the user may see."""
+        return [_event(p) for p in await visibility.visible(publications, self.user)]
 
     async def on_event(self, event: dict[str, Any]) -> list[bytes]:
         if event.get("type") != "topic.publication" or event.get("topic") != self.topic:
@@ -143,7 +148,7 @@ class TopicStream(Stream):
                 if state.epoch == self.epoch and self.delivered < p.offset < publication.offset
             ]
         self.delivered = publication.offset
-        return [_event(p) for p in await visibility.visible([*missed, publication], self.user)]
+        return await self.render([*missed, publication])
 
     async def catch_up(self) -> list[bytes]:
         state = await history().state(self.topic, namespace=self.namespace)
@@ -152,7 +157,40 @@ class TopicStream(Stream):
             return await self.start()
         missed = [p for p in state.publications if p.offset > self.delivered]
         self.delivered = max(self.delivered, state.offset)
-        return [_event(p) for p in await visibility.visible(missed, self.user)]
+        return await self.render(missed)
+
+
+class HtmlTopicStream(TopicStream):
+    """A topic's fragments as Turbo Stream or htmx frames (`?format=`,
+    topics.fragments): the default `message` event, `id: EPOCH:OFFSET`;
+    a resume past the history, or into another epoch, is a `refresh`."""
+
+    def __init__(self, *, fmt: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.fmt = fmt
+
+    async def start(self) -> list[bytes]:
+        state = await history().state(self.topic, namespace=self.namespace)
+        result = replay(state, since=self.since, epoch=self.since_epoch)
+        self.epoch, self.delivered = result.epoch, result.offset
+        head = f"retry: 3000\nid: {event_id(result.epoch, result.offset)}\n\n".encode()
+        if self.since is not None and not result.recovered:
+            return [head, fragments.sse_message(fragments.frame(self.fmt, "refresh"))]
+        return [head, *await self.render(result.publications)]
+
+    async def render(self, publications: list[Publication]) -> list[bytes]:
+        chunks = []
+        for publication in publications:
+            fragment = fragments.fragment_of(publication.data)
+            if fragment is None:
+                continue  # a JSON publication on the same topic
+            action, target = await fragments.action_for(publication, fragment, self.user)
+            if action is None:
+                continue
+            html = fragments.frame(self.fmt, action, target, str(fragment.get("html") or ""))
+            position = event_id(publication.epoch, publication.offset)
+            chunks.append(fragments.sse_message(html, position))
+        return chunks
 
 
 def _event(publication: Publication) -> bytes:
@@ -165,7 +203,11 @@ def _event(publication: Publication) -> bytes:
 
 @require_GET
 async def topic_events(request: HttpRequest, topic: str) -> HttpResponseBase:
-    """A topic's publications as Server-Sent Events."""
+    """A topic's publications as Server-Sent Events; `?format=turbo` or
+    `?format=htmx`: its fragments as HTML (contract §10)."""
+    fmt = request.GET.get("format")
+    if fmt is not None and fmt not in fragments.FORMATS:
+        return error_response(400, "'format' is 'turbo' or 'htmx'", "BAD_REQUEST")
     try:
         user, error = await authenticate(request)
         if error is not None:
@@ -178,7 +220,12 @@ async def topic_events(request: HttpRequest, topic: str) -> HttpResponseBase:
     slot, refused = await take_stream_slot(user.pk)
     if refused is not None:
         return refused
-    stream = TopicStream(
-        user=user, topic=topic, namespace=namespace, position=last_position(request)
+    position = last_position(request)
+    stream = (
+        TopicStream(user=user, topic=topic, namespace=namespace, position=position)
+        if fmt is None
+        else HtmlTopicStream(
+            fmt=fmt, user=user, topic=topic, namespace=namespace, position=position
+        )
     )
     return event_stream_response(stream, credential_of(request), slot=slot, request=request)
