@@ -121,8 +121,8 @@ def _unwritable(store: type) -> type:
 
 
 class _NoWrites:
-    """The methods through which SessionBase writes (flush and cycle_key go
-    through create and delete), made no-ops."""
+    """Every SessionBase method that writes to the store, made to change
+    only this copy: flush empties it, cycle_key keeps its key."""
 
     def save(self, must_create: bool = False) -> None:
         pass
@@ -140,6 +140,18 @@ class _NoWrites:
         pass
 
     async def adelete(self, session_key: str | None = None) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.clear()  # type: ignore[attr-defined]
+
+    async def aflush(self) -> None:
+        self.clear()  # type: ignore[attr-defined]
+
+    def cycle_key(self) -> None:
+        pass
+
+    async def acycle_key(self) -> None:
         pass
 
 

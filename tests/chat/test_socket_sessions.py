@@ -16,7 +16,13 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 
 from chat.auth import websocket_auth_stack
-from django_realtime.credentials import Credential, session_user, still_valid
+from django_realtime.credentials import (
+    Credential,
+    _session_store,
+    _unwritable,
+    session_user,
+    still_valid,
+)
 
 OLD, NEW = "old-key-" + "o" * 50, "new-key-" + "n" * 50
 HOST = "127.0.0.1:8000"
@@ -118,6 +124,23 @@ def test_a_forged_hash_is_refused(alice):
     store[HASH_SESSION_KEY] = "0" * 64
     store.save()
     assert session_user(key) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["db", "cached_db", "cache", "signed_cookies"])
+def test_the_copy_get_user_reads_never_writes_whatever_the_session_engine(settings, alice, engine):
+    settings.SESSION_ENGINE = f"django.contrib.sessions.backends.{engine}"
+    settings.SECRET_KEY = OLD
+    key = log_in(alice)
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW, [OLD]
+    assert session_user(key) == alice
+    copy = _unwritable(_session_store())(session_key=key)
+    copy["x"] = 1
+    copy.save()
+    copy.cycle_key()
+    copy.flush()
+    stored = _session_store()(session_key=key)
+    assert "x" not in stored.load() and session_user(key) == alice
 
 
 @pytest.mark.django_db(transaction=True)
