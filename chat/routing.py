@@ -8,7 +8,10 @@ chat.collab) behind the origin check and authentication.
 Importing it checks the other libraries' internals the package relies on
 (django_realtime.internals: it refuses to start, naming them, if any went)
 and prepares the server it runs under (django_realtime.servers): under
-daphne, close codes and reasons, handshake timeouts and the 1012 drain.
+daphne, close codes and reasons, the output bound and the 1012 drain, for
+the connections this application serves (it claims them), never for the
+site's own consumers routed beside it. Its frames go through the `send` it
+is given, so a site's ASGI middleware around it sees every one.
 """
 
 import logging
@@ -50,6 +53,9 @@ class TryAgainLater:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # The package's own connection from here (servers.own): its frames go
+        # through this `send`, and any middleware of the site's in it.
+        scope = servers.own(scope, send)
         watched = _Watched(send)
         try:
             await self.app(scope, receive, watched.send)
@@ -64,9 +70,9 @@ class TryAgainLater:
 
 
 class _Watched:
-    """The server's `send`, noting whether anything was sent. It is
+    """The `send` given, noting whether anything was sent. It is
     `real_send`, as Channels' SessionMiddleware names the send it wraps, so
-    django_realtime.servers.output_of still finds the server's own."""
+    django_realtime.servers.output_of still finds uvicorn's under it."""
 
     def __init__(self, send: Any):
         self.real_send = send

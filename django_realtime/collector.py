@@ -3,6 +3,11 @@ Provides install(): a server process's garbage collector, paced so that a
 process holding thousands of connections does not stop for a full
 collection each time it grows by a quarter.
 
+A process opts in by calling install() (the demo's project/asgi.py does;
+docs/integration.md recommends it for server processes): the collector is
+the whole process's, the site's too, so importing the package never
+changes it.
+
 Python's collector scans every tracked object in a full (generation 2)
 collection, and runs one whenever the objects promoted since the last grew
 by 25 %. A connection here holds ~260 tracked objects, so at 3,000
@@ -23,13 +28,20 @@ what that many seconds of closed connections leave.
 import gc
 import time
 
+from .conf import realtime_settings
+
 _state: dict[str, float] = {}
 
 
-def install(full_every_seconds: float) -> None:
-    """Pace this process's collector (idempotent; the last interval counts).
-    The objects alive now (the site's modules, settings and apps) are frozen
-    at once."""
+def install(full_every_seconds: float | None = None) -> None:
+    """Pace this process's collector, scanning everything at most every
+    `full_every_seconds` (default: GC_FULL_COLLECTION_SECONDS; 0 leaves
+    Python's own pacing). Idempotent; the last interval counts. The objects
+    alive now (the site's modules, settings and apps) are frozen at once."""
+    if full_every_seconds is None:
+        full_every_seconds = float(realtime_settings.GC_FULL_COLLECTION_SECONDS)
+    if not full_every_seconds:
+        return
     _state["every"] = full_every_seconds
     if "last_full" not in _state:
         _state["last_full"] = time.monotonic()

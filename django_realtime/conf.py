@@ -96,10 +96,10 @@ DEFAULTS: dict[str, Any] = {
     # The longest a statement may run; waits on the database are bounded by it.
     "DATABASE_STATEMENT_TIMEOUT_MS": 10000,
     # --- The process ------------------------------------------------------------
-    # Once the WebSocket routing is loaded (a server process), what survives a
-    # full garbage collection is frozen, so later ones scan only what is new,
-    # and everything is scanned at most this often (django_realtime.collector).
-    # 0: Python's own pacing.
+    # In a server process that opts in (django_realtime.collector.install(),
+    # as the demo's asgi.py does), what survives a full garbage collection is
+    # frozen, so later ones scan only what is new, and everything is scanned
+    # at most this often. 0: install() leaves Python's own pacing.
     "GC_FULL_COLLECTION_SECONDS": 600.0,
     # --- Server-Sent Events ----------------------------------------------------
     # A comment line after this much silence, so proxies that cut idle

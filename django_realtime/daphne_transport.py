@@ -1,45 +1,62 @@
 """
-Provides the package's adjustments to daphne's WebSocket transport.
+Provides the package's adjustments to daphne's WebSocket transport, for the
+package's own sockets only.
 
-- The frame limit stays where daphne puts it (1 MiB), for autobahn applies
-  it to frames in both directions: at 64 KiB, a `joined` frame listing a
-  thousand present users could not be sent. The consumer closes a client
-  frame over WS_MAX_FRAME_BYTES with 1009 itself, which the close codes
-  below make possible.
+A site routes its own consumers beside `websocket_application`, and serves
+its HTTP views from the same daphne: those keep daphne's, autobahn's and
+Twisted's stock behaviour (contract §0, "a guest in the site"). So nothing
+here changes a class of theirs' behaviour. daphne's Server gets one ASGI
+extension in every scope (`realtime.output`, ASGI's own way for a server to
+offer more; it changes nothing by itself), through which the package's
+application *claims* the connections it serves (claim(), from chat.routing's
+websocket_application or the consumer's connect). Only a claimed connection
+gets, on its own protocol and transport objects:
+
 - Close frames, not dropped sockets. autobahn fails a connection by dropping
-  TCP unless told otherwise, which clients see as 1006 with no reason.
+  TCP unless told otherwise, which clients see as 1006 with no reason:
+  `failByDrop` is off for the connection (autobahn copied the factory's
+  options onto it when it connected).
 - Close reasons. daphne drops the `reason` of an ASGI `websocket.close`; it
   is sent with the close code here (4408 says "policy: too many requests").
+- The registered server close codes. autobahn lets an application send only
+  1000 and 3000-4999, yet a server must be able to say 1001 (going away),
+  1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
+  sends so clients reconnect elsewhere) and 1013 (try again later).
 - Sends racing a close. A frame for a peer that has just gone is dropped
   instead of raising into the consumer, whose disconnect() must still run.
-- No formatting for debug lines that are not written. autobahn formats its
-  debug lines' arguments whether they are logged or not: its whole protocol
-  configuration with pprint on every connection (a tenth of the CPU of a
-  connection's setup), and colour-highlighted names on every frame sent
-  (about 7 % of the CPU of a broadcast). Here they are computed only if the
-  line is written.
+- Bounded output. A frame for a connection whose Twisted buffer already holds
+  more than WS_MAX_PENDING_OUTPUT_BYTES (a client that stopped reading) is
+  dropped, the connection is closed with 4413, and its TCP connection is
+  dropped OVERFLOW_GRACE_SECONDS later with the buffer. daphne's `send`
+  never waits, so Twisted's buffer is where a stalled reader's output piles up.
 - Frames written at once. Twisted buffers every write until the reactor
   says the socket is writable, which under the asyncio reactor costs two
   epoll_ctl calls and a loop turn per frame (a sixth of the CPU of a
-  broadcast). A write to a TCP connection with nothing queued goes to the
-  socket at once here, as asyncio's own transports do; what the socket does
-  not take, and everything behind it, is buffered by Twisted as before.
+  broadcast). A write to the connection's TCP transport with nothing queued
+  goes to the socket at once, as asyncio's own transports do; what the
+  socket does not take, and everything behind it, is buffered by Twisted as
+  before. (The transport's own `write`, replaced on that one object: the
+  site's HTTP responses keep Twisted's.)
 - Text frames framed once. A topic's round, or a room's message, sends the
   same text to many connections; autobahn would encode and frame it again
   for each (a third of the CPU per frame, py-spy). While a connection is in
   the plain case (open, no compression, masking, fragmenting, tracing or
   queued writes), the frame's bytes, built once for that text, are written
   to its transport with autobahn's traffic counters kept; any other case
-  goes through autobahn as before.
-- Bounded output. A frame for a connection whose Twisted buffer already holds
-  more than WS_MAX_PENDING_OUTPUT_BYTES (a client that stopped reading) is
-  dropped, the connection is closed with 4413, and its TCP connection is
-  dropped OVERFLOW_GRACE_SECONDS later with the buffer. daphne's `send`
-  never waits, so Twisted's buffer is where a stalled reader's output piles up.
-- The registered server close codes. autobahn lets an application send only
-  1000 and 3000-4999, yet a server must be able to say 1001 (going away),
-  1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
-  sends so clients reconnect elsewhere) and 1013 (try again later).
+  goes through autobahn as before. This runs where daphne hands the
+  protocol an ASGI message, after any ASGI middleware of the site; the
+  shortcut that skips the ASGI send altogether (claim()'s `send_text`) is
+  given only where the send the package's application received is daphne's
+  own (no middleware of the site in between), so a site's middleware that
+  wraps `send` sees every frame.
+
+One change is process-wide, and unobservable: autobahn formats its debug
+lines' arguments whether they are logged or not: its whole protocol
+configuration with pprint on every connection (156 µs, about a tenth of the
+CPU of a connection's setup, before any application is known), and
+colour-highlighted names on every frame it sends. Here they are computed
+only if the line is written, into the same text (lazy_pformat and lazily below;
+tests/test_daphne_transport.py checks that autobahn uses them only so).
 
 Applied by django_realtime.servers.prepare() when chat.routing is imported,
 which a site's asgi.py does before daphne's command line builds its Server,
@@ -50,6 +67,8 @@ Under another ASGI server these are no-ops.
 import functools
 import sys
 from collections.abc import Callable
+from pprint import pformat
+from types import MethodType
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -88,53 +107,74 @@ def lazily(fn: Callable[..., Any]) -> Callable[..., Lazy]:
     return deferred
 
 
-def eager_write(buffered_write: Callable[[Any, bytes], None]) -> Callable[[Any, bytes], None]:
-    """A Twisted TCP connection's write that first tries the socket itself
-    when nothing is waiting in the connection's buffers."""
+def lazy_pformat(obj: Any) -> Any:
+    """autobahn's pformat: deferred for the list of options it logs when a
+    connection is made; a str at once for anything else (Timings.__str__
+    returns its pformat of a dict, which must be a str)."""
+    if type(obj) is list:
+        return Lazy(pformat, obj)
+    return pformat(obj)
 
-    def write(self: Any, data: bytes) -> None:
-        if (
-            data
-            and not self.TLS
-            and self.connected
-            and not self._writeDisconnected
-            and not self._tempDataBuffer
-            and len(self.dataBuffer) == self.offset
-        ):
-            try:
-                sent = self.socket.send(data)
-            except OSError:  # would block, or the peer went: Twisted finds out
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        buffered_write(self, data)
 
-    return write
+def eager_write(self: Any, data: bytes) -> None:
+    """A claimed connection's Twisted TCP transport's write (bound to that
+    transport alone): the socket itself first, when nothing is waiting in
+    the transport's buffers; Twisted's own write for the rest."""
+    if (
+        data
+        and not self.TLS
+        and self.connected
+        and not self._writeDisconnected
+        and not self._tempDataBuffer
+        and len(self.dataBuffer) == self.offset
+    ):
+        try:
+            sent = self.socket.send(data)
+        except OSError:  # would block, or the peer went: Twisted finds out
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    type(self).write(self, data)
 
 
 # What the adjustments below replace or read in daphne, autobahn and Twisted:
 # (module, object path, attribute). If an upgrade renames one, the server
-# refuses to start (missing_internals) rather than run half-patched.
+# refuses to start (missing_internals) rather than run half-adjusted.
 INTERNALS = [
+    # eager_write: a claimed transport's state, and Twisted's own write behind it.
     ("twisted.internet.tcp", "Server", "write"),
     ("twisted.internet.tcp", "Server", "TLS"),
     ("twisted.internet.tcp", "Server", "connected"),
     ("twisted.internet.tcp", "Server", "_writeDisconnected"),
     ("twisted.internet.tcp", "Server", "dataBuffer"),
     ("twisted.internet.tcp", "Server", "offset"),
+    ("twisted.internet.tcp", "Connection.__init__", "socket"),
     ("twisted.internet.abstract", "FileDescriptor.__init__", "_tempDataBuffer"),
     ("twisted.internet.abstract", "FileDescriptor.__init__", "_tempDataLen"),
+    # The lazy log arguments (module globals of autobahn's protocol module).
     ("autobahn.websocket.protocol", "", "pformat"),
     ("autobahn.websocket.protocol", "", "hltype"),
     ("autobahn.websocket.protocol", "", "hlval"),
-    ("daphne.server", "", "WebSocketFactory"),
-    ("daphne.server", "Server", "create_application"),  # adds the realtime.output extension
-    ("daphne.server", "WebSocketFactory", "setProtocolOptions"),
+    # The realtime.output extension, and how claim() tells daphne's own send:
+    # create_application passes `partial(self.handle_reply, protocol)`.
+    ("daphne.server", "Server", "create_application"),
+    ("daphne.server", "Server", "handle_reply"),
+    ("daphne.server", "Server.create_application", "handle_reply"),
+    # A claimed protocol's own handle_reply and serverClose wrap daphne's.
     ("daphne.ws_protocol", "WebSocketProtocol", "handle_reply"),
     ("daphne.ws_protocol", "WebSocketProtocol", "serverClose"),
     ("daphne.ws_protocol", "WebSocketProtocol", "sendCloseFrame"),
     ("daphne.ws_protocol", "WebSocketProtocol", "sendClose"),
+    # autobahn's per-connection copy of its factory's options.
+    ("autobahn.websocket.protocol", "WebSocketProtocol._connectionMade", "CONFIG_ATTRS"),
+    ("autobahn.websocket.protocol", "WebSocketServerProtocol", "CONFIG_ATTRS"),
+    ("autobahn.websocket.protocol", "WebSocketServerFactory.resetProtocolOptions", "failByDrop"),
+    (
+        "autobahn.websocket.protocol",
+        "WebSocketServerFactory.resetProtocolOptions",
+        "closeHandshakeTimeout",
+    ),
     # write_text(): what autobahn's sendMessage/sendFrame/sendData check and count.
     ("autobahn.websocket.protocol", "WebSocketProtocol", "STATE_OPEN"),
     ("autobahn.websocket.protocol", "WebSocketProtocol._connectionMade", "_perMessageCompress"),
@@ -218,8 +258,8 @@ def write_text(protocol: Any, text: str) -> bool:
 
 
 def pending_output(protocol: Any) -> int:
-    """Bytes of a daphne WebSocket's output that Twisted holds, not yet taken
-    by the socket."""
+    """Bytes of a daphne connection's output that Twisted holds, not yet
+    taken by the socket."""
     transport = protocol.transport
     if transport is None:
         return 0
@@ -268,14 +308,103 @@ _LIVE: dict = {}  # what over_output_cap reads of a live (not replayed) frame
 
 
 def send_text_now(protocol: Any, text: str) -> bool:
-    """A live text frame sent at once, as daphne's send would (through
-    handle_reply below) but without the ASGI message, the coroutine and
-    daphne's own lookups: dropped if the connection is over its output cap
-    (True), written in the plain case (True); False, nothing done, in any
-    other case, for the ASGI send to handle."""
+    """A live text frame sent at once, as daphne's send would (through the
+    claimed protocol's handle_reply) but without the ASGI message, the
+    coroutine and daphne's own lookups: dropped if the connection is over
+    its output cap (True), written in the plain case (True); False, nothing
+    done, in any other case, for the ASGI send to handle."""
     if over_output_cap(protocol, _LIVE):
         return True
     return write_text(protocol, text)
+
+
+# --- a claimed connection's own methods (bound to its objects by claim()) ---------
+
+
+class _NotTuned(Exception):
+    """Stands for autobahn's Disconnected until tune_daphne() imports it."""
+
+
+_Disconnected: type[Exception] = _NotTuned
+
+
+def handle_reply(self: Any, message: dict) -> None:
+    """daphne's handle_reply, with the output bound, the text-frame fast
+    path, the close reason kept for serverClose, and sends racing a close
+    dropped."""
+    kind = message.get("type")
+    if kind == "websocket.close":
+        self._realtime_close_reason = message.get("reason") or None
+        if message.get("code") == OVERFLOW_CLOSE_CODE:
+            # The consumer's own 4413 (a stalled replay, a topic queue
+            # full): the close frame waits behind the output too.
+            self.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
+    elif kind == "websocket.send":
+        if over_output_cap(self, message):
+            return None  # closed for it (4413): the frame is dropped
+        text = message.get("text")
+        if text and not message.get("bytes") and write_text(self, text):
+            return None
+    try:
+        return type(self).handle_reply(self, message)
+    except _Disconnected:
+        # A frame for a peer that has just gone (a broadcast racing the
+        # close). Raising would kill the consumer before its disconnect()
+        # runs and leave its groups and presence behind; daphne delivers
+        # websocket.disconnect to it next.
+        return None
+
+
+def server_close(self: Any, code: int | None = None) -> None:
+    """daphne's serverClose, with the close reason and the registered server
+    close codes."""
+    reason = getattr(self, "_realtime_close_reason", None)
+    if reason is not None:
+        reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 limit
+    if code in SERVER_CLOSE_CODES and code != 1000:
+        self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") if reason else None)
+    elif reason and code is not None:
+        self.sendClose(code=code, reason=reason)
+    else:
+        type(self).serverClose(self, code=code)
+
+
+# Set by tune_daphne(): daphne's Server.handle_reply (to tell its own send)
+# and Twisted's TCP server transport class (the only one written eagerly).
+_daphne: dict[str, Any] = {}
+
+
+def is_server_send(protocol: Any, send: Any) -> bool:
+    """Whether `send` is daphne's own for `protocol`:
+    `partial(server.handle_reply, protocol)` (daphne.server.Server.create_application)."""
+    return (
+        isinstance(send, functools.partial)
+        and getattr(send.func, "__func__", None) is _daphne.get("handle_reply")
+        and len(send.args) == 1
+        and send.args[0] is protocol
+        and not send.keywords
+    )
+
+
+def claim(protocol: Any, send: Any = None) -> Callable[[str], bool] | None:
+    """Claim a daphne WebSocket connection for the package (idempotent; the
+    first claim, by the package's outermost application, decides): the
+    adjustments above apply to it from now on. Returns `send_text` (a live
+    text frame straight to the transport: send_text_now) if `send` is
+    daphne's own send for it, else None: then every frame goes through the
+    ASGI send the package was given, and any middleware of the site in it."""
+    if getattr(protocol, "_realtime_claimed", False):
+        return protocol._realtime_send_text
+    protocol._realtime_claimed = True
+    protocol.failByDrop = False  # autobahn copied its factory's on connect
+    protocol.handle_reply = MethodType(handle_reply, protocol)
+    protocol.serverClose = MethodType(server_close, protocol)
+    transport = protocol.transport
+    if transport is not None and type(transport) is _daphne.get("tcp_server"):
+        transport.write = MethodType(eager_write, transport)
+    direct = is_server_send(protocol, send)
+    protocol._realtime_send_text = functools.partial(send_text_now, protocol) if direct else None
+    return protocol._realtime_send_text
 
 
 def missing_internals() -> list[str]:
@@ -284,9 +413,13 @@ def missing_internals() -> list[str]:
 
 
 def tune_daphne() -> None:
+    """Offer the realtime.output extension on daphne's connections (and
+    autobahn's lazy log arguments); idempotent."""
     if "daphne.server" not in sys.modules:
         # Not under daphne (uvicorn, tests): importing daphne.server would
         # install a Twisted reactor for nothing. The consumer's checks apply.
+        return
+    if _daphne:
         return
     missing = missing_internals()
     if missing:
@@ -298,74 +431,27 @@ def tune_daphne() -> None:
     from autobahn.exception import Disconnected
     from autobahn.websocket import protocol as autobahn_protocol
     from daphne import server as daphne_server
-    from daphne.ws_protocol import WebSocketProtocol
     from twisted.internet import tcp
 
-    if getattr(WebSocketProtocol, "_realtime_tuned", False):
-        return
-    WebSocketProtocol._realtime_tuned = True
-
-    class WebSocketFactory(daphne_server.WebSocketFactory):
-        def __init__(self, daphne, *args, **kwargs):
-            super().__init__(daphne, *args, **kwargs)
-            self.setProtocolOptions(failByDrop=False)
-
-    original_server_close = WebSocketProtocol.serverClose
-    original_handle_reply = WebSocketProtocol.handle_reply
-
-    def handle_reply(self, message):
-        # daphne drops the ASGI close `reason`; keep it for serverClose.
-        kind = message.get("type")
-        if kind == "websocket.close":
-            self._realtime_close_reason = message.get("reason") or None
-            if message.get("code") == OVERFLOW_CLOSE_CODE:
-                # The consumer's own 4413 (a stalled replay, a topic queue
-                # full): the close frame waits behind the output too.
-                self.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
-        elif kind == "websocket.send":
-            if over_output_cap(self, message):
-                return None  # closed for it (4413): the frame is dropped
-            text = message.get("text")
-            if text and not message.get("bytes") and write_text(self, text):
-                return None
-        try:
-            return original_handle_reply(self, message)
-        except Disconnected:
-            # A frame for a peer that has just gone (a broadcast racing the
-            # close). Raising would kill the consumer before its disconnect()
-            # runs and leave its groups and presence behind; daphne delivers
-            # websocket.disconnect to it next.
-            return None
-
-    def serverClose(self, code=None):
-        reason = getattr(self, "_realtime_close_reason", None)
-        if reason is not None:
-            reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 limit
-        if code in SERVER_CLOSE_CODES and code != 1000:
-            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") if reason else None)
-        elif reason and code is not None:
-            self.sendClose(code=code, reason=reason)
-        else:
-            original_server_close(self, code=code)
+    global _Disconnected
+    _Disconnected = Disconnected
+    _daphne["handle_reply"] = daphne_server.Server.handle_reply
+    _daphne["tcp_server"] = tcp.Server
 
     original_create_application = daphne_server.Server.create_application
 
     def create_application(self, protocol, scope):
         # An ASGI extension telling the application how much of this
         # connection's output Twisted holds (django_realtime.servers.output_of):
-        # the SSE streams' bound, and the topics' conflation; and a way to
-        # send a live text frame at once (HeldOutput.send_now).
-        extensions = scope.setdefault("extensions", {})
-        extensions[OUTPUT_EXTENSION] = {
-            "pending": functools.partial(pending_output, protocol),
-            "send_text": functools.partial(send_text_now, protocol),
-        }
+        # the SSE streams' bound, and the topics' conflation; and, on a
+        # WebSocket, the claim() that applies this module's adjustments.
+        extension: dict[str, Any] = {"pending": functools.partial(pending_output, protocol)}
+        if scope.get("type") == "websocket":
+            extension["claim"] = functools.partial(claim, protocol)
+        scope.setdefault("extensions", {})[OUTPUT_EXTENSION] = extension
         return original_create_application(self, protocol, scope)
 
     daphne_server.Server.create_application = create_application
-    tcp.Server.write = eager_write(tcp.Server.write)  # type: ignore[method-assign]
-    for name in ("pformat", "hltype", "hlval"):
+    autobahn_protocol.pformat = lazy_pformat  # type: ignore[assignment]
+    for name in ("hltype", "hlval"):
         setattr(autobahn_protocol, name, lazily(getattr(autobahn_protocol, name)))
-    daphne_server.WebSocketFactory = WebSocketFactory
-    WebSocketProtocol.handle_reply = handle_reply
-    WebSocketProtocol.serverClose = serverClose

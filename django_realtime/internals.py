@@ -6,7 +6,9 @@ Where nothing public does the job, the package patches or reads another
 library's internals, each in one module:
 
 - django_realtime.daphne_transport: daphne, autobahn and Twisted (its own
-  list, checked when daphne runs; see that module);
+  list, checked when daphne runs; see that module): an ASGI extension on
+  daphne's connections, and adjustments to the objects of the connections
+  the package claims through it, never to a site's own;
 - django_realtime.layers: channels_redis' pub/sub layer, whose shard receive
   loop it replaces to report outages and recoveries (the `epoch`), and whose
   shard publish, subscribe and unsubscribe it replaces to send together what

@@ -33,9 +33,11 @@ class HeldOutput:
     def start_output(self) -> None:
         """Find the server's output (call once, in connect)."""
         self.output = servers.output_of(self.base_send, self.scope)
-        # Frames (websocket.send) go to the server's own send, past the
-        # wrappers that do nothing with them (servers.server_send).
-        self.send_frame_message = servers.server_send(self.base_send)
+        # Frames (websocket.send) go to the send the package's outermost
+        # application was given: past the package's own wrappers, which do
+        # nothing with them, through any middleware of the site's
+        # (servers.frame_send).
+        self.send_frame_message = servers.frame_send(self.base_send, self.scope)
         self.held: deque[tuple[dict, int]] = deque()
         self.held_bytes = self.held_allowance = 0
         self.held_writer: asyncio.Task | None = None
@@ -53,9 +55,10 @@ class HeldOutput:
 
     def send_now(self, text: str) -> bool:
         """Send a live text frame at once where the server offers a way
-        (daphne: django_realtime.daphne_transport), skipping the ASGI send's
-        message and coroutine: a hand-out's hottest path. False, nothing
-        sent, where it does not (then send_bounded)."""
+        (daphne, when no middleware of the site wraps the package's send:
+        django_realtime.daphne_transport), skipping the ASGI send's message
+        and coroutine: a hand-out's hottest path. False, nothing sent, where
+        it does not (then send_bounded)."""
         output = self.output
         return (
             output is not None

@@ -1,17 +1,23 @@
 """
 Provides prepare(): what the package needs from the ASGI server it runs
-under, applied once at start-up (when chat.routing is imported).
+under, applied once at start-up (when chat.routing is imported), and
+output_of(): what a connection's server holds of its output.
 
-- daphne: the transport adjustments of django_realtime.daphne_transport and
-  the 1012 drain on SIGTERM (django_realtime.drain).
+- daphne: the realtime.output extension, through which the package claims
+  its own connections for the transport adjustments of
+  django_realtime.daphne_transport (a site's own consumers and HTTP views
+  keep daphne's stock behaviour), and the 1012 drain on SIGTERM of the
+  package's own sockets (django_realtime.drain).
 - uvicorn: nothing to change. On SIGTERM it closes every WebSocket with
   1012 itself, before it waits for the connections to end and sends the
   lifespan shutdown event (so a drain there would find no socket left);
   `--timeout-graceful-shutdown` bounds its wait for open SSE streams.
-- any: the garbage collector paced (django_realtime.collector), unless
-  GC_FULL_COLLECTION_SECONDS is 0.
 - other servers: nothing else is changed; `await drain.drain()` is theirs to call
   before their shutdown closes the sockets, if it does not send 1012.
+
+The garbage collector's pacing is not applied here: importing the routing
+changes nothing of a process's collector. A server process opts in by
+calling django_realtime.collector.install() (the demo's project/asgi.py).
 """
 
 import asyncio
@@ -22,7 +28,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import collector, drain, internals
+from . import drain, internals
 from .conf import realtime_settings
 from .daphne_transport import OUTPUT_EXTENSION, tune_daphne
 
@@ -47,8 +53,6 @@ UVICORN_INTERNALS: list[internals.Name] = [
 
 def prepare() -> None:
     """Adjust the server this process runs under; safe to call more than once."""
-    if realtime_settings.GC_FULL_COLLECTION_SECONDS:
-        collector.install(realtime_settings.GC_FULL_COLLECTION_SECONDS)
     if "daphne.server" in sys.modules:
         tune_daphne()
         drain.install_daphne_drain()
@@ -71,7 +75,9 @@ class Output:
     pending: Callable[[], int]
     blocked: Callable[[], bool]
     # Sends a live text frame at once if it can (True), else does nothing
-    # (False): daphne's, through its transport (daphne_transport).
+    # (False): daphne's, through its transport (daphne_transport), where the
+    # package's application was given daphne's own send (no middleware of
+    # the site to go through).
     send_text: Callable[[str], bool] | None = None
 
 
@@ -80,11 +86,10 @@ def _never() -> bool:
 
 
 def server_send(send: Any) -> Any:
-    """The server's own `send` under the wrappers around it: Channels'
-    SessionMiddleware and chat.routing's watch keep it as `real_send`.
-    Neither does anything with a `websocket.send` (SessionMiddleware saves
-    the session on `http.response.start` only), so a frame may skip them:
-    a tenth of the CPU of a busy topic's hand-out."""
+    """The server's own `send` under the wrappers around it that keep it as
+    `real_send` (Channels' SessionMiddleware, chat.routing's watch): where
+    output_of looks for uvicorn's protocol. Only read, never sent through:
+    frames go through the send the package was given (frame_send)."""
     for _ in range(5):
         wrapped = getattr(getattr(send, "__self__", None), "real_send", None)
         if wrapped is None:
@@ -93,17 +98,45 @@ def server_send(send: Any) -> Any:
     return send
 
 
+# The scope key under which chat.routing's websocket_application leaves the
+# `send` it was given, for its consumers' frames (frame_send).
+OUTER_SEND = "realtime.send"
+
+
+def frame_send(send: Any, scope: dict) -> Any:
+    """Where a consumer sends its frames: the `send` the package's outermost
+    application was given, past the package's own wrappers inside it
+    (Channels' SessionMiddleware saves the session on `http.response.start`
+    only, chat.routing's watch only notes that something was sent: a tenth
+    of the CPU of a busy topic's hand-out), never past the site's ASGI
+    middleware around it; `send` itself where no such application is in
+    front (a site routing websocket_urlpatterns() itself)."""
+    return scope.get(OUTER_SEND) or send
+
+
+def own(scope: dict, send: Any) -> dict:
+    """The scope the package's outermost application passes on, noting the
+    `send` it was given (frame_send); under daphne the connection is claimed
+    for the package first (daphne_transport.claim), so its close codes and
+    reasons hold even for a consumer that fails before it starts."""
+    extension = (scope.get("extensions") or {}).get(OUTPUT_EXTENSION)
+    if isinstance(extension, dict) and callable(extension.get("claim")):
+        extension["claim"](send)
+    return {**scope, OUTER_SEND: send}
+
+
 def output_of(send: Any, scope: dict | None = None) -> Output | None:
     """The Output of a connection, from its ASGI scope and `send`; None under
     a server it cannot tell for (then output is never held back, only capped
-    by the server)."""
-    extension = ((scope or {}).get("extensions") or {}).get(OUTPUT_EXTENSION)
+    by the server). Under daphne this claims a WebSocket connection for the
+    package (daphne_transport.claim)."""
+    scope = scope or {}
+    extension = (scope.get("extensions") or {}).get(OUTPUT_EXTENSION)
     if isinstance(extension, dict) and callable(extension.get("pending")):
-        send_text = extension.get("send_text")
-        return Output(
-            extension["pending"], _never, send_text if callable(send_text) else None
-        )  # daphne (daphne_transport)
-    send = server_send(send)
+        claim = extension.get("claim")
+        send_text = claim(frame_send(send, scope)) if callable(claim) else None
+        return Output(extension["pending"], _never, send_text)  # daphne (daphne_transport)
+    send = server_send(frame_send(send, scope))
     owner: Any = getattr(send, "__self__", None)  # uvicorn: the protocol's bound `send`
     transport: Any = getattr(owner, "transport", None)
     writable = getattr(owner, "writable", None)

@@ -3,7 +3,8 @@ Provides the demo's ASGI application: the contract's §0 snippet, plus
 Django's static files handler so `make run` serves the admin's CSS without a
 proxy (SERVE_STATIC=0 when one does). A path that would leave the static
 directories (`/static/%2e%2e/…`) is 404, as a missing file is, not Django's
-500 (its handler lets SuspiciousFileOperation through).
+500 (its handler lets SuspiciousFileOperation through). And the opt-in a
+server process makes: its garbage collector paced (django_realtime.collector).
 """
 
 import os
@@ -17,6 +18,11 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.routing import websocket_application  # noqa: E402
+from django_realtime import collector  # noqa: E402
+
+# A server process: its garbage collector paced (GC_FULL_COLLECTION_SECONDS;
+# docs/integration.md, "Performance"), an opt-in the package never makes itself.
+collector.install()
 
 http_application = django_asgi_app
 if settings.SERVE_STATIC:

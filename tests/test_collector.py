@@ -1,8 +1,9 @@
-"""django_realtime/collector.py: under a server, what survives a full garbage
-collection is frozen, so later ones skip it, and cycles among the frozen are
-still collected within GC_FULL_COLLECTION_SECONDS. Each case runs in a
-subprocess, a server process's start-up (loading the WebSocket routing), so
-this one's collector is left as it is."""
+"""django_realtime/collector.py: in a server process that opts in (the demo's
+asgi.py calls install()), what survives a full garbage collection is frozen,
+so later ones skip it, and cycles among the frozen are still collected within
+GC_FULL_COLLECTION_SECONDS; importing the package's routing alone changes
+nothing of a process's collector. Each case runs in a subprocess, so this
+one's collector is left as it is."""
 
 import os
 import subprocess
@@ -13,10 +14,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-START = """
+ROUTING = """
+import gc
 import django
 django.setup()
-import chat.routing  # noqa: F401  (prepares the server, as the ASGI module does)
+before = (gc.get_threshold(), gc.get_freeze_count(), len(gc.callbacks))
+import chat.routing  # noqa: F401  (prepares the server, as a site's asgi.py does)
+from django_realtime import collector
+after = (gc.get_threshold(), gc.get_freeze_count(), len(gc.callbacks))
+print("unchanged" if before == after and not collector.installed() else f"{before} -> {after}")
+"""
+
+DEMO_SERVER = """
+import project.asgi  # noqa: F401  (what daphne and uvicorn load)
 from django_realtime import collector
 print("paced" if collector.installed() else "python's own")
 """
@@ -61,9 +71,17 @@ def run(code: str, *args: str, **env: str) -> str:
     return result.stdout
 
 
+@pytest.mark.parametrize("every", ["600", "0"])
+def test_importing_the_routing_leaves_the_collector_alone(every):
+    """A management command, a worker or a site's tests that import the
+    routing keep Python's own collector: no freeze, no callback, the same
+    thresholds, whatever GC_FULL_COLLECTION_SECONDS says."""
+    assert run(ROUTING, GC_FULL_COLLECTION_SECONDS=every).strip() == "unchanged"
+
+
 @pytest.mark.parametrize(("every", "expected"), [("600", "paced"), ("0", "python's own")])
-def test_a_server_process_paces_its_collector_unless_turned_off(every, expected):
-    assert run(START, GC_FULL_COLLECTION_SECONDS=every).strip() == expected
+def test_the_demos_server_process_opts_in_unless_turned_off(every, expected):
+    assert run(DEMO_SERVER, GC_FULL_COLLECTION_SECONDS=every).strip() == expected
 
 
 def test_this_test_process_keeps_pythons_own():

@@ -162,3 +162,179 @@ def test_a_live_frame_goes_at_once_or_to_the_asgi_send(settings):
     assert (stalled.transport.written, stalled.closed_with) == ([], 4413)
     assert send_text_now(stalled, "again") is True  # dropped from then on
     assert stalled.transport.written == []
+
+
+def test_autobahns_pformat_is_deferred_only_for_the_options_it_logs():
+    """lazy_pformat: the list of options autobahn logs when a connection is
+    made is formatted only when written, into the same text; anything else
+    (Timings.__str__'s dict) is a str at once, as before."""
+    from django_realtime.daphne_transport import Lazy, lazy_pformat
+
+    options = [("failByDrop", True, "WebSocketFactory"), ("autoPingTimeout", 30, "x")]
+    deferred = lazy_pformat(options)
+    assert isinstance(deferred, Lazy)
+    assert f"\n{deferred}" == f"\n{pformat(options)}"
+    timings = {"onOpen": 0.5}
+    assert lazy_pformat(timings) == pformat(timings)
+    assert type(lazy_pformat(timings)) is str
+
+
+def test_autobahn_uses_the_deferred_helpers_only_as_log_arguments():
+    """Why deferring them is unobservable: in autobahn's protocol module,
+    every call of pformat, hltype and hlval is a keyword argument of a
+    `self.log.<level>(...)` line, except Timings.__str__'s pformat of a dict
+    (which lazy_pformat leaves a str). An upgrade that uses them otherwise
+    fails here, to be looked at."""
+    import ast
+    import inspect
+
+    from autobahn.websocket import protocol
+
+    tree = ast.parse(inspect.getsource(protocol))
+    as_log_argument, elsewhere = 0, []
+    logged = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr == "log"
+        ):
+            logged.update(id(keyword.value) for keyword in node.keywords)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in (
+            "pformat",
+            "hltype",
+            "hlval",
+        ):
+            if id(node) in logged:
+                as_log_argument += 1
+            else:
+                elsewhere.append(ast.unparse(node))
+    assert as_log_argument > 10
+    assert elsewhere == ["pformat(self._timings)"]
+
+
+# In a subprocess, as a server process starts: daphne's modules, then the
+# site's asgi.py importing the package's routing.
+STOCK = """
+import django, gc, json
+from autobahn.websocket import protocol as autobahn_protocol
+from daphne import server as daphne_server, ws_protocol
+from twisted.internet import tcp
+before = {
+    "write": tcp.Server.write,
+    "handle_reply": ws_protocol.WebSocketProtocol.handle_reply,
+    "serverClose": ws_protocol.WebSocketProtocol.serverClose,
+    "factory": daphne_server.WebSocketFactory,
+    "server_handle_reply": daphne_server.Server.handle_reply,
+    "gc": (gc.get_threshold(), gc.get_freeze_count()),
+}
+django.setup()
+import chat.routing  # noqa: F401
+after = {
+    "write": tcp.Server.write,
+    "handle_reply": ws_protocol.WebSocketProtocol.handle_reply,
+    "serverClose": ws_protocol.WebSocketProtocol.serverClose,
+    "factory": daphne_server.WebSocketFactory,
+    "server_handle_reply": daphne_server.Server.handle_reply,
+    "gc": (gc.get_threshold(), gc.get_freeze_count()),
+}
+print(json.dumps({
+    "unchanged": sorted(k for k in before if before[k] is after[k] or before[k] == after[k]),
+    "timings": str(autobahn_protocol.Timings()),
+    "extension": daphne_server.Server.create_application.__module__,
+}))
+"""
+
+
+def test_importing_the_routing_leaves_daphne_twisted_and_the_collector_stock():
+    """What serves the site's own consumers and HTTP views is daphne's,
+    Twisted's and autobahn's own after the routing is imported; only the
+    realtime.output extension is offered (create_application)."""
+    result = subprocess.run(
+        [sys.executable, "-c", STOCK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found["unchanged"] == sorted(
+        ["write", "handle_reply", "serverClose", "factory", "server_handle_reply", "gc"]
+    )
+    assert found["timings"] == "{}"  # autobahn's Timings.__str__ still a str
+    assert found["extension"] == "django_realtime.daphne_transport"
+
+
+CLAIM = """
+import functools, json, django
+django.setup()
+from daphne import server as daphne_server, ws_protocol
+from twisted.internet import tcp
+from django_realtime.daphne_transport import claim, tune_daphne
+tune_daphne()
+
+def protocol(transport=None):
+    p = object.__new__(ws_protocol.WebSocketProtocol)
+    p.failByDrop, p.transport = True, transport
+    return p
+
+server = object.__new__(daphne_server.Server)
+direct, wrapped, site = protocol(), protocol(), protocol()
+tcp_transport = object.__new__(tcp.Server)
+on_tcp = protocol(tcp_transport)
+
+async def middleware_send(message):
+    pass
+
+got = {
+    "direct": claim(direct, functools.partial(server.handle_reply, direct)) is not None,
+    "direct_again": claim(direct, middleware_send) is not None,
+    "wrapped": claim(wrapped, middleware_send) is not None,
+    "wrapped_again": claim(wrapped, functools.partial(server.handle_reply, wrapped)) is not None,
+    "other_protocols_send": claim(on_tcp, functools.partial(server.handle_reply, direct))
+    is not None,
+    "claimed_own": sorted(k for k in ("handle_reply", "serverClose") if k in vars(direct)),
+    "fail_by_drop": direct.failByDrop,
+    "tcp_write_own": "write" in vars(tcp_transport),
+    "site_own": sorted(k for k in ("handle_reply", "serverClose", "_realtime_claimed")
+                       if k in vars(site)),
+    "site_fail_by_drop": site.failByDrop,
+    "class_stock": ws_protocol.WebSocketProtocol.handle_reply.__module__,
+}
+print(json.dumps(got))
+"""
+
+
+def test_only_a_claimed_connection_is_adjusted_and_only_daphnes_own_send_gets_the_shortcut():
+    """claim(): the connection's own objects get the adjustments (its
+    protocol's handle_reply and serverClose, failByDrop off, its TCP
+    transport's write), nothing else's; the shortcut past the ASGI send only
+    where the first claim's send is daphne's own for that connection."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLAIM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "direct": True,
+        "direct_again": True,  # the first claim (the outermost application's) decides
+        "wrapped": False,  # a site's middleware in between: every frame through it
+        "wrapped_again": False,
+        "other_protocols_send": False,
+        "claimed_own": ["handle_reply", "serverClose"],
+        "fail_by_drop": False,
+        "tcp_write_own": True,
+        "site_own": [],
+        "site_fail_by_drop": True,
+        "class_stock": "daphne.ws_protocol",
+    }
