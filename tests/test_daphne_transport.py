@@ -338,3 +338,32 @@ def test_only_a_claimed_connection_is_adjusted_and_only_daphnes_own_send_gets_th
         "site_fail_by_drop": True,
         "class_stock": "daphne.ws_protocol",
     }
+
+
+def test_the_outermost_application_claims_with_the_send_it_was_given():
+    """servers.own() claims the connection with the send the package's
+    application received, and its consumers' output_of() reads that first
+    claim's answer (a later send, under the package's own wrappers, does not
+    change it); frames go to that send (frame_send), not to one further in."""
+    from django_realtime import servers
+
+    claims = []
+
+    def claim(send):
+        claims.append(send)
+        return claims[0] == "daphne's own" and (lambda text: True) or None
+
+    extension = {"pending": lambda: 0, "claim": claim}
+    scope = {"type": "websocket", "extensions": {servers.OUTPUT_EXTENSION: extension}}
+
+    inner = servers.own(scope, "daphne's own")
+    output = servers.output_of("the package's session wrapper", inner)
+    assert output is not None and output.send_text is not None
+    assert servers.frame_send("the package's session wrapper", inner) == "daphne's own"
+
+    claims.clear()
+    wrapped = servers.own(scope, "the site's middleware")
+    output = servers.output_of("the package's session wrapper", wrapped)
+    assert output is not None and output.send_text is None
+    assert servers.frame_send("the package's session wrapper", wrapped) == "the site's middleware"
+    assert claims == ["the site's middleware", "the site's middleware"]
