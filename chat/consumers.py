@@ -614,10 +614,13 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         return False
 
     async def _recheck(self) -> None:
-        if not await credentials.still_valid_async(
-            user_id=self.user.pk, credential=self.credential
-        ):
+        verdict = await credentials.verdict_async(user_id=self.user.pk, credential=self.credential)
+        if verdict is credentials.Verdict.ENDED:
             await self._end_session()
+        elif verdict is credentials.Verdict.MOVED and not self.closing:
+            self.closing = True
+            reason = credentials.MOVED_CLOSE_REASON
+            await self.close(code=credentials.MOVED_CLOSE_CODE, reason=reason)
 
     async def _overflow(self) -> None:
         """Output over its limit (a topic queue full): close (4413); the

@@ -14,8 +14,15 @@ the token. Then:
   invalidates their other sessions) asks every connection of the user to
   check its credential again (`session.recheck`): one query each, and those
   no longer valid end;
-- every connection also re-checks every SESSION_RECHECK_SECONDS (5 min), so
-  a session deleted by other means (`clearsessions`, the database) ends too.
+- every connection also re-checks every SESSION_RECHECK_SECONDS (5 min).
+
+A session that is gone from the store without a logout (`clearsessions`,
+the database, or Django giving it a new key: after a login, a password
+change through `update_session_auth_hash`, a key rotation's first page)
+is `MOVED`, not ended: the WebSocket closes with 1012 so the client
+reconnects with the cookie it has now, and that handshake decides (4401 if
+the session is really gone). A 4401 would stop a browser that is still
+logged in under the session's new key.
 
 Whether a session authenticates is Django's own answer (session_user):
 django.contrib.auth.get_user on a request carrying the session, so
@@ -29,6 +36,7 @@ never logs anyone out, nor changes their session key.
 Raw session keys and tokens never travel on the layer: only a fingerprint.
 """
 
+import enum
 import functools
 import hashlib
 import logging
@@ -55,6 +63,17 @@ END = "session.end"
 RECHECK = "session.recheck"
 CLOSE_CODE = 4401
 CLOSE_REASON = "session ended"
+# A session gone from the store without a logout: reconnect, the handshake decides.
+MOVED_CLOSE_CODE = 1012
+MOVED_CLOSE_REASON = "session changed: reconnect"
+
+
+class Verdict(enum.Enum):
+    """What a re-check finds of a connection's credential."""
+
+    VALID = "valid"
+    ENDED = "ended"  # close with 4401
+    MOVED = "moved"  # the session is gone without a logout: close with 1012
 
 
 @dataclass(frozen=True)
@@ -79,19 +98,33 @@ def credential_of(request: Any) -> Credential | None:
     return Credential("session", session_key) if session_key else None
 
 
-def still_valid(*, user_id: int, credential: Credential | None) -> bool:
+def verdict(*, user_id: int, credential: Credential | None) -> Verdict:
     """Whether the credential still authenticates the user (an active one)."""
     if credential is not None and credential.kind == "session":
         found = session_user(credential.key)
-        return found is not None and found.pk == user_id
+        if found is not None and found.pk == user_id:
+            return Verdict.VALID
+        return Verdict.ENDED if _session_readable(credential.key) else Verdict.MOVED
     user = get_user_model()._default_manager.filter(pk=user_id).first()
     if user is None or not getattr(user, "is_active", True):
-        return False
+        return Verdict.ENDED
     if credential is None:  # a ticket: bound to the user, not to a credential
-        return True
+        return Verdict.VALID
     if credential.kind == "token":
-        return Token.objects.filter(key=credential.key, user_id=user_id).exists()
-    return False
+        exists = Token.objects.filter(key=credential.key, user_id=user_id).exists()
+        return Verdict.VALID if exists else Verdict.ENDED
+    return Verdict.ENDED
+
+
+def still_valid(*, user_id: int, credential: Credential | None) -> bool:
+    """Whether the credential still authenticates the user (an active one)."""
+    return verdict(user_id=user_id, credential=credential) is Verdict.VALID
+
+
+def _session_readable(session_key: str) -> bool:
+    """Whether the store still holds data under this key (it may no longer
+    authenticate anyone: a password changed, a backend removed)."""
+    return bool(_unwritable(_session_store())(session_key=session_key).load())
 
 
 def session_user(session_key: str) -> Any | None:
@@ -155,13 +188,18 @@ class _NoWrites:
         pass
 
 
-async def still_valid_async(*, user_id: int, credential: Credential | None) -> bool:
-    """still_valid() from the event loop. While the database is away the
-    answer is yes: check again later rather than cut everyone off."""
+async def verdict_async(*, user_id: int, credential: Credential | None) -> Verdict:
+    """verdict() from the event loop. While the database is away the answer
+    is VALID: check again later rather than cut everyone off."""
     try:
-        return await db(still_valid, user_id=user_id, credential=credential)
+        return await db(verdict, user_id=user_id, credential=credential)
     except Unavailable:
-        return True
+        return Verdict.VALID
+
+
+async def still_valid_async(*, user_id: int, credential: Credential | None) -> bool:
+    """still_valid() from the event loop (VALID while the database is away)."""
+    return await verdict_async(user_id=user_id, credential=credential) is Verdict.VALID
 
 
 def ends(event: dict[str, Any], credential: Credential | None) -> bool:
