@@ -190,8 +190,10 @@ class LiveDocument:
             if self.unapplied.pop(seq, None) is None and self.trial is not None:
                 try:
                     self.trial.apply_update(frame["update"])
-                except Exception:  # noqa: BLE001 - copied afresh when next needed
-                    self.trial = None
+                except BaseException as exc:
+                    if not selectors.crdt_failed(exc):
+                        raise
+                    self.trial = None  # copied afresh when next needed
         if not applied:
             return
         self.outbox += applied
@@ -209,7 +211,12 @@ class LiveDocument:
                 await asyncio.sleep(0)
                 frames, self.outbox = self.outbox, []
                 updates = [frame["update"] for frame in frames]
-                merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
+                try:
+                    merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
+                except BaseException as exc:
+                    if not selectors.crdt_failed(exc):
+                        raise
+                    merged = self.ydoc.get_update()  # all of it: clients apply what is new
                 message = protocol.update_message(merged)
                 origins = {frame["origin"] for frame in frames}
                 for channel, editor in list(self.editors.items()):
@@ -239,8 +246,14 @@ class LiveDocument:
             self.idle_since = asyncio.get_running_loop().time()
 
     def step2_for(self, state_vector: bytes) -> bytes:
-        """The reply to a client's sync step 1: what it is missing."""
-        return protocol.step2_message(self.ydoc.get_update(state_vector))
+        """The reply to a client's sync step 1: what it is missing
+        (ProtocolError for a state vector that does not decode)."""
+        try:
+            return protocol.step2_message(self.ydoc.get_update(state_vector))
+        except BaseException as exc:
+            if not selectors.crdt_failed(exc):
+                raise
+            raise protocol.ProtocolError("bad state vector") from None
 
     async def submit(self, editor: Editor, update: bytes) -> None:
         """An editor's update: queued for the document's writer, which stores
@@ -267,7 +280,9 @@ class LiveDocument:
                 batch, self.queue = self.queue, []
                 try:
                     await self._store(batch)
-                except Exception:  # noqa: BLE001 - a bug here must not leave editors waiting
+                except BaseException as exc:  # a bug here must not leave editors waiting
+                    if not selectors.crdt_failed(exc):
+                        raise
                     logger.exception("document %s: storing a batch failed", self.document_id)
                     self.trial = None
                     _settle(batch, Unavailable("storage is unavailable"))
@@ -297,26 +312,52 @@ class LiveDocument:
 
     def _check(self, batch: list[tuple[Editor, bytes, asyncio.Future]]) -> list[bool]:
         """For each update of the batch, in order: whether it decodes, applies
-        to the document (with the batch's earlier good ones) and leaves
-        nothing pending. The good ones stay applied to `trial`."""
-        good: list[bool] = []
-        kept: list[bytes] = []
-        for _, update, _ in batch:
-            trial = self._trial()
-            try:
-                trial.apply_update(update)
-                ok = complete(trial, update)
-            except Exception:  # noqa: BLE001 - ValueError, RuntimeError: not an update here
-                ok = False
-            if not ok:  # the trial may hold part of it: copied afresh
-                self.trial = None
-                trial = self._trial()
-                for earlier in kept:
-                    trial.apply_update(earlier)
-            else:
-                kept.append(update)
-            good.append(ok)
+        to the document (with the batch's earlier good ones), leaves nothing
+        pending, and leaves a document whose whole state loads again (what a
+        snapshot, a new editor and another process read). The good ones stay
+        applied to `trial`."""
+        good = [self._try(update) for _, update, _ in batch]
+        if any(good) and not self._reloads():
+            # One of them leaves a document that does not load: one at a time.
+            self.trial = None
+            good = []
+            for _, update, _ in batch:
+                ok = self._try(update) and self._reloads()
+                if not ok:
+                    self._retry([u for (_, u, _), g in zip(batch, good, strict=False) if g])
+                good.append(ok)
         return good
+
+    def _try(self, update: bytes) -> bool:
+        """Apply `update` to the trial: whether it applied completely. If it
+        did not, the trial is copied afresh (it may hold part of it)."""
+        trial = self._trial()
+        try:
+            trial.apply_update(update)
+            if complete(trial, update):
+                return True
+        except BaseException as exc:  # not an update of this document
+            if not selectors.crdt_failed(exc):
+                raise
+        self.trial = None
+        return False
+
+    def _retry(self, kept: list[bytes]) -> None:
+        """A fresh trial with the batch's good updates so far."""
+        self.trial = None
+        trial = self._trial()
+        for update in kept:
+            trial.apply_update(update)
+
+    def _reloads(self) -> bool:
+        """Whether the trial's whole state loads into an empty document."""
+        try:
+            Doc().apply_update(self._trial().get_update())
+        except BaseException as exc:
+            if not selectors.crdt_failed(exc):
+                raise
+            return False
+        return True
 
     async def _store_batch(self, batch: list[tuple[Editor, bytes, asyncio.Future]]) -> None:
         good = self._check(batch)
@@ -350,7 +391,9 @@ class LiveDocument:
         if stored:
             try:
                 await self._ingest_many(stored)
-            except Exception:  # noqa: BLE001 - stored all the same; the database has them
+            except BaseException as exc:  # stored all the same; the database has them
+                if not selectors.crdt_failed(exc):
+                    raise
                 logger.exception("document %s: applying stored updates failed", self.document_id)
         logged = 0
         for (_, _, done), outcome in zip(batch, outcomes, strict=True):
@@ -477,9 +520,9 @@ class LiveDocument:
                     await self.catch_up()
                     for editor in list(self.editors.values()):
                         await editor.renew()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - one bad event must not stop the document
+            except BaseException as exc:  # one bad event must not stop the document
+                if not selectors.crdt_failed(exc):
+                    raise
                 logger.exception("document %s: handling %r failed", self.document_id, event)
 
     async def _on_event(self, event: dict) -> None:

@@ -95,13 +95,22 @@ def updates_after(*, document_id: int, after: int, until: int | None = None) -> 
     return Stored(entries=entries, last_seq=entries[-1][0] if entries else after)
 
 
+def crdt_failed(exc: BaseException) -> bool:
+    """Whether `exc` is pycrdt failing on its input: an Exception (ValueError,
+    RuntimeError), or pyo3's PanicException, a BaseException, from a panic
+    of its Rust core."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def apply_stored(ydoc: Doc, update: bytes, *, document_id: int, seq: int) -> bool:
     """Apply a stored update to `ydoc`; one that does not apply (stored before
     updates were checked) is logged and skipped, so the document stays
     readable. Whether it applied."""
     try:
         ydoc.apply_update(update)
-    except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError or RuntimeError
+    except BaseException as exc:
+        if not crdt_failed(exc):
+            raise
         logger.warning("document %s: stored update %s skipped: %s", document_id, seq, exc)
         return False
     return True
@@ -117,5 +126,12 @@ def document_ydoc(*, document_id: int) -> Doc:
 
 
 def document_text(*, document: Document) -> str:
-    """The shared text `content` of the document."""
-    return str(document_ydoc(document_id=document.pk).get(TEXT_NAME, type=Text))
+    """The shared text `content` of the document ("" if pycrdt cannot read it)."""
+    ydoc = document_ydoc(document_id=document.pk)
+    try:
+        return str(ydoc.get(TEXT_NAME, type=Text))
+    except BaseException as exc:
+        if not crdt_failed(exc):
+            raise
+        logger.warning("document %s: its text cannot be read: %r", document.pk, exc)
+        return ""

@@ -127,6 +127,7 @@ class RawDoc:
     def __init__(self, conn: Any, ydoc: Any):
         self.conn = conn
         self.ydoc = ydoc
+        self.reason = ""  # the server's close reason, once closed
 
     @classmethod
     async def open(cls, server: Any, token: str, path: str, ydoc: Any = None) -> RawDoc:
@@ -139,15 +140,13 @@ class RawDoc:
         client = cls(conn, ydoc if ydoc is not None else Doc())
         await client.send(protocol.step1_message(client.ydoc.get_state()))
         while True:  # the server's step 1 first, then its step 2
-            message = protocol.parse(await asyncio.wait_for(conn.recv(), 20))
+            message = client._take(await asyncio.wait_for(conn.recv(), 20))
             if message.kind != protocol.SYNC:
                 continue
             if message.sync_type == protocol.SYNC_STEP1:
                 await client.send(protocol.step2_message(client.ydoc.get_update(message.payload)))
-            else:
-                client.ydoc.apply_update(message.payload)
-                if message.sync_type == protocol.SYNC_STEP2:
-                    return client
+            elif message.sync_type == protocol.SYNC_STEP2:
+                return client
 
     async def send(self, data: bytes | str) -> None:
         await self.conn.send(data)
@@ -173,3 +172,40 @@ class RawDoc:
 
     async def close(self) -> None:
         await self.conn.close()
+
+    async def received(self, seconds: float) -> list[protocol.Message]:
+        """What the server sends in the next `seconds` (its updates applied)."""
+        got: list[protocol.Message] = []
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    got.append(self._take(await self.conn.recv()))
+        except TimeoutError:
+            pass
+        return got
+
+    async def probe(self, timeout: float = 10.0) -> int | None:
+        """Ask for the awareness states: None once the server answers (the
+        socket is open), or the code it closed with."""
+        try:
+            await self.send(bytes([protocol.QUERY_AWARENESS]))
+            async with asyncio.timeout(timeout):
+                while self._take(await self.conn.recv()).kind != protocol.AWARENESS:
+                    pass
+        except websockets.ConnectionClosed as closed:
+            self.reason = closed.rcvd.reason if closed.rcvd else ""
+            return closed.rcvd.code if closed.rcvd else None
+        return None
+
+    def _take(self, data: bytes | str) -> protocol.Message:
+        message = protocol.parse(data if isinstance(data, bytes) else data.encode())
+        if message.kind == protocol.SYNC and message.sync_type != protocol.SYNC_STEP1:
+            try:
+                self.ydoc.apply_update(message.payload)
+            except BaseException as exc:
+                # pycrdt's Rust core can panic on what Yjs applies: this
+                # client starts again from an empty document.
+                if type(exc).__name__ != "PanicException":
+                    raise
+                self.ydoc = Doc()
+        return message
