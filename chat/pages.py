@@ -11,6 +11,7 @@ from pathlib import Path
 import drf_spectacular_sidecar
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.validators import slug_re
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.shortcuts import render, resolve_url
 from django.urls import NoReverseMatch, reverse
@@ -59,10 +60,32 @@ def _render(
     return add_headers(response)
 
 
+# Rooms on one page of the index (and rooms with unread messages above
+# them): the page stays small however many rooms the site has.
+INDEX_ROOMS = 50
+
+
 @login_required
 def index(request: HttpRequest) -> HttpResponseBase:
-    rooms = selectors.rooms_visible(user=request_user(request))
-    return _render(request, "chat/index.html", {"rooms": rooms})
+    """The rooms a page at a time, by slug from `?after=`, and the first
+    INDEX_ROOMS of the user's rooms with unread messages above them."""
+    user = request_user(request)
+    after = request.GET.get("after", "")
+    if len(after) > 64 or not slug_re.match(after):
+        after = ""
+    rooms = selectors.rooms_visible(user=user)
+    page = list((rooms.filter(slug__gt=after) if after else rooms)[: INDEX_ROOMS + 1])
+    more = len(page) > INDEX_ROOMS
+    page = page[:INDEX_ROOMS]
+    unread = [] if after else list(rooms.filter(unread_count__gt=0)[:INDEX_ROOMS])
+    context = {
+        "rooms": page,
+        "unread_rooms": unread,
+        "after": after,
+        "next_after": page[-1].slug if more else "",
+        "page_size": INDEX_ROOMS,
+    }
+    return _render(request, "chat/index.html", context)
 
 
 @login_required

@@ -225,7 +225,7 @@ def test_an_outsider_sees_nothing_of_a_private_room_over_rest_or_pages(api, brow
         b"", unknown.content
     )
     assert b'href="/rooms/secret/"' not in outsider.get("/").content
-    assert "secret" not in [r["slug"] for r in api(bob).get("/api/rooms/").json()]
+    assert "secret" not in [r["slug"] for r in api(bob).get("/api/rooms/").json()["results"]]
 
 
 # --- security headers ------------------------------------------------------------------

@@ -227,7 +227,7 @@ async def last_seq(cluster: Cluster, room: str) -> int:
             "/api/rooms/", headers={"Authorization": f"Token {cluster.tokens['alice']}"}
         )
     assert response.status_code == 200, response.text
-    return next(r["last_seq"] for r in response.json() if r["slug"] == room)
+    return next(r["last_seq"] for r in response.json()["results"] if r["slug"] == room)
 
 
 async def eventually(check, timeout: float, what: str) -> None:

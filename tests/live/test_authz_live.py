@@ -72,7 +72,7 @@ async def test_an_outsider_gets_from_every_rest_endpoint_what_an_unknown_room_ge
 
     with http(server, people["bob"]) as bob:
         private, unknown = attempts(bob, PRIVATE), attempts(bob, UNKNOWN)
-        rooms = bob.get("/api/rooms/").json()
+        rooms = bob.get("/api/rooms/").json()["results"]
     for name, response in private.items():
         assert response.status_code == 404, (name, response.text)
         assert response.json()["code"] == "NOT_FOUND", name

@@ -9,11 +9,15 @@
  *   (a replay after a reconnect) is harmless.
  * - A new room goes in slug order (code-unit order: what the server's
  *   `ORDER BY slug` gives under the C collation; slugs are ASCII).
+ * - The list is one page of the rooms (`data-after`: the slug it starts
+ *   after, "" for the first; `data-until`: its last slug when more follow,
+ *   "" when it runs to the end); a room outside that window is not shown.
  * - Whenever a subscription starts without a full recovery (the first one,
  *   or a resume after the topic's history was lost) the list is reconciled
- *   once with GET api/rooms/, which also covers the moment between the
- *   page's render and the subscription. Rooms changed live while that request
- *   is out keep their live state (it is at least as new).
+ *   once with the same page of GET api/rooms/ (`{results, next, previous}`),
+ *   which also covers the moment between the page's render and the
+ *   subscription. Rooms changed live while that request is out keep their
+ *   live state (it is at least as new).
  * - Room names are user input: they reach the DOM through textContent only.
  *
  * The list says where it stands in `data-live`: 'connecting', 'live' (the
@@ -99,6 +103,12 @@ function roomItem(room) {
   return li;
 }
 
+/** Whether a slug belongs on this page of the list. */
+function inWindow(slug) {
+  const { after = '', until = '' } = list.dataset;
+  return (!after || slug > after) && (!until || slug <= until);
+}
+
 function insertInOrder(li) {
   const slug = li.dataset.slug;
   const next = items().find((other) => other.dataset.slug > slug);
@@ -115,6 +125,7 @@ function insertInOrder(li) {
  * item keeps its unread count and tag. `full` (a REST row) sets those too.
  */
 function upsert(room, { full = false } = {}) {
+  if (!inWindow(room.slug)) return;
   let li = find(room.slug);
   if (!li) {
     li = roomItem(room);
@@ -145,17 +156,25 @@ async function reconcile() {
   touched = new Set();
   let res = null;
   try {
-    res = await api('GET', roomsApi());
+    const { after = '', limit = '50' } = list.dataset;
+    const query = new URLSearchParams({ limit });
+    if (after) query.set('after', after);
+    res = await api('GET', `${roomsApi()}?${query}`);
   } catch {
     // offline: the live changes still apply; the next subscribe reconciles
   }
   if (generation !== reconciling) return; // a newer reconcile took over
   const live = touched;
   touched = null;
-  if (!res || !res.ok || !Array.isArray(res.data)) return;
-  const rows = new Map(res.data.filter(validRoom).map((r) => [r.slug, r]));
+  if (!res || !res.ok || !res.data || !Array.isArray(res.data.results)) return;
+  const results = res.data.results.filter(validRoom);
+  // The page's window as the server has it now: it ends at its last row
+  // when more follow.
+  list.dataset.until = res.data.next && results.length ? results[results.length - 1].slug : '';
+  const rows = new Map(results.map((r) => [r.slug, r]));
   for (const li of items()) {
-    if (!rows.has(li.dataset.slug) && !live.has(li.dataset.slug)) li.remove();
+    const slug = li.dataset.slug;
+    if (!inWindow(slug) || (!rows.has(slug) && !live.has(slug))) li.remove();
   }
   for (const row of rows.values()) {
     if (!live.has(row.slug)) upsert(row, { full: true });
