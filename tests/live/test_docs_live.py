@@ -254,8 +254,13 @@ async def test_an_editor_that_stops_reading_is_closed_and_slows_nobody(
     server = daphnes(
         kind=kind,
         redis_url=redis_server.url,
-        # 8 MB of edits: more than the kernel buffers of a socket on loopback.
-        env={"WS_MAX_PENDING_OUTPUT_BYTES": "65536", "DOCS_MAX_DOCUMENT_BYTES": str(64 << 20)},
+        # 8 MB of edits: more than the kernel buffers of a socket on loopback
+        # (and than one user's DOCS_USER_BYTES_RATE, off here).
+        env={
+            "WS_MAX_PENDING_OUTPUT_BYTES": "65536",
+            "DOCS_MAX_DOCUMENT_BYTES": str(64 << 20),
+            "DOCS_USER_BYTES_RATE": "off",
+        },
     )
     await node.open("a", ws=server.ws, room="general", name="notes", token=people["alice"])
     await synced(node, "a")
