@@ -6,9 +6,19 @@ from django.contrib.auth.models import User
 
 from notifications.admin import AnnouncementActionMixin
 
+from .models import Task
+
 admin.site.unregister(User)
 
 
 @admin.register(User)
 class UserAdmin(AnnouncementActionMixin, DjangoUserAdmin):
     actions = ["send_announcement"]
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    """The live board's tasks: a save here is on every open board at once."""
+
+    list_display = ["title", "owner", "done", "created_at"]
+    list_filter = ["done"]

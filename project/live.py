@@ -1,7 +1,8 @@
 """
 Provides the demo's live board (`/live/`): a page built only with templates
 and live HTML (contract §10), no script of its own. Each user sees the tasks
-they own (staff see all); a task saved or deleted anywhere (the admin, a
+they own (staff see all) and, with the `view_task` permission, follows it
+live: a task saved or deleted anywhere (the admin, a
 `manage.py shell`) is appended, replaced or removed on every open board that
 may show it, through stock Turbo (or `?client=htmx`, stock htmx).
 """
@@ -21,12 +22,18 @@ from .models import Task
 TOPIC = "live:tasks"
 
 
+def may_watch(user: Any, topic: str) -> bool:
+    """Who may follow the board live: staff, and users with the `view_task`
+    permission; anyone else gets the stream's 404 and a board as rendered."""
+    return bool(user.is_authenticated and (user.is_staff or user.has_perm("project.view_task")))
+
+
 def may_see(user: Any, task: Task) -> bool:
     return bool(user.is_staff or task.owner_id == user.pk)
 
 
 def register() -> None:
-    register_namespace("live")  # any signed-in user subscribes; `may_see` per task
+    register_namespace("live", subscribe=may_watch)
     broadcast_model(
         Task,
         topic=TOPIC,
