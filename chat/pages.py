@@ -77,7 +77,8 @@ def index(request: HttpRequest) -> HttpResponseBase:
     page = list((rooms.filter(slug__gt=after) if after else rooms)[: INDEX_ROOMS + 1])
     more = len(page) > INDEX_ROOMS
     page = page[:INDEX_ROOMS]
-    unread = [] if after else list(rooms.filter(unread_count__gt=0)[:INDEX_ROOMS])
+    # `unread_count` is rooms_visible's annotation, which django-stubs cannot see.
+    unread = [] if after else list(rooms.filter(unread_count__gt=0)[:INDEX_ROOMS])  # type: ignore[misc]
     context = {
         "rooms": page,
         "unread_rooms": unread,

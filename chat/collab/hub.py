@@ -316,15 +316,26 @@ class LiveDocument:
         pending, and leaves a document whose whole state loads again (what a
         snapshot, a new editor and another process read). The good ones stay
         applied to `trial`."""
-        good = [self._try(update) for _, update, _ in batch]
-        if any(good) and not self._reloads():
+        good: list[bool] = []
+        kept: list[bytes] = []
+        for _, update, _ in batch:
+            ok = self._try(update)
+            if ok:
+                kept.append(update)
+            else:
+                self._retry(kept)
+            good.append(ok)
+        if kept and not self._reloads():
             # One of them leaves a document that does not load: one at a time.
-            self.trial = None
+            self._retry([])
+            checked, kept = good, []
             good = []
-            for _, update, _ in batch:
-                ok = self._try(update) and self._reloads()
-                if not ok:
-                    self._retry([u for (_, u, _), g in zip(batch, good, strict=False) if g])
+            for (_, update, _), was in zip(batch, checked, strict=True):
+                ok = was and self._try(update) and self._reloads()
+                if ok:
+                    kept.append(update)
+                else:
+                    self._retry(kept)
                 good.append(ok)
         return good
 

@@ -94,3 +94,66 @@ async def test_waiting_updates_are_stored_together_and_every_editor_gets_them(
         assert await until(lambda: a.text() == b.text() == expected)
     finally:
         await live.close()
+
+
+async def test_a_bad_update_in_a_batch_is_refused_and_the_writer_goes_on(general, alice, bob):
+    """In one batch: alice's good update, bob's nine bytes that do not decode,
+    alice's next update (which needs her first). Bob's alone is refused
+    (UpdateInvalid), nothing of it stored; the writer stores what comes next."""
+    opened = await sync_to_async(services.document_open)(user=alice, slug="general", name="n")
+    live = LiveDocument(document_id=opened.document_id, room=opened.room)
+    await live.start()
+    try:
+        a, b = Editor("a", alice), Editor("b", bob)
+        for editor in (a, b):
+            await live.add(editor, last_seq=0)
+        mine = Doc()
+        outcomes = await asyncio.gather(
+            live.submit(a, edit(mine, "one;")),
+            live.submit(b, bytes.fromhex("ffffffffffffffff01")),
+            live.submit(a, edit(mine, "two;")),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], services.UpdateInvalid)
+        await live.submit(b, edit(Doc(), "three;"))
+        stored = await sync_to_async(list)(DocumentUpdate.objects.values_list("user", flat=True))
+        assert sorted(stored) == sorted([alice.pk, alice.pk, bob.pk])
+        assert await until(lambda: "one;two;" in b.text() and "three;" in a.text())
+    finally:
+        await live.close()
+
+
+async def test_an_editor_speaks_only_for_its_own_awareness_clients(general, alice, bob, carol):
+    """bob's entry under alice's client id (a spoofed name, then a removal)
+    reaches nobody; his own does."""
+    opened = await sync_to_async(services.document_open)(user=alice, slug="general", name="n")
+    live = LiveDocument(document_id=opened.document_id, room=opened.room)
+    await live.start()
+    seen: list[protocol.AwarenessEntry] = []
+
+    class Watcher(Editor):
+        async def send_bytes(self, data: bytes) -> None:
+            message = protocol.parse(data)
+            if message.kind == protocol.AWARENESS:
+                seen.extend(protocol.parse_awareness(message.payload))
+
+    try:
+        a, b, c = Editor("a", alice), Editor("b", bob), Watcher("c", carol)
+        for editor in (a, b, c):
+            await live.add(editor, last_seq=0)
+
+        def entry(client_id: int, clock: int, state: str) -> bytes:
+            return protocol.awareness_update([protocol.AwarenessEntry(client_id, clock, state)])
+
+        await live.aware(a, entry(11, 1, '{"name": "alice"}'))
+        await live.aware(b, entry(11, 2, '{"name": "mallory"}'))
+        await live.aware(b, entry(11, 3, "null"))
+        await live.aware(b, entry(22, 1, '{"name": "bob"}'))
+        assert [(e.client_id, e.state) for e in seen] == [
+            (11, '{"name": "alice"}'),
+            (22, '{"name": "bob"}'),
+        ]
+        assert live.awareness[11].entry.state == '{"name": "alice"}'
+    finally:
+        await live.close()
