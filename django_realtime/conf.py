@@ -192,6 +192,36 @@ DEFAULTS: dict[str, Any] = {
     # follow within this window are merged into one. A join storm in a room of
     # a thousand then costs one diff per window instead of one per join.
     "PRESENCE_DIFF_COALESCE_SECONDS": 0.5,
+    # --- Offline reach (contract §11; notifications.push, notifications.digests) ---
+    # The VAPID private key (PEM, P-256) that signs Web Push requests; None: no push.
+    "WEBPUSH_VAPID_PRIVATE_KEY": None,
+    # The VAPID `sub` claim, a contact for push services; None: mailto:DEFAULT_FROM_EMAIL.
+    "WEBPUSH_VAPID_SUBJECT": None,
+    # The only URL prefixes a subscription's endpoint may have: the browsers'
+    # push services, https only (a `*.` host matches its subdomains). The
+    # server never posts anywhere else. http is accepted for loopback only (tests).
+    "WEBPUSH_ENDPOINTS": [
+        "https://fcm.googleapis.com/",
+        "https://updates.push.services.mozilla.com/",
+        "https://web.push.apple.com/",
+        "https://*.notify.windows.com/",
+    ],
+    # Subscriptions (browsers, devices) per user; one more is 400.
+    "WEBPUSH_MAX_SUBSCRIPTIONS_PER_USER": 10,
+    # How long a push service keeps a push for a device that is off (TTL header).
+    "WEBPUSH_TTL_SECONDS": 86400,
+    # Push requests in flight per process, and the bound on each.
+    "WEBPUSH_CONCURRENCY": 50,
+    "WEBPUSH_TIMEOUT_SECONDS": 10.0,
+    # A user's oldest unread, not yet e-mailed notification this old, and the
+    # user with no connection open: one e-mail carries all of them.
+    "EMAIL_DIGEST_AFTER_SECONDS": 600,
+    # The server processes send pushes and digests themselves; False for a
+    # site that runs `manage.py send_digests` from cron (and for workers).
+    "OFFLINE_REACH_IN_PROCESS": True,
+    # The site's address for links in e-mails ("https://example.com");
+    # None: http:// and the first ALLOWED_HOSTS entry that is a name.
+    "SITE_URL": None,
 }
 
 

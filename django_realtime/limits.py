@@ -255,6 +255,7 @@ class Slots:
     def __init__(self, kind: str):
         self.kind = kind
         self.local: Counter[int] = Counter()  # this process's, whatever Redis says
+        _all_slots.append(self)
 
     async def take(self, user_id: int, member: str, cap: int) -> bool:
         """Hold a slot for `member` unless the user has `cap` already (0: no cap)."""
@@ -320,3 +321,43 @@ class Slots:
     def held(self, user_id: int) -> int:
         """This process's slots of the user."""
         return self.local.get(user_id, 0)
+
+
+_all_slots: list[Slots] = []
+
+# KEYS: users' slot sets (of one shard). -> per key 1 if it holds a live lease, else 0.
+LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('ZCOUNT', key, '(' .. now, '+inf') > 0 and 1 or 0
+end
+return out
+"""
+_LIVE = redisconn.Script(LIVE)
+
+
+def slot_holders(kinds: tuple[str, ...], user_ids: list[int]) -> set[int]:
+    """The users among `user_ids` holding a live slot of any of `kinds`
+    (every open WebSocket holds a "ws" slot, every SSE stream an "sse" one)
+    on any process: Redis's leases, RENEW_BATCH keys per script call; this
+    process's own count without Redis. Read-only. Raises redisconn.ERRORS
+    when Redis does not answer (the caller cannot tell, so must not guess)."""
+    if not redis_urls():
+        return {uid for uid in user_ids if any(s.held(uid) for s in _all_slots if s.kind in kinds)}
+    by_url: dict[str, list[int]] = {}
+    for user_id in user_ids:
+        by_url.setdefault(_slot_url(user_id), []).append(user_id)
+    holders: set[int] = set()
+    keys_per_user = len(kinds)
+    for url, ids in by_url.items():
+        step = max(1, RENEW_BATCH // keys_per_user)
+        for i in range(0, len(ids), step):
+            part = ids[i : i + step]
+            keys = [_key(kind, uid) for uid in part for kind in kinds]
+            live = _LIVE.run(url, keys, [])
+            for j, uid in enumerate(part):
+                if any(live[j * keys_per_user : (j + 1) * keys_per_user]):
+                    holders.add(uid)
+    return holders

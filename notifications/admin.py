@@ -27,7 +27,7 @@ from django_realtime.rest import request_user
 from django_realtime.users import username_path
 
 from . import services
-from .models import Notification
+from .models import Notification, NotificationPreference, PushSubscription
 
 
 class ReadFilter(admin.SimpleListFilter):
@@ -51,7 +51,7 @@ class NotificationAdmin(admin.ModelAdmin):
     list_filter = ["kind", ReadFilter]
     search_fields = [username_path("recipient")]
     list_select_related = ["recipient"]
-    readonly_fields = ["recipient", "kind", "data", "created_at", "read_at"]
+    readonly_fields = ["recipient", "kind", "data", "created_at", "read_at", "email_state"]
     ordering = ["-id"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -112,3 +112,34 @@ class AnnouncementActionMixin(_ModelAdmin):
                 "select_across": request.POST.get("select_across", "0"),
             },
         )
+
+
+@admin.register(PushSubscription)
+class PushSubscriptionAdmin(admin.ModelAdmin):
+    """Each user's Web Push subscriptions (browsers); an admin may remove
+    one, never add one (a browser subscribes itself, notifications.push)."""
+
+    list_display = ["id", "user", "push_service", "created_at"]
+    search_fields = [username_path("user"), "endpoint"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "endpoint", "p256dh", "auth", "created_at"]
+    ordering = ["-id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="push service")
+    def push_service(self, obj: PushSubscription) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(obj.endpoint).netloc
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(admin.ModelAdmin):
+    """Who turned push or e-mail off (a user without a row has both on)."""
+
+    list_display = ["user", "push", "email"]
+    list_filter = ["push", "email"]
+    search_fields = [username_path("user")]
+    list_select_related = ["user"]

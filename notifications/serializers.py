@@ -28,3 +28,33 @@ class UnreadCountSerializer(serializers.Serializer):
 
 class MarkedSerializer(serializers.Serializer):
     marked = serializers.IntegerField()
+
+
+class PushKeySerializer(serializers.Serializer):
+    public_key = serializers.CharField(help_text="the VAPID application server key, base64url")
+
+
+class PushKeysSerializer(serializers.Serializer):
+    p256dh = serializers.CharField()
+    auth = serializers.CharField()
+
+
+class PushSubscriptionSerializer(serializers.Serializer):
+    """A browser's PushSubscription.toJSON() (expirationTime is ignored)."""
+
+    endpoint = serializers.CharField(help_text="under one of REALTIME['WEBPUSH_ENDPOINTS']")
+    keys = PushKeysSerializer()
+
+
+class PushEndpointSerializer(serializers.Serializer):
+    endpoint = serializers.CharField()
+
+
+class PreferencesSerializer(serializers.Serializer):
+    push = serializers.BooleanField()
+    email = serializers.BooleanField()
+
+
+class PreferencesPatchSerializer(serializers.Serializer):
+    push = serializers.BooleanField(required=False)
+    email = serializers.BooleanField(required=False)

@@ -2,7 +2,8 @@
 Provides the notification writes: notify one user, notify many, and mark
 notifications read. (Mentions are chat's: chat.mentions calls notify_user_ids.)
 
-A service is the only writer. Each stores the rows and pushes them to the
+A service is the only writer (push subscriptions: notifications.push;
+digests: notifications.digests). Each stores the rows and pushes them to the
 recipients' open connections after commit, from any synchronous code: a view,
 a signal, a management command or a worker process.
 
@@ -24,8 +25,8 @@ from django.utils import timezone
 from django_realtime.errors import BadRequest, NotFound
 from django_realtime.types import User
 
-from . import events
-from .models import Notification
+from . import background, events, push
+from .models import Notification, NotificationPreference
 
 ANNOUNCEMENT = "announcement"
 MAX_KIND_CHARS = 32
@@ -123,5 +124,34 @@ def _store(rows: list[Notification]) -> list[Notification]:
         return []
     stored = Notification.objects.bulk_create(rows)
     frames = [(n.recipient_id, events.notification_frame(n)) for n in stored]
-    transaction.on_commit(partial(events.push_notifications, frames=frames), using=db_alias())
+    # Offline reach (notifications.push): the push queue's rows commit with
+    # the notifications; this process's sender is woken after the commit.
+    push.enqueue(stored, db_alias())
+    transaction.on_commit(partial(_committed, frames=frames), using=db_alias())
     return stored
+
+
+def _committed(*, frames: list[tuple[int, dict[str, Any]]]) -> None:
+    events.push_notifications(frames=frames)
+    background.wake()
+
+
+def preferences(*, user: User) -> dict[str, bool]:
+    """The user's offline channels: `{"push", "email"}` (both on by default)."""
+    row = NotificationPreference.objects.filter(user=user).first()
+    return {"push": row.push, "email": row.email} if row else {"push": True, "email": True}
+
+
+def preferences_update(*, user: User, changes: dict[str, Any]) -> dict[str, bool]:
+    """Set `push` and/or `email` (booleans); anything else is BadRequest."""
+    unknown = set(changes) - {"push", "email"}
+    if unknown:
+        raise BadRequest(f"unknown preference: {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        if not isinstance(value, bool):
+            raise BadRequest(f"'{name}' must be true or false")
+    current = preferences(user=user)
+    if changes:
+        current.update(changes)
+        NotificationPreference.objects.update_or_create(user=user, defaults=current)
+    return current

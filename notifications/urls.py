@@ -27,6 +27,19 @@ urlpatterns = [
         name="api-notifications-read-all",
     ),
     path(
+        "api/notifications/preferences/",
+        views.PreferencesView.as_view(),
+        name="api-notification-preferences",
+    ),
+    path("api/push/key/", views.PushKeyView.as_view(), name="api-push-key"),
+    path(
+        "api/push/subscriptions/",
+        views.PushSubscriptionsView.as_view(),
+        name="api-push-subscriptions",
+    ),
+    path("notifications/unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
+    path("push-sw.js", views.service_worker, name="push-service-worker"),
+    path(
         "api/notifications/<str:pk>/read/",
         views.MarkReadView.as_view(),
         name="api-notification-read",

@@ -5,21 +5,37 @@ the requesting user; another user's notification is NOT_FOUND. Errors go
 through django_realtime.rest.exception_handler, as everywhere under api/.
 """
 
+from pathlib import Path
 from urllib.parse import urlencode
 
+from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_realtime.errors import BadRequest, NotFound
-from django_realtime.rest import RealtimeAPIView, extend_schema, page_params, request_user
+from django_realtime.rest import (
+    RealtimeAPIView,
+    body_object,
+    extend_schema,
+    page_params,
+    request_user,
+)
 
-from . import events, selectors, services
+from . import digests, events, push, selectors, services
 from .serializers import (
     MarkedSerializer,
     NotificationPageSerializer,
     NotificationSerializer,
+    PreferencesPatchSerializer,
+    PreferencesSerializer,
+    PushEndpointSerializer,
+    PushKeySerializer,
+    PushSubscriptionSerializer,
     UnreadCountSerializer,
 )
 
@@ -106,3 +122,80 @@ class MarkAllReadView(RealtimeAPIView):
         return Response(
             {"marked": services.notifications_mark_all_read(user=request_user(request))}
         )
+
+
+class PreferencesView(RealtimeAPIView):
+    """The user's offline channels: Web Push and the e-mail digest, each on or off."""
+
+    @extend_schema(responses={200: PreferencesSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(services.preferences(user=request_user(request)))
+
+    @extend_schema(request=PreferencesPatchSerializer, responses={200: PreferencesSerializer})
+    def patch(self, request: Request) -> Response:
+        return Response(
+            services.preferences_update(user=request_user(request), changes=body_object(request))
+        )
+
+
+class PushKeyView(RealtimeAPIView):
+    """The application server key to subscribe with; 404 when the site has no push."""
+
+    @extend_schema(responses={200: PushKeySerializer})
+    def get(self, request: Request) -> Response:
+        request_user(request)
+        if not push.enabled():
+            raise NotFound("Web Push is not configured on this site")
+        return Response({"public_key": push.public_key()})
+
+
+class PushSubscriptionsView(RealtimeAPIView):
+    """A browser's push subscription for the user: POST stores it, DELETE removes it."""
+
+    @extend_schema(request=PushSubscriptionSerializer, responses={201: PushEndpointSerializer})
+    def post(self, request: Request) -> Response:
+        if not push.enabled():
+            raise NotFound("Web Push is not configured on this site")
+        subscription = push.subscribe(user=request_user(request), body=body_object(request))
+        return Response({"endpoint": subscription.endpoint}, status=201)
+
+    @extend_schema(request=PushEndpointSerializer, responses={204: None})
+    def delete(self, request: Request) -> Response:
+        push.unsubscribe(user=request_user(request), body=body_object(request))
+        return Response(status=204)
+
+
+@csrf_exempt  # RFC 8058: a mail client's one-click POST carries no token; the link is the key
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponseBase:
+    """The digest's signed unsubscribe link, without logging in: GET asks,
+    POST (the page's button, or a mail client's RFC 8058 one-click) turns
+    e-mail off for the link's user only."""
+    valid = digests.unsubscribe_user_id(token) is not None
+    done = False
+    if valid and request.method == "POST":
+        done = valid = digests.unsubscribe(token)
+    response = render(
+        request,
+        "notifications/unsubscribe.html",
+        {"done": done, "invalid": not valid, "site_url": digests.site_url() + "/"},
+        status=200 if valid else 400,
+    )
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+SERVICE_WORKER = Path(__file__).resolve().parents[1] / "chat" / "static" / "realtime" / "push-sw.js"
+
+
+@require_GET
+def service_worker(request: HttpRequest) -> HttpResponseBase:
+    """The push service worker (chat/static/realtime/push-sw.js), served under
+    the package's prefix so that its scope covers the package's pages;
+    `Service-Worker-Allowed: /` lets a site register it for its whole origin."""
+    response = FileResponse(open(SERVICE_WORKER, "rb"), content_type="text/javascript")
+    response["Service-Worker-Allowed"] = "/"
+    response["Cache-Control"] = "no-cache"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -297,6 +297,7 @@ _REALTIME_TEXT = [
     "TOPICS_REDIS_PREFIX",
     "WS_PATH",
     "BASE_TEMPLATE",
+    "SITE_URL",
 ]
 _REALTIME_NUMBERS = [
     "CHAT_MAX_CONTENT_CHARS",
@@ -332,6 +333,7 @@ _REALTIME_NUMBERS = [
     "PRESENCE_REDIS_TIMEOUT_SECONDS",
     "PRESENCE_REDIS_MAX_CONNECTIONS",
     "PRESENCE_DIFF_COALESCE_SECONDS",
+    "EMAIL_DIGEST_AFTER_SECONDS",
 ]
 REALTIME: dict = {
     "REDIS_URL": REDIS_URLS or "",
@@ -340,6 +342,20 @@ REALTIME: dict = {
     # Live data (docs/topics.md): `public:rooms` carries the rooms' changes.
     "TOPICS": {"public": {}},
 }
+# Offline reach (contract §11): Web Push on with a VAPID key (PEM; "\n" may
+# stand for newlines in the environment), the push services it may post to
+# (comma-separated prefixes; default the browsers'), and e-mail digests
+# through Django's SMTP backend at EMAIL_HOST:EMAIL_PORT.
+if os.environ.get("WEBPUSH_VAPID_PRIVATE_KEY"):
+    REALTIME["WEBPUSH_VAPID_PRIVATE_KEY"] = os.environ["WEBPUSH_VAPID_PRIVATE_KEY"].replace(
+        "\\n", "\n"
+    )
+if os.environ.get("WEBPUSH_ENDPOINTS"):
+    REALTIME["WEBPUSH_ENDPOINTS"] = env_list("WEBPUSH_ENDPOINTS", [])
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
 for _name in _REALTIME_TEXT:
     if os.environ.get(_name):
         REALTIME[_name] = os.environ[_name]
