@@ -120,7 +120,7 @@ def parse_awareness(payload: bytes) -> list[AwarenessEntry]:
         try:
             state = _bytes(decoder).decode("utf-8")
             json.loads(state)
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError too
+        except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError; nesting
             raise ProtocolError("awareness state is not JSON") from None
         entries.append(AwarenessEntry(client_id, clock, state))
     return entries
