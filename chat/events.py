@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from django_realtime import bus, metrics
+from django_realtime import bus, metrics, signals
 from django_realtime.payloads import iso, user_payload
 
 from .models import Message
@@ -64,6 +64,7 @@ def broadcast_message(*, room_id: int, payload: dict[str, Any]) -> None:
     metrics.MESSAGES_STORED.inc()
     event = {"type": MESSAGE, "room_id": room_id, "payload": payload, "sent_at": time.time()}
     bus.send_sync(bus.room_group(room_id), event)
+    signals.message_sent.send(sender=Message, room_id=room_id, message=payload)
 
 
 def broadcast_receipt(*, room_id: int, room_slug: str, user: dict[str, Any], seq: int) -> None:

@@ -2,23 +2,47 @@
 django-realtime: chat rooms, notifications, presence and live data over
 WebSocket and Server-Sent Events for Django sites.
 
-This package holds what the apps `chat`, `notifications` and `presence`
-share: settings (conf), errors, the REST base view, the channel layers, the
-server adjustments, metrics and logging context. docs/integration.md says how
-a site installs it.
+The site-facing API is this one import (docs/integration.md):
+
+    from django_realtime import publish, apublish, notify, notify_many, broadcast_model, html_stream
+
+`django_realtime.urls` serves everything over HTTP, `django_realtime.testing`
+shows a site's tests what was published, notified or sent. The rest of the
+package (settings, errors, layers, server adjustments, metrics) is internal.
 """
 
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.2.0"
 
-__all__ = ["__version__", "html_stream"]
+__all__ = [
+    "__version__",
+    "apublish",
+    "broadcast_model",
+    "html_stream",
+    "notify",
+    "notify_many",
+    "publish",
+]
+
+# Imported on first use: the root is imported before the apps are ready.
+_LAZY = {
+    "apublish": "django_realtime.topics.publishing",
+    "broadcast_model": "django_realtime.topics.broadcast",
+    "html_stream": "django_realtime.topics.html",
+    "notify": "notifications.services",
+    "notify_many": "notifications.services",
+    "publish": "django_realtime.topics.publishing",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: the root is imported before the apps are ready.
-    if name == "html_stream":
-        from .topics.html import html_stream
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
-        return html_stream
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

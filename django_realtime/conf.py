@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     # client address of every throttle is then the one they vouch for. 0: the
     # socket's address, whatever a client's own headers say.
     "TRUSTED_PROXY_COUNT": 0,
+    # `metrics` (django_realtime.urls) answers `Authorization: Bearer <this>`
+    # and staff users; None: staff users only (anyone else gets 404).
+    "METRICS_TOKEN": None,
     # --- The channel layer -------------------------------------------------------
     # How long a broadcast may wait on the layer before it is given up (the
     # message is stored already; clients fill the gap from the database).
@@ -251,11 +254,14 @@ def user_settings() -> dict[str, Any]:
 
 
 realtime_settings = RealtimeSettings()
+_urls: dict[str, tuple[str, ...]] = {}  # redis_urls(), once read
 
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "REALTIME":
         realtime_settings.forget()
+    if setting in {"REALTIME", "CHANNEL_LAYERS"}:
+        _urls.clear()
 
 
 setting_changed.connect(_settings_changed)
@@ -271,13 +277,18 @@ def redis_urls() -> list[str]:
     """The Redis shards that presence, the shared limits and topic histories
     use, in order ([] for none): REALTIME["REDIS_URL"] (a URL, a list of them,
     or URLs separated by commas), else the default channel layer's hosts.
-    Which shard holds what: django_realtime.redisconn."""
-    configured = realtime_settings.REDIS_URL
-    if configured is None:
-        return layer_redis_urls()
-    if isinstance(configured, list | tuple):
-        return [str(url).strip() for url in configured if str(url).strip()]
-    return [url.strip() for url in str(configured).split(",") if url.strip()]
+    Which shard holds what: django_realtime.redisconn. Read once (every
+    shared-limit hit asks), forgotten when either setting changes."""
+    urls = _urls.get("redis")
+    if urls is None:
+        configured = realtime_settings.REDIS_URL
+        if configured is None:
+            urls = _urls["redis"] = tuple(layer_redis_urls())
+        elif isinstance(configured, list | tuple):
+            urls = _urls["redis"] = tuple(str(u).strip() for u in configured if str(u).strip())
+        else:
+            urls = _urls["redis"] = tuple(u.strip() for u in str(configured).split(",") if u.strip())
+    return list(urls)
 
 
 def layer_redis_url() -> str:
@@ -289,7 +300,9 @@ def layer_redis_url() -> str:
 def layer_redis_urls() -> list[str]:
     """The default channel layer's Redis hosts as URLs, in its order ([] when
     it is not a Redis layer; "" for a host given in a form not understood)."""
-    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
+    from .namespace import default_layer  # imports channels_redis: not at conf's import
+
+    layer = default_layer()
     if not str(layer.get("BACKEND", "")).startswith(("channels_redis.", "django_realtime.")):
         return []
     hosts = layer.get("CONFIG", {}).get("hosts") or []

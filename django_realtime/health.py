@@ -1,16 +1,19 @@
 """
-Provides /healthz (the process is up), /readyz (the database and Redis answer)
-and /metrics (Prometheus). All three are public and cheap; put them behind the
-proxy's internal listener in production if they should not be seen outside.
+Provides healthz (the process is up), readyz (the database and Redis answer)
+and metrics (Prometheus), served by django_realtime.urls. The probes are
+public and cheap; metrics answers a staff user or `Authorization: Bearer
+<REALTIME["METRICS_TOKEN"]>`, and 404 to anyone else.
 """
+
+import hmac
 
 import redis
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from django_realtime.conf import redis_url
+from django_realtime.conf import realtime_settings, redis_url
 
 PROBE_TIMEOUT_SECONDS = 2
 
@@ -31,7 +34,31 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for a staff user or the bearer of METRICS_TOKEN; a 404
+    (as for a path that does not exist) for anyone else."""
+    if not (_bearer_ok(request) or _staff(request)):
+        raise Http404("no such page")
+    return open_metrics(request)
+
+
+@require_GET
+def open_metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for anyone: for a site that mounts it on a listener
+    only its monitoring reaches (the demo's processes, behind nginx)."""
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_ok(request: HttpRequest) -> bool:
+    token = realtime_settings.METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), str(token).encode())
+
+
+def _staff(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)  # None without AuthenticationMiddleware
+    return bool(user is not None and user.is_active and user.is_staff)
 
 
 def _check_database() -> str:

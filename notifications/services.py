@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from django_realtime import signals
 from django_realtime.errors import BadRequest, NotFound
 from django_realtime.types import User
 
@@ -127,13 +128,14 @@ def _store(rows: list[Notification]) -> list[Notification]:
     # Offline reach (notifications.push): the push queue's rows commit with
     # the notifications; this process's sender is woken after the commit.
     push.enqueue(stored, db_alias())
-    transaction.on_commit(partial(_committed, frames=frames), using=db_alias())
+    transaction.on_commit(partial(_committed, frames=frames, stored=stored), using=db_alias())
     return stored
 
 
-def _committed(*, frames: list[tuple[int, dict[str, Any]]]) -> None:
+def _committed(*, frames: list[tuple[int, dict[str, Any]]], stored: list[Notification]) -> None:
     events.push_notifications(frames=frames)
     background.wake()
+    signals.notified.send(sender=Notification, notifications=stored)
 
 
 def preferences(*, user: User) -> dict[str, bool]:

@@ -1,8 +1,14 @@
 """
 Provides `publish()` and `apublish()`: store a publication in its topic's
 history, then ring the topic's doorbell on the channel layer (every process
-with subscribers delivers it). Inside a transaction, `publish` waits for the
-commit.
+with subscribers delivers it).
+
+One rule for "after commit", sync and async: called where a transaction is
+open, the publication waits for its commit (dropped on a rollback) and None
+is returned; otherwise it is published at once and its offset returned.
+`apublish` asks the thread the ORM runs on (the one holding the caller's
+transaction, when sync code inside `atomic()` awaits it through
+`async_to_sync`) whether a transaction is open there.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ import asyncio
 import json
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from .. import bus, metrics
+from .. import bus, metrics, signals
 from ..conf import realtime_settings
 from ..errors import BadRequest, TooLarge
 from . import names
@@ -63,6 +70,7 @@ def publish_now(
     if not published.replayed:
         metrics.TOPIC_PUBLICATIONS.inc()
         bus.send_sync(bus.topic_group(topic), published.publication.event())
+        _announce(published)
     return published
 
 
@@ -86,7 +94,19 @@ async def apublish_now(
     if not published.replayed:
         metrics.TOPIC_PUBLICATIONS.inc()
         await bus.send(bus.topic_group(topic), published.publication.event())
+        _announce(published)
     return published
+
+
+def _announce(published: Published) -> None:
+    publication = published.publication
+    signals.published.send(
+        sender=Published,
+        topic=publication.topic,
+        data=publication.data,
+        offset=publication.offset,
+        key=publication.key,
+    )
 
 
 def publish(
@@ -110,19 +130,43 @@ def publish(
     else:
         raise RuntimeError("publish() would block the event loop: use `await apublish(...)`")
     check(topic, data, key, idempotency_key)  # refuse now, not after the commit
-    if transaction.get_connection(using).in_atomic_block:
-        transaction.on_commit(
-            lambda: publish_now(topic, data, key=key, idempotency_key=idempotency_key),
-            using=using,
-            robust=True,  # a Redis outage is logged; the commit stands
-        )
+    if _after_commit(using, topic, data, key, idempotency_key):
         return None
     return publish_now(topic, data, key=key, idempotency_key=idempotency_key).publication.offset
 
 
 async def apublish(
-    topic: str, data: Any, *, key: str | None = None, idempotency_key: str | None = None
-) -> int:
-    """publish() from async code: at once; the publication's offset."""
+    topic: str,
+    data: Any,
+    *,
+    key: str | None = None,
+    idempotency_key: str | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> int | None:
+    """publish() from async code, by the same rule: where a transaction of
+    `using` is open (sync code in `atomic()` awaiting this through
+    `async_to_sync`), the publication waits for the commit and None is
+    returned; otherwise the publication's offset."""
+    check(topic, data, key, idempotency_key)
+    deferred = await sync_to_async(_after_commit, thread_sensitive=True)(
+        using, topic, data, key, idempotency_key
+    )
+    if deferred:
+        return None
     published = await apublish_now(topic, data, key=key, idempotency_key=idempotency_key)
     return published.publication.offset
+
+
+def _after_commit(
+    using: str, topic: str, data: Any, key: str | None, idempotency_key: str | None
+) -> bool:
+    """Whether a transaction is open on this thread's `using` connection; if
+    so the publication is registered to follow its commit."""
+    if not transaction.get_connection(using).in_atomic_block:
+        return False
+    transaction.on_commit(
+        lambda: publish_now(topic, data, key=key, idempotency_key=idempotency_key),
+        using=using,
+        robust=True,  # a Redis outage is logged; the commit stands
+    )
+    return True
