@@ -63,11 +63,13 @@ browser-deps:
 	fi
 
 # ruff (lint and format) over everything, mypy (django-stubs, DRF stubs) over
-# the package and the demo, and no missing migration.
+# the package and the demo, tsc --strict over client.d.ts and a TypeScript use
+# of it (tsconfig.json), and no missing migration.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	node_modules/.bin/tsc -p tsconfig.json
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
 
 test: install browser-deps lint
