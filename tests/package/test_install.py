@@ -41,7 +41,14 @@ REALTIME = {}   # every key optional; documented defaults
 URLS_SNIPPET = """
 from django.urls import include  # noqa: E402
 
-urlpatterns += [path("rt/", include("chat.urls")), path("rt/", include("notifications.urls"))]
+urlpatterns += [path("rt/", include("django_realtime.urls"))]
+"""
+# The site's own choices after the snippet: a topic namespace for its orders
+# and a token for its metrics scraper.
+METRICS_TOKEN = "site-metrics-token"
+SITE_REALTIME = f"""
+REALTIME["TOPICS"] = {{"shop": {{}}}}
+REALTIME["METRICS_TOKEN"] = "{METRICS_TOKEN}"
 """
 ASGI = """import os
 from django.core.asgi import get_asgi_application
@@ -116,7 +123,10 @@ def build(root: Path) -> Site:
     shutil.copytree(SITE_FILES / "shop", site.dir / "shop")
     settings = site.dir / "mysite" / "settings.py"
     settings.write_text(
-        settings.read_text() + (SITE_FILES / "site_settings.py").read_text() + SETTINGS_SNIPPET
+        settings.read_text()
+        + (SITE_FILES / "site_settings.py").read_text()
+        + SETTINGS_SNIPPET
+        + SITE_REALTIME
     )
     urls = site.dir / "mysite" / "urls.py"
     urls.write_text(urls.read_text() + URLS_SNIPPET + (SITE_FILES / "site_urls.py").read_text())
@@ -125,7 +135,8 @@ def build(root: Path) -> Site:
     site.manage("migrate", "--noinput")
     site.shell(
         "from django.contrib.auth import get_user_model; U = get_user_model();"
-        "[U.objects.create_user(n, password='pw') for n in ('alice', 'bob')]"
+        "[U.objects.create_user(n, password='pw') for n in ('alice', 'bob')];"
+        "U.objects.create_user('root', password='pw', is_staff=True)"
     )
     return site
 
@@ -228,6 +239,50 @@ async def test_a_site_chats_and_notifies_over_real_sockets_under_its_prefix(serv
     unread = await http.get(unread_url, headers={"Authorization": f"Token {bob}"})
     assert unread.json() == {"count": unread_before["count"] + 1}
     await http.aclose()
+
+
+def test_one_include_serves_the_probes_and_metrics_only_to_the_token_or_staff(served: str):
+    base = f"http://{served}/rt/"
+    assert httpx.get(base + "healthz").json() == {"status": "ok"}
+    assert httpx.get(base + "readyz").json()["database"] == "ok"
+    assert httpx.get(base + "metrics").status_code == 404
+    assert httpx.get(base + "metrics", headers={"Authorization": "Bearer nope"}).status_code == 404
+    scraped = httpx.get(base + "metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200 and "realtime_" in scraped.text
+    with httpx.Client(base_url=f"http://{served}") as browser:
+        login = browser.get("/admin/login/")
+        csrf = login.cookies["csrftoken"]
+        form = {"username": "root", "password": "pw", "csrfmiddlewaretoken": csrf}
+        assert browser.post("/admin/login/?next=/admin/", data=form).status_code == 302
+        assert browser.get("/rt/metrics").status_code == 200
+
+
+def test_the_sites_own_testcase_sees_its_notification_and_publication(site: Site):
+    ran = site.manage("test", "shop", "--noinput")
+    assert "Ran 1 test" in ran.stderr and "OK" in ran.stderr, ran.stderr
+
+
+def test_a_typescript_file_type_checks_against_the_installed_client(site: Site):
+    tsc = ROOT / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.skip("node_modules/.bin/tsc missing: `make install` runs `npm ci`")
+    client = site.run(
+        str(site.python), "-c", "import chat, pathlib; print(pathlib.Path(chat.__file__).parent)"
+    ).stdout.strip()
+    use = (ROOT / "tests" / "js" / "uses_client.ts").read_text()
+    (site.dir / "app.ts").write_text(
+        use.replace("../../chat/static/realtime/client.js", f"{client}/static/realtime/client.js")
+    )
+    (site.dir / "wrong.ts").write_text(
+        f"import {{ RealtimeClient }} from '{client}/static/realtime/client.js';\n"
+        "new RealtimeClient().on('message', (m) => console.log(m.body));\n"
+    )
+    flags = ["--strict", "--noEmit", "--lib", "es2022,dom", "--target", "es2022",
+             "--module", "esnext", "--moduleResolution", "bundler", "--types", ""]  # fmt: skip
+    good = site.run(str(tsc), *flags, "app.ts", check=False)
+    assert good.returncode == 0, good.stdout + good.stderr
+    wrong = site.run(str(tsc), *flags, "wrong.ts", check=False)
+    assert "Property 'body' does not exist on type 'MessageFrame'" in wrong.stdout
 
 
 def test_the_sites_drf_defaults_neither_break_nor_loosen_the_apis(served: str):

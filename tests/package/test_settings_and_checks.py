@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from chat.auth import origin_allowed
 from django_realtime import checks as realtime_checks
-from django_realtime.conf import DEFAULTS, layer_redis_url, realtime_settings, redis_url
+from django_realtime.conf import DEFAULTS, layer_redis_urls, realtime_settings, redis_url
 from presence import conf as presence_conf
 
 
@@ -60,7 +60,7 @@ def test_presence_uses_the_channel_layers_redis_unless_told_otherwise(settings, 
     """A site that configured Redis once, for its layer, gets shared presence."""
     settings.CHANNEL_LAYERS = {"default": layer}
     settings.REALTIME = {}
-    assert layer_redis_url() == url
+    assert layer_redis_urls()[0] == url
     assert redis_url() == url
     settings.REALTIME = {"REDIS_URL": "redis://elsewhere:6379/5"}
     assert redis_url() == "redis://elsewhere:6379/5"

@@ -1,9 +1,10 @@
-"""The site's own signal: a new order notifies its owner, live."""
+"""The site's own signal: a new order notifies its owner and publishes the
+order count, live; imported from the package's one front door."""
 
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from notifications.services import notify
+from django_realtime import notify, publish
 
 from .models import Order
 
@@ -12,3 +13,4 @@ from .models import Order
 def order_placed(sender, instance: Order, created: bool, **kwargs) -> None:
     if created:
         notify(recipient=instance.owner, kind="order", data={"item": instance.item})
+        publish("shop:orders", {"count": Order.objects.count()})
