@@ -31,12 +31,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_realtime import bus, credentials, drain, metrics, servers
 from django_realtime.asyncdb import db
+from django_realtime.closecodes import SESSION_ENDED, SESSION_MOVED, CloseCode
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.output import HeldOutput
-from django_realtime.topics.subscriptions import CLOSE_OVERFLOW, OVERFLOW_REASON, Subscriptions
+from django_realtime.topics.subscriptions import Subscriptions
 from presence import tracking
 
 from . import events, frames, services, streams
@@ -46,10 +47,6 @@ from .ratelimit import SlidingWindowLimiter, limiter
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_TOO_LARGE = 1009  # sendable under daphne thanks to django_realtime/daphne_transport.py
-CLOSE_FLOODING = 4408  # refused with RATE_LIMITED more than WS_FLOOD_CLOSE_RATE allows
-CLOSE_TOO_MANY_CONNECTIONS = 4429  # over WS_MAX_CONNECTIONS_PER_USER (all processes)
 # A replay waits for the socket only below the output cap (and a frame more).
 REPLAY_SLACK = 64 * 1024
 
@@ -144,14 +141,12 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         self.checked_at = asyncio.get_running_loop().time()
         if self.user is None or not self.user.is_authenticated:
             await self.accept()
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=CloseCode.UNAUTHENTICATED)
             return
         if not await self.take_slot(self.user.pk):
             cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
             await self.accept()
-            await self.close(
-                code=CLOSE_TOO_MANY_CONNECTIONS, reason=f"policy: at most {cap} connections"
-            )
+            await self.close(code=CloseCode.TOO_MANY, reason=f"policy: at most {cap} connections")
             return
         log_user.set(str(self.user.pk))  # on every log line of this connection
         self.admitted = True
@@ -197,7 +192,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             if text_data is None:
                 raise BadRequest("binary frames are not supported; send JSON text")
             if frames.encoded_size_over(text_data, realtime_settings.WS_MAX_FRAME_BYTES):
-                await self.close(code=CLOSE_TOO_LARGE)
+                await self.close(code=CloseCode.TOO_LARGE)
                 return
             frame = frames.parse(text_data)
             room_name = frame.get("room")
@@ -216,7 +211,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self.send_frame(frames.error(exc, ref, frame))
             if flooding:
                 self.closing = True
-                await self.close(code=CLOSE_FLOODING, reason="policy: too many requests")
+                await self.close(code=CloseCode.FLOODING, reason=CloseCode.FLOODING.reason)
         except Exception:  # noqa: BLE001 - never 1011: log it, tell the client, go on
             logger.exception("unexpected error handling a frame from user %s", self.user.pk)
             await self.send_frame(frames.with_ref(frames.INTERNAL_ERROR, ref))
@@ -619,21 +614,22 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self._end_session()
         elif verdict is credentials.Verdict.MOVED and not self.closing:
             self.closing = True
-            reason = credentials.MOVED_CLOSE_REASON
-            await self.close(code=credentials.MOVED_CLOSE_CODE, reason=reason)
+            await self.close(code=CloseCode.SERVICE_RESTART, reason=SESSION_MOVED)
 
     async def _overflow(self) -> None:
         """Output over its limit (a topic queue full): close (4413); the
         client resumes with `since`."""
         if not self.closing:
             self.closing = True
-            await self.close(code=CLOSE_OVERFLOW, reason=OVERFLOW_REASON)
+            await self.close(
+                code=CloseCode.OUTPUT_OVER_LIMIT, reason=CloseCode.OUTPUT_OVER_LIMIT.reason
+            )
 
     async def _end_session(self) -> None:
         if not self.closing:
             self.closing = True
             logger.info("closing a connection of user %s: its session ended", self.user.pk)
-            await self.close(code=credentials.CLOSE_CODE, reason=credentials.CLOSE_REASON)
+            await self.close(code=CloseCode.UNAUTHENTICATED, reason=SESSION_ENDED)
 
     def _joined_room(self, frame: dict) -> JoinedRoom:
         slug = frames.slug(frame)

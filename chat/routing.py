@@ -21,6 +21,7 @@ from channels.routing import URLRouter
 from django.urls import path
 
 from django_realtime import internals, servers
+from django_realtime.closecodes import CloseCode
 from django_realtime.conf import realtime_settings
 
 from .auth import websocket_auth_stack
@@ -38,9 +39,6 @@ def websocket_urlpatterns() -> list:
 
 
 logger = logging.getLogger(__name__)
-
-CLOSE_TRY_AGAIN = 1013
-TRY_AGAIN_REASON = "try again later"
 
 
 class TryAgainLater:
@@ -64,9 +62,8 @@ class TryAgainLater:
                 raise
             logger.warning("a WebSocket handshake failed; closed with 1013", exc_info=True)
             await send({"type": "websocket.accept"})
-            await send(
-                {"type": "websocket.close", "code": CLOSE_TRY_AGAIN, "reason": TRY_AGAIN_REASON}
-            )
+            code = CloseCode.TRY_AGAIN
+            await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
 
 
 class _Watched:

@@ -61,11 +61,6 @@ logger = logging.getLogger(__name__)
 # Layer event types, sent to the user's group (bus.user_group).
 END = "session.end"
 RECHECK = "session.recheck"
-CLOSE_CODE = 4401
-CLOSE_REASON = "session ended"
-# A session gone from the store without a logout: reconnect, the handshake decides.
-MOVED_CLOSE_CODE = 1012
-MOVED_CLOSE_REASON = "session changed: reconnect"
 
 
 class Verdict(enum.Enum):

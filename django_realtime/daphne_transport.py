@@ -74,14 +74,13 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from . import internals, metrics
+from .closecodes import CloseCode
 from .conf import realtime_settings
 
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1011, 1012, 1013})
-# A connection whose socket stopped taking output: closed with this, and its
-# TCP connection (with the output buffered for it) dropped after the grace
-# unless it reads up to the close frame by then.
-OVERFLOW_CLOSE_CODE = 4413
-OVERFLOW_CLOSE_REASON = "policy: output over limit"
+# A connection whose socket stopped taking output is closed with 4413, and
+# its TCP connection (with the output buffered for it) dropped after the
+# grace unless it reads up to the close frame by then.
 OVERFLOW_GRACE_SECONDS = 60.0
 
 
@@ -299,8 +298,8 @@ def over_output_cap(protocol: Any, message: dict) -> bool:
     # connection, and what is buffered for it, is dropped. Nothing is
     # added meanwhile, so it holds at most about the cap.
     protocol.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
-    protocol._realtime_close_reason = OVERFLOW_CLOSE_REASON
-    protocol.serverClose(code=OVERFLOW_CLOSE_CODE)
+    protocol._realtime_close_reason = CloseCode.OUTPUT_OVER_LIMIT.reason
+    protocol.serverClose(code=int(CloseCode.OUTPUT_OVER_LIMIT))
     return True
 
 
@@ -335,7 +334,7 @@ def handle_reply(self: Any, message: dict) -> None:
     kind = message.get("type")
     if kind == "websocket.close":
         self._realtime_close_reason = message.get("reason") or None
-        if message.get("code") == OVERFLOW_CLOSE_CODE:
+        if message.get("code") == CloseCode.OUTPUT_OVER_LIMIT:
             # The consumer's own 4413 (a stalled replay, a topic queue
             # full): the close frame waits behind the output too.
             self.closeHandshakeTimeout = OVERFLOW_GRACE_SECONDS
@@ -361,6 +360,8 @@ def server_close(self: Any, code: int | None = None) -> None:
     reason = getattr(self, "_realtime_close_reason", None)
     if reason is not None:
         reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 limit
+    if code is not None:
+        code = int(code)  # a CloseCode: autobahn takes a plain int only
     if code in SERVER_CLOSE_CODES and code != 1000:
         self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") if reason else None)
     elif reason and code is not None:

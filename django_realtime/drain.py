@@ -18,9 +18,10 @@ import sys
 import weakref
 from typing import Any
 
+from .closecodes import CloseCode
+
 logger = logging.getLogger(__name__)
 
-CLOSE_SERVICE_RESTART = 1012
 # Long enough for close frames to go out on a few thousand sockets, short
 # enough that an orchestrator's kill timeout (often 10-30 s) is never reached.
 DRAIN_SECONDS = 3.0
@@ -46,9 +47,11 @@ async def drain(timeout: float = DRAIN_SECONDS) -> None:
     consumers = list(_open)
     if not consumers:
         return
-    logger.info("draining %d WebSocket connections with %d", len(consumers), CLOSE_SERVICE_RESTART)
+    logger.info(
+        "draining %d WebSocket connections with %d", len(consumers), int(CloseCode.SERVICE_RESTART)
+    )
     await asyncio.gather(
-        *(c.close(code=CLOSE_SERVICE_RESTART) for c in consumers), return_exceptions=True
+        *(c.close(code=int(CloseCode.SERVICE_RESTART)) for c in consumers), return_exceptions=True
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

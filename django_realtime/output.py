@@ -15,8 +15,8 @@ from collections import deque
 from typing import Any
 
 from . import metrics, servers
+from .closecodes import CloseCode
 from .conf import realtime_settings
-from .daphne_transport import OVERFLOW_CLOSE_CODE, OVERFLOW_CLOSE_REASON
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ class HeldOutput:
         self.held: deque[tuple[dict, int]] = deque()
         self.held_bytes = self.held_allowance = 0
         self.held_writer: asyncio.Task | None = None
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Channels' close, a CloseCode sent as the plain int autobahn requires."""
+        if isinstance(code, CloseCode):
+            code = int(code)
+        await super().close(code=code, reason=reason)  # type: ignore[misc]
 
     def stop_output(self) -> None:
         """Drop what is held (call in disconnect)."""
@@ -87,8 +93,9 @@ class HeldOutput:
             logger.info("closing a connection of %s: output over limit", self.scope.get("user"))
             self.closing = True  # what comes after is dropped
             # The close frame waits behind the server's output, in a task of its own.
-            close = {"type": "websocket.close", "code": OVERFLOW_CLOSE_CODE}
-            task = asyncio.create_task(self.base_send({**close, "reason": OVERFLOW_CLOSE_REASON}))
+            code = CloseCode.OUTPUT_OVER_LIMIT
+            close = {"type": "websocket.close", "code": int(code), "reason": code.reason}
+            task = asyncio.create_task(self.base_send(close))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
             return

@@ -27,25 +27,18 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_realtime import bus, credentials, drain
 from django_realtime.asyncdb import db
+from django_realtime.closecodes import SESSION_ENDED, CloseCode
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Forbidden, NotFound, Unavailable
 from django_realtime.output import HeldOutput
 from django_realtime.rates import parse_rate
 from presence import tracking
 
-from ..consumers import CLOSE_TOO_MANY_CONNECTIONS, CountedConnection
+from ..consumers import CountedConnection
 from . import protocol, quotas, services
 from .hub import LiveDocument, hub
 
 logger = logging.getLogger(__name__)
-
-CLOSE_TOO_LARGE = 1009
-CLOSE_TRY_AGAIN = 1013
-CLOSE_BAD_MESSAGE = 4400
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
-CLOSE_DOCUMENT_FULL = 4409
-CLOSE_OVER_QUOTA = 4429
 
 
 class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
@@ -90,12 +83,12 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         self.user = self.scope.get("user")
         self.credential = self.scope.get("realtime_credential")
         if self.user is None or not self.user.is_authenticated:
-            await self._refuse(CLOSE_UNAUTHENTICATED, "authentication required")
+            await self._refuse(CloseCode.UNAUTHENTICATED, "authentication required")
             return
         # A document socket counts against WS_MAX_CONNECTIONS_PER_USER with /ws/.
         if not await self.take_slot(self.user.pk):
             cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
-            await self._refuse(CLOSE_TOO_MANY_CONNECTIONS, f"policy: at most {cap} connections")
+            await self._refuse(CloseCode.TOO_MANY, f"policy: at most {cap} connections")
             return
         route = self.scope["url_route"]["kwargs"]
         try:
@@ -103,14 +96,14 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
                 services.document_open, user=self.user, slug=route["room"], name=route["name"]
             )
         except (NotFound, Forbidden):
-            await self._refuse(CLOSE_NOT_FOUND, "no such document")
+            await self._refuse(CloseCode.NOT_FOUND, "no such document")
             return
         except services.OverQuota:
             cap = realtime_settings.DOCS_MAX_PER_ROOM
-            await self._refuse(CLOSE_OVER_QUOTA, f"policy: at most {cap} documents in a room")
+            await self._refuse(CloseCode.TOO_MANY, f"policy: at most {cap} documents in a room")
             return
         except Unavailable:
-            await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
+            await self._refuse(CloseCode.TRY_AGAIN, "storage unavailable")
             return
         self.muted = not self.opened.can_edit
         room = self.opened.room
@@ -135,7 +128,7 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         try:
             self.live = await hub().attach(self.opened, self)
         except Unavailable:
-            await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
+            await self._refuse(CloseCode.TRY_AGAIN, "storage unavailable")
 
     async def disconnect(self, code: int) -> None:
         """Leave the document, its awareness and the room's presence."""
@@ -155,11 +148,11 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         if self.closing or self.live is None:
             return
         if bytes_data is None:
-            await self._refuse(CLOSE_BAD_MESSAGE, "binary y-websocket messages only")
+            await self._refuse(CloseCode.BAD_MESSAGE, "binary y-websocket messages only")
             return
         # The update is most of a message; its header is a few bytes.
         if len(bytes_data) > realtime_settings.DOCS_MAX_UPDATE_BYTES + 16:
-            await self._refuse(CLOSE_TOO_LARGE, "update too large")
+            await self._refuse(CloseCode.TOO_LARGE, "update too large")
             return
         try:
             message = protocol.parse(bytes_data)
@@ -170,21 +163,21 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             else:  # QUERY_AWARENESS
                 await self.send_bytes(self.live.awareness_all())
         except protocol.ProtocolError as exc:
-            await self._refuse(CLOSE_BAD_MESSAGE, f"bad message: {exc}"[:120])
+            await self._refuse(CloseCode.BAD_MESSAGE, f"bad message: {exc}"[:120])
         except services.UpdateInvalid:
-            await self._refuse(CLOSE_BAD_MESSAGE, "bad update: not an update of this document")
+            await self._refuse(CloseCode.BAD_MESSAGE, "bad update: not an update of this document")
         except services.Muted:
             self.muted = True  # a muted member reads only: the update is dropped
         except services.UpdateTooLarge:
-            await self._refuse(CLOSE_TOO_LARGE, "update too large")
+            await self._refuse(CloseCode.TOO_LARGE, "update too large")
         except services.DocumentFull:
-            await self._refuse(CLOSE_DOCUMENT_FULL, "document too large")
+            await self._refuse(CloseCode.DOCUMENT_FULL, "document too large")
         except services.OverQuota as exc:
-            await self._refuse(CLOSE_OVER_QUOTA, f"policy: {exc.message}"[:120])
+            await self._refuse(CloseCode.TOO_MANY, f"policy: {exc.message}"[:120])
         except (NotFound, Forbidden):  # banned, removed from a private room
-            await self._refuse(CLOSE_NOT_FOUND, "no such document")
+            await self._refuse(CloseCode.NOT_FOUND, "no such document")
         except Unavailable:
-            await self._refuse(CLOSE_TRY_AGAIN, "storage unavailable")
+            await self._refuse(CloseCode.TRY_AGAIN, "storage unavailable")
 
     async def on_sync(self, message: protocol.Message) -> None:
         assert self.live is not None
@@ -202,7 +195,7 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         """The client's own awareness, bounded in size (1009) and rate (dropped)."""
         assert self.live is not None
         if len(payload) > realtime_settings.DOCS_AWARENESS_MAX_BYTES:
-            await self._refuse(CLOSE_TOO_LARGE, "awareness too large")
+            await self._refuse(CloseCode.TOO_LARGE, "awareness too large")
             return
         rate = parse_rate(str(realtime_settings.DOCS_AWARENESS_RATE))
         if rate is not None:
@@ -219,18 +212,18 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     async def session_end(self, event: dict) -> None:
         """The credential this connection was opened with ended: 4401."""
         if credentials.ends(event, self.credential):
-            await self._refuse(credentials.CLOSE_CODE, credentials.CLOSE_REASON)
+            await self._refuse(CloseCode.UNAUTHENTICATED, SESSION_ENDED)
 
     async def session_recheck(self, event: dict) -> None:
         if not await credentials.still_valid_async(
             user_id=self.user.pk, credential=self.credential
         ):
-            await self._refuse(credentials.CLOSE_CODE, credentials.CLOSE_REASON)
+            await self._refuse(CloseCode.UNAUTHENTICATED, SESSION_ENDED)
 
     async def chat_kicked(self, event: dict) -> None:
         """Banned from the document's room: 4404, as a stranger."""
         if self.live is not None and event.get("room_id") == self.live.room_id:
-            await self._refuse(CLOSE_NOT_FOUND, "no such document")
+            await self._refuse(CloseCode.NOT_FOUND, "no such document")
 
     # --- output --------------------------------------------------------------------
     async def send_bytes(self, data: bytes, *, replay: bool = False) -> None:

@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 # replaces it; a keyless one has a slot of its own.
 Slot = tuple[Any, ...]
 
-CLOSE_OVERFLOW = 4413
-OVERFLOW_REASON = "policy: output over limit"
 # How often a connection that is behind looks at its socket again.
 BEHIND_POLL_SECONDS = 0.02
 MAX_OFFSET = 2**63 - 1

@@ -2,7 +2,8 @@
 
 import pytest
 
-from chat.routing import CLOSE_TRY_AGAIN, TryAgainLater
+from chat.routing import TryAgainLater
+from django_realtime.closecodes import CloseCode
 
 
 async def run(app) -> list[dict]:
@@ -27,7 +28,7 @@ async def test_a_handshake_that_fails_before_the_consumer_speaks_is_closed_with_
 
     assert await run(no_channel) == [
         {"type": "websocket.accept"},
-        {"type": "websocket.close", "code": CLOSE_TRY_AGAIN, "reason": "try again later"},
+        {"type": "websocket.close", "code": CloseCode.TRY_AGAIN, "reason": "try again later"},
     ]
 
 
