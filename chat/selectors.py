@@ -23,7 +23,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from django_realtime.errors import Forbidden, NotFound
-from django_realtime.payloads import iso
+from django_realtime.payloads import iso, user_payload, user_payload_of
 from django_realtime.types import User
 from django_realtime.users import username_path
 
@@ -212,10 +212,7 @@ def receipts(*, room: Room) -> list[dict[str, Any]]:
         .select_related("user")
         .order_by(username_path("user"))
     )
-    return [
-        {"user": {"id": m.user_id, "username": m.user.get_username()}, "seq": m.last_read_seq}
-        for m in rows
-    ]
+    return [{"user": user_payload(m.user), "seq": m.last_read_seq} for m in rows]
 
 
 # Not a status a connection can set: how a member who is not here is listed.
@@ -240,7 +237,7 @@ def room_members_offline(
     )
     return [
         {
-            "user": {"id": user_id, "username": username},
+            "user": user_payload_of(user_id, username),
             "status": OFFLINE,
             "last_seen_at": iso(seen) if seen else None,
         }

@@ -17,6 +17,7 @@ from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import Entry, Frame, SeqCursor
 from django_realtime.errors import NotFound, Unavailable
+from django_realtime.payloads import user_payload_of
 
 from . import events, selectors
 from .models import Message, Room
@@ -35,7 +36,7 @@ def row_entries(rows: list[selectors.MessageRow], room_slug: str) -> list[Entry]
                 id=pk,
                 seq=seq,
                 client_id=client_id,
-                user={"id": user_id, "username": username},
+                user=user_payload_of(user_id, username),
                 content=content,
                 created_at=created_at,
             ),

@@ -14,4 +14,9 @@ def iso(dt: datetime) -> str:
 
 def user_payload(user: Any) -> dict[str, Any]:
     """`{"id", "username"}`: a user as every frame and REST response shows them."""
-    return {"id": user.pk, "username": user.get_username()}
+    return user_payload_of(user.pk, user.get_username())
+
+
+def user_payload_of(pk: Any, username: str) -> dict[str, Any]:
+    """user_payload from a user's id and username (read without the user object)."""
+    return {"id": pk, "username": username}

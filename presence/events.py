@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django_realtime import bus
+from django_realtime.payloads import user_payload_of
 
 from . import conf
 from .store import Change, TypingLapse
@@ -21,13 +22,11 @@ TYPING = "presence.typing"
 
 def diff_payload(room_slug: str, changes: list[Change]) -> dict:
     joins = [
-        {"user": {"id": c.user_id, "username": c.username}, "status": c.status}
+        {"user": user_payload_of(c.user_id, c.username), "status": c.status}
         for c in changes
         if c.status is not None
     ]
-    leaves = [
-        {"user": {"id": c.user_id, "username": c.username}} for c in changes if c.status is None
-    ]
+    leaves = [{"user": user_payload_of(c.user_id, c.username)} for c in changes if c.status is None]
     return {"type": "presence", "room": room_slug, "joins": joins, "leaves": leaves}
 
 
@@ -105,6 +104,6 @@ async def broadcast_typing_lapse(lapse: TypingLapse) -> None:
     await broadcast_typing(
         room_id=lapse.room_id,
         room_slug=lapse.room_slug,
-        user={"id": lapse.user_id, "username": lapse.username},
+        user=user_payload_of(lapse.user_id, lapse.username),
         is_typing=False,
     )

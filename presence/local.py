@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from django_realtime.payloads import user_payload_of
+
 from .store import AWAY, ONLINE, Change, Departure, Reaper
 
 
@@ -131,8 +133,7 @@ class LocalPresenceStore:
         with self._lock:
             users = sorted(self._rooms.get(room_id, {}).items(), key=lambda kv: kv[1].username)
             return [
-                {"user": {"id": uid, "username": e.username}, "status": e.status}
-                for uid, e in users
+                {"user": user_payload_of(uid, e.username), "status": e.status} for uid, e in users
             ]
 
     # The typist's own consumer announces the lapse; with one process there is

@@ -44,6 +44,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
 
 from django_realtime import redisconn
+from django_realtime.payloads import user_payload_of
 
 from . import conf, scripts
 from .store import Change, Departure, Reaper, Sweep, TypingLapse, Upkeep
@@ -269,7 +270,7 @@ class RedisPresenceStore:
         members = []
         for uid, value in listed.items():
             status, _, username = value.partition(":")
-            members.append({"user": {"id": int(uid), "username": username}, "status": status})
+            members.append({"user": user_payload_of(int(uid), username), "status": status})
         return sorted(members, key=lambda m: (m["user"]["username"], m["user"]["id"]))
 
     async def typing_start(
