@@ -60,7 +60,8 @@ class Server:
             "DJANGO_SETTINGS_MODULE": "project.settings",
             "SSE_MAX_STREAMS_PER_USER": "0",
             "WS_MAX_CONNECTIONS_PER_USER": "100000",
-            "CHAT_JOIN_RATE": "off",  # joins and subscribes
+            "CHAT_JOIN_RATE": "off",
+            "TOPICS_SUBSCRIBE_RATE": "off",
             "LOG_LEVEL": "WARNING",
         }
         self.procs: list[subprocess.Popen] = []

@@ -364,7 +364,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     async def on_subscribe(self, frame: dict, ref: Any) -> None:
         """Subscribe to a live-data topic → `subscribed`, the replay, then
         publications (django_realtime.topics; docs/topics.md)."""
-        await limiter.ahit(("subscribe", self.user.pk), realtime_settings.CHAT_JOIN_RATE)
+        await limiter.ahit(("subscribe", self.user.pk), realtime_settings.TOPICS_SUBSCRIBE_RATE)
         await self.topics.subscribe(frame, ref)
 
     async def on_unsubscribe(self, frame: dict, ref: Any) -> None:

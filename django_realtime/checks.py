@@ -80,8 +80,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    layer = layers.get("default")
+    layer = namespace.default_layer()
     if not layer:
         return [
             Error(
@@ -175,8 +174,7 @@ def check_redis_shards(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                 id="realtime.W006",
             )
         )
-    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
-    backend = str(layer.get("BACKEND", ""))
+    backend = str(namespace.default_layer().get("BACKEND", ""))
     if backend.endswith("RedisChannelLayer") and "PubSub" not in backend and len(layer_urls) > 1:
         messages.append(
             Warning(
@@ -200,7 +198,7 @@ def check_redis_sharing(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     """Sites on one Redis server: channels_redis' own pub/sub layer shares its
     channels across database numbers, and two sites on one database number
     need distinct prefixes (django_realtime.namespace)."""
-    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
+    layer = namespace.default_layer()
     config = layer.get("CONFIG") or {}
     messages: list[CheckMessage] = []
     if (

@@ -119,6 +119,9 @@ DEFAULTS: dict[str, Any] = {
     "TOPICS": {},
     # Topics one WebSocket connection may subscribe to at once.
     "TOPICS_MAX_SUBSCRIPTIONS": 100,
+    # `subscribe` frames per user, all topics (as joins, apart from them);
+    # `off` disables it.
+    "TOPICS_SUBSCRIBE_RATE": "30/10s",
     # Publications waiting for one slow connection (after conflation by key)
     # past which it is closed with 4413 and resumes with `since`.
     "TOPICS_MAX_QUEUE": 1000,
@@ -281,13 +284,13 @@ def redis_urls() -> list[str]:
     shared-limit hit asks), forgotten when either setting changes."""
     urls = _urls.get("redis")
     if urls is None:
-        configured = realtime_settings.REDIS_URL
-        if configured is None:
-            urls = _urls["redis"] = tuple(layer_redis_urls())
-        elif isinstance(configured, list | tuple):
-            urls = _urls["redis"] = tuple(str(u).strip() for u in configured if str(u).strip())
+        given = realtime_settings.REDIS_URL
+        if given is None:
+            urls = tuple(layer_redis_urls())
         else:
-            urls = _urls["redis"] = tuple(u.strip() for u in str(configured).split(",") if u.strip())
+            listed = given if isinstance(given, list | tuple) else str(given).split(",")
+            urls = tuple(str(url).strip() for url in listed if str(url).strip())
+        _urls["redis"] = urls
     return list(urls)
 
 

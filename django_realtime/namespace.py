@@ -51,26 +51,43 @@ def channel_prefix(prefix: str, hosts: Any) -> str:
     return f"{prefix}.db{'-'.join(map(str, dbs))}"
 
 
-def _default_layer() -> dict:
-    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
+@functools.cache
+def default_layer() -> dict:
+    """CHANNEL_LAYERS["default"] ({} if unset): the one place the package
+    reads the setting, once (forgotten when it changes, as in tests)."""
+    layers = getattr(settings, "CHANNEL_LAYERS", None)
+    layer = (layers if isinstance(layers, dict) else {}).get("default") or {}
     return layer if isinstance(layer, dict) else {}
 
 
 @functools.cache
 def layer_prefix() -> str:
     """The `prefix` of the default channel layer's CONFIG ("asgi" unless set)."""
-    return str((_default_layer().get("CONFIG") or {}).get("prefix") or DEFAULT_PREFIX)
+    return str((default_layer().get("CONFIG") or {}).get("prefix") or DEFAULT_PREFIX)
 
 
 @functools.cache
 def group_channel_prefix() -> str:
     """What the default channel layer puts before `__group__<group>`: the
     package's pub/sub layer, channel_prefix(); channels_redis' own, its prefix."""
-    layer = _default_layer()
+    layer = default_layer()
     prefix = layer_prefix()
     if str(layer.get("BACKEND", "")) in NAMESPACED_LAYERS:
         return channel_prefix(prefix, (layer.get("CONFIG") or {}).get("hosts"))
     return prefix
+
+
+@functools.cache
+def group_hash_prefix() -> str:
+    """What the default channel layer puts before a group's name when it
+    hashes it to one of its hosts: the pub/sub layers hash the group's
+    channel (`<group_channel_prefix>__group__<group>`), the list-based ones
+    the group itself (""). Any other layer (in-memory, in tests) counts as
+    the package's default, pub/sub."""
+    backend = str(default_layer().get("BACKEND", ""))
+    if backend.endswith("RedisChannelLayer") and "PubSub" not in backend:
+        return ""
+    return f"{group_channel_prefix()}__group__"
 
 
 @functools.cache
@@ -91,8 +108,10 @@ def site_marker() -> tuple[str, str]:
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     if setting in {"CHANNEL_LAYERS", "REALTIME"}:
+        default_layer.cache_clear()
         layer_prefix.cache_clear()
         group_channel_prefix.cache_clear()
+        group_hash_prefix.cache_clear()
         key_prefix.cache_clear()
 
 

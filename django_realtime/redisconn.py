@@ -32,14 +32,21 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from . import namespace
 from .bus import room_group, topic_group, user_group
 
+# A Redis that does not answer costs a caller this long at most, connect and
+# call alike: past it, an outage (callers fall back or refuse); as presence's
+# PRESENCE_REDIS_TIMEOUT_SECONDS, well over a healthy round trip.
 TIMEOUT_SECONDS = 2.0
+# Connections per URL and process (per event loop for the async pool, whose
+# callers wait for one, for at most TIMEOUT_SECONDS, rather than open more).
 MAX_CONNECTIONS = 50
+# An idle connection is PINGed before it is used again after this long, so a
+# connection a restarted Redis or a NAT dropped fails before a real call.
+HEALTH_CHECK_SECONDS = 30
 
 _sync: dict[str, redis.Redis] = {}
 _sync_lock = threading.Lock()
@@ -63,15 +70,8 @@ def shard_index(name: str, count: int) -> int:
 
 def layer_group_name(group: str) -> str:
     """The name the default channel layer hashes to place `group` on one of
-    its hosts: the pub/sub layers hash the group's channel
-    (`<prefix>__group__<group>`, django_realtime.namespace), the list-based
-    ones the group itself. Any other layer (in-memory, in tests) counts as
-    the package's default, pub/sub."""
-    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
-    backend = str(layer.get("BACKEND", ""))
-    if backend.endswith("RedisChannelLayer") and "PubSub" not in backend:
-        return group
-    return f"{namespace.group_channel_prefix()}__group__{group}"
+    its hosts (django_realtime.namespace.group_hash_prefix)."""
+    return namespace.group_hash_prefix() + group
 
 
 def room_shard(room_id: int, count: int) -> int:
@@ -101,7 +101,7 @@ def sync_client(url: str) -> redis.Redis:
                 url,
                 socket_timeout=TIMEOUT_SECONDS,
                 socket_connect_timeout=TIMEOUT_SECONDS,
-                health_check_interval=30,
+                health_check_interval=HEALTH_CHECK_SECONDS,
                 max_connections=MAX_CONNECTIONS,
             )
             _sync[url] = client
@@ -121,7 +121,7 @@ def async_client(url: str) -> Any:
             timeout=TIMEOUT_SECONDS,
             socket_timeout=TIMEOUT_SECONDS,
             socket_connect_timeout=TIMEOUT_SECONDS,
-            health_check_interval=30,
+            health_check_interval=HEALTH_CHECK_SECONDS,
         )
         client = clients[url] = redis.asyncio.Redis.from_pool(pool)
     return client

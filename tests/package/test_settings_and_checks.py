@@ -60,7 +60,7 @@ def test_presence_uses_the_channel_layers_redis_unless_told_otherwise(settings, 
     """A site that configured Redis once, for its layer, gets shared presence."""
     settings.CHANNEL_LAYERS = {"default": layer}
     settings.REALTIME = {}
-    assert layer_redis_urls()[0] == url
+    assert layer_redis_urls()[:1] == ([url] if url else [])
     assert redis_url() == url
     settings.REALTIME = {"REDIS_URL": "redis://elsewhere:6379/5"}
     assert redis_url() == "redis://elsewhere:6379/5"

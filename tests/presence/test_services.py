@@ -124,3 +124,22 @@ async def test_a_storm_of_departures_is_written_in_a_few_batches(django_user_mod
     assert await UserPresence.objects.filter(last_seen_at__isnull=False).acount() == 40
     assert sorted(pk for batch in writes for pk in batch) == sorted(u.pk for u in users)
     assert len(writes) <= 3, writes  # the first at once, the rest together behind it
+
+
+class WritesRecorded:
+    """A site's router: presence writes to 'default', each asked recorded."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def db_for_write(self, model, **hints):
+        self.asked.append(model._meta.label)
+        return "default"
+
+
+def test_last_seen_goes_where_the_sites_database_routers_send_presence(alice, settings):
+    routed = WritesRecorded()
+    settings.DATABASE_ROUTERS = [routed]
+    assert services.last_seen_record(user_ids=[alice.pk]) == 1
+    assert "presence.UserPresence" in routed.asked
+    assert UserPresence.objects.filter(user=alice).exists()

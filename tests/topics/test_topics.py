@@ -178,6 +178,17 @@ async def test_a_connection_has_at_most_the_configured_number_of_topics(alice, r
     await ws.disconnect()
 
 
+async def test_subscribes_have_their_own_rate_apart_from_joins(alice, realtime):
+    realtime.TOPICS_SUBSCRIBE_RATE = "2/60s"
+    realtime.CHAT_JOIN_RATE = "off"
+    ws = await connect(alice)
+    assert (await subscribe(ws, "public:a"))["type"] == "subscribed"
+    assert (await subscribe(ws, "public:b"))["type"] == "subscribed"
+    refused = await subscribe(ws, "public:c")
+    assert refused["code"] == "RATE_LIMITED" and refused["retry_after"] > 0
+    await ws.disconnect()
+
+
 async def test_a_new_epoch_while_subscribed_sends_subscribed_again(alice):
     ws = await connect(alice)
     first = await subscribe(ws, "public:s")
