@@ -52,7 +52,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from array import array
 from collections.abc import Callable
@@ -65,7 +64,12 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadtest import cpu_seconds, machine_cpu_seconds, percentiles  # noqa: E402
+from bench.loadtest import (  # noqa: E402
+    cpu_seconds,
+    machine_cpu_seconds,
+    percentiles,
+    read_metrics,
+)
 from tests.hosts.harness import SERVER_HOSTS, Cluster, ip, unavailable  # noqa: E402
 from tests.servers import free_port, wait_for_port  # noqa: E402
 
@@ -499,7 +503,7 @@ def metrics(bases: list[str]) -> dict[str, float]:
     found: dict[str, float] = {}
     for base in bases:
         with contextlib.suppress(OSError, ValueError):
-            text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+            text = read_metrics(f"{base}/metrics")
             for line in text.splitlines():
                 if line.startswith(METRICS):
                     name, value = line.rsplit(" ", 1)

@@ -54,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +67,17 @@ sys.path.insert(0, str(ROOT))
 from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 TARGETS = ["realtime", "tutorial-core", "tutorial-pubsub", "bare"]
+# The bearer that reads the realtime servers' /metrics (REALTIME["METRICS_TOKEN"]):
+# in the environment every server started here inherits.
+METRICS_TOKEN = os.environ.setdefault("METRICS_TOKEN", "bench-metrics-token")
+
+
+def read_metrics(url: str) -> str:
+    """A server's Prometheus text, read with the bench's bearer token."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    return urllib.request.urlopen(request, timeout=10).read().decode()
+
+
 BUSY_PERCENT = 15
 SERVERS = ["daphne", "uvicorn", "granian"]
 # The modules each server needs (uvicorn's and granian's: bench/requirements.txt).
@@ -322,7 +334,6 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
             found["redis_calls"] = self.redis_calls()
         if self.target != "realtime":
             return found
-        import urllib.request
 
         wanted = (
             "realtime_gap_fill_messages_total",
@@ -330,8 +341,8 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
             "realtime_resume_replayed_messages_total",
         )
         for port in self.ports:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-            for line in text.decode().splitlines():
+            text = read_metrics(f"http://127.0.0.1:{port}/metrics")
+            for line in text.splitlines():
                 if line.startswith(wanted):
                     name, value = line.rsplit(" ", 1)
                     found[name] = found.get(name, 0.0) + float(value)

@@ -58,7 +58,7 @@ import django  # noqa: E402
 django.setup()
 
 from bench.loadtest import Stack, machine, percentiles  # noqa: E402
-from tests.live.conftest import SERVER_KINDS, ServerProcess, Ws  # noqa: E402
+from tests.live.conftest import METRICS_HEADERS, SERVER_KINDS, ServerProcess, Ws  # noqa: E402
 from tests.live.test_slow_readers_live import (  # noqa: E402
     read_until_closed,
     rss_kib,
@@ -119,7 +119,7 @@ def parse(text: str) -> tuple[int, float]:
 
 async def overflows(server: ServerProcess) -> float:
     async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{server.http}/metrics")).text
+        text = (await client.get(f"{server.http}/metrics", headers=METRICS_HEADERS)).text
     found = re.search(r"^realtime_output_overflows_total (\S+)", text, re.M)
     return float(found.group(1)) if found else 0.0
 

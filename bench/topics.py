@@ -75,7 +75,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -556,10 +555,10 @@ def realtime_counters(stack: Stack) -> dict:
     found: dict = {}
     for port in stack.ports:
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+            text = loadtest.read_metrics(f"http://127.0.0.1:{port}/metrics")
         except OSError:
             continue
-        for line in text.decode().splitlines():
+        for line in text.splitlines():
             if line.startswith(REALTIME_COUNTERS):
                 name, value = line.rsplit(" ", 1)
                 found[name] = found.get(name, 0.0) + float(value)

@@ -38,13 +38,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
     (as for a path that does not exist) for anyone else."""
     if not (_bearer_ok(request) or _staff(request)):
         raise Http404("no such page")
-    return open_metrics(request)
-
-
-@require_GET
-def open_metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text for anyone: for a site that mounts it on a listener
-    only its monitoring reaches (the demo's processes, behind nginx)."""
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -38,6 +38,10 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+# The bearer that reads a test server's /metrics (REALTIME["METRICS_TOKEN"]).
+METRICS_TOKEN = "test-metrics-token"
+METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 # The ASGI servers the protocol tests run under (the `protocol_server` fixture).
 SERVER_KINDS = ("daphne", "uvicorn")
 
@@ -131,6 +135,7 @@ class ServerProcess:
             # A server that will not exit is sent SIGABRT (wait_exit): this
             # writes where every thread stands into its log first.
             "PYTHONFAULTHANDLER": "1",
+            "METRICS_TOKEN": METRICS_TOKEN,
             **self.extra_env,
         }
         env.pop("REDIS_URL", None)

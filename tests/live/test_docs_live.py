@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Document, DocumentUpdate, Membership, Room
 
-from .conftest import SERVER_KINDS, ServerProcess, slow_client
+from .conftest import METRICS_HEADERS, SERVER_KINDS, ServerProcess, slow_client
 from .docs_clients import NodeDocs, node_ready
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
@@ -287,7 +287,7 @@ async def test_an_editor_that_stops_reading_is_closed_and_slows_nobody(
         code = closed.rcvd.code if closed.rcvd else None
     assert code == 4413
     async with httpx.AsyncClient(timeout=10) as client:
-        metrics = (await client.get(f"{server.http}/metrics")).text
+        metrics = (await client.get(f"{server.http}/metrics", headers=METRICS_HEADERS)).text
     assert re.search(r"^realtime_output_overflows_total [1-9]", metrics, re.M)
 
 

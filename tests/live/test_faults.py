@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from chat.models import Message, Room
 from tests.servers import PostgresServer, RedisServer
 
-from .conftest import ROOT, SERVER_KINDS, Ws
+from .conftest import METRICS_HEADERS, ROOT, SERVER_KINDS, Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -314,7 +314,7 @@ async def test_health_ready_and_metrics(redis_server, daphnes, people):
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {"status": "ok", "database": "ok", "redis": "ok"}
-        text = (await client.get("/metrics")).text
+        text = (await client.get("/metrics", headers=METRICS_HEADERS)).text
         assert "realtime_connections 1.0" in text
         assert "realtime_messages_stored_total 1.0" in text
         assert 'realtime_frames_in_total{type="message"} 1.0' in text

@@ -15,7 +15,7 @@ import websockets
 
 from chat.models import Room
 
-from .conftest import Ws
+from .conftest import METRICS_HEADERS, Ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -96,7 +96,7 @@ async def test_while_redis_is_away_the_limits_fail_open(redis_server, daphnes, a
     got = await outcomes(ws, 25)
     assert got[:20] == ["ack"] * 20 and set(got[20:]) == {"RATE_LIMITED"}, got
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as client:
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     line = next(
         line
         for line in metrics.splitlines()

@@ -21,7 +21,7 @@ import websockets
 
 from chat.models import Room
 
-from .conftest import SERVER_KINDS, SMALL_RCVBUF, Ws, slow_client
+from .conftest import METRICS_HEADERS, SERVER_KINDS, SMALL_RCVBUF, Ws, slow_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -128,7 +128,7 @@ async def test_readers_that_stop_are_closed_past_the_cap_and_resume_with_nothing
         await again.close()
 
     async with httpx.AsyncClient(timeout=10) as client:
-        metrics = (await client.get(f"{server.http}/metrics")).text
+        metrics = (await client.get(f"{server.http}/metrics", headers=METRICS_HEADERS)).text
     overflows = re.search(r"^realtime_output_overflows_total (\S+)", metrics, re.M)
     assert overflows and float(overflows.group(1)) == STALLED  # the readers kept up
     assert (await alice.request({"type": "ping"}, "pong"))["type"] == "pong"
@@ -201,7 +201,7 @@ async def test_an_sse_reader_that_stops_is_ended_past_the_cap_and_resumes(
                     rest.append(int(line[4:]))
                     if rest[-1] == MESSAGES:
                         break
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     assert rest == list(range(seqs[-1] + 1, MESSAGES + 1))
     overflows = re.search(r"^realtime_output_overflows_total (\S+)", metrics, re.M)
     assert overflows and float(overflows.group(1)) == 1
