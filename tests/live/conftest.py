@@ -38,8 +38,9 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-# The bearer that reads a test server's /metrics (REALTIME["METRICS_TOKEN"]).
-METRICS_TOKEN = "test-metrics-token"
+# The bearer that reads a test server's /metrics (REALTIME["METRICS_TOKEN"]);
+# a bench that set one in the environment (bench/loadtest.py) keeps it.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or "test-metrics-token"
 METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 # The ASGI servers the protocol tests run under (the `protocol_server` fixture).
