@@ -31,10 +31,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_realtime import bus, credentials, drain, metrics, servers
 from django_realtime.asyncdb import db
+from django_realtime.background import spawn
 from django_realtime.closecodes import SESSION_ENDED, SESSION_MOVED, CloseCode
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
+from django_realtime.limits import SlidingWindowLimiter, limiter
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.output import HeldOutput
 from django_realtime.topics.subscriptions import Subscriptions
@@ -43,7 +45,6 @@ from presence import tracking
 from . import events, frames, services, streams
 from .fanout import fanout, open_connections
 from .models import Room
-from .ratelimit import SlidingWindowLimiter, limiter
 
 logger = logging.getLogger(__name__)
 
@@ -434,9 +435,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         now = asyncio.get_running_loop().time()
         if now - self.checked_at >= realtime_settings.SESSION_RECHECK_SECONDS:
             self.checked_at = now
-            task = asyncio.create_task(self._recheck())
-            self.waiting.add(task)
-            task.add_done_callback(self.waiting.discard)
+            spawn(self._recheck(), into=self.waiting)
         return await bus.add(bus.user_group(self.user.pk), self.channel_name)
 
     def catch_up(self, room_id: int, last_seq: int) -> None:
@@ -532,9 +531,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             async with self.delivery_lock:
                 await work()
 
-        task = asyncio.create_task(locked())
-        self.waiting.add(task)
-        task.add_done_callback(self.waiting.discard)
+        spawn(locked(), into=self.waiting)
 
     async def _handle_room_event(self, event: dict) -> None:
         """A room event, with the delivery lock held or not needed."""

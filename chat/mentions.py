@@ -30,6 +30,12 @@ MENTION_RE = re.compile(r"(?<![\w@.+-])@([\w.@+-]*\w)")
 LOCAL_NAME_RE = re.compile(r"[\w.+-]*\w")
 
 
+def may_mention(content: str) -> bool:
+    """False when `content` surely mentions no one (it has no @): the
+    send's quick test, before any pattern runs."""
+    return "@" in content
+
+
 def mentions(content: str) -> list[str]:
     """The names `content` mentions, once each, in order, at most
     MAX_MENTIONS_PER_MESSAGE. A name with an @ in it also stands for what

@@ -23,13 +23,13 @@ from django_realtime import pgpool
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import BadRequest, Forbidden, NotFound, TooLarge
+from django_realtime.limits import limiter
 from django_realtime.payloads import user_payload
 from django_realtime.types import User
 
 from . import events
-from .mentions import mentions_notify
+from .mentions import may_mention, mentions_notify
 from .models import Membership, Message, ModerationAction, Room
-from .ratelimit import limiter
 from .selectors import access_rule, check_slug, room_access, room_access_by_slug, room_get
 
 logger = logging.getLogger(__name__)
@@ -376,16 +376,11 @@ def _send_steps(*, user: User, slug: str, content: object, client_id: object) ->
 
 RACED: Any = object()
 
-# The tests turn this off to run the general path on PostgreSQL too.
-ONE_STATEMENT_SEND = True
-
 
 def one_statement_applies(content: str) -> bool:
     """Whether a message is stored with SEND_SQL: on PostgreSQL, one that
     mentions no one."""
-    return (
-        ONE_STATEMENT_SEND and connections[db_alias()].vendor == "postgresql" and "@" not in content
-    )
+    return connections[db_alias()].vendor == "postgresql" and not may_mention(content)
 
 
 def message_rate_key(user: User, slug: str) -> tuple:

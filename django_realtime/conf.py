@@ -294,12 +294,6 @@ def redis_urls() -> list[str]:
     return list(urls)
 
 
-def layer_redis_url() -> str:
-    """The default channel layer's first Redis host as a URL, if it has one."""
-    urls = layer_redis_urls()
-    return urls[0] if urls else ""
-
-
 def layer_redis_urls() -> list[str]:
     """The default channel layer's Redis hosts as URLs, in its order ([] when
     it is not a Redis layer; "" for a host given in a form not understood)."""

@@ -62,9 +62,6 @@ class SeqCursor:
                 self.delivered = entry.seq
         return frames
 
-    def is_next(self, seq: int) -> bool:
-        return seq == self.delivered + 1
-
     def is_sent(self, seq: int) -> bool:
         return seq <= self.delivered
 

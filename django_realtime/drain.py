@@ -38,10 +38,6 @@ def unregister(consumer: Any) -> None:
     _open.discard(consumer)
 
 
-def open_count() -> int:
-    return len(_open)
-
-
 async def drain(timeout: float = DRAIN_SECONDS) -> None:
     """Close every registered socket with 1012 and wait (bounded) for them to go."""
     consumers = list(_open)

@@ -321,9 +321,7 @@ class _WatchedShard(RedisSingleShardConnection):
                         self._receive_message(message)
                 else:
                     await asyncio.sleep(0.1)
-            except (asyncio.CancelledError, GeneratorExit):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - redis-py raises many kinds
+            except Exception as exc:  # noqa: BLE001 - redis-py raises many kinds; cancels pass
                 if not failed:
                     logger.warning("channel layer receive failed, waiting for Redis: %r", exc)
                 failed = True

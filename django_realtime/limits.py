@@ -31,6 +31,7 @@ from collections import Counter, deque
 from typing import Any
 
 from . import metrics, namespace, redisconn
+from .background import spawn
 from .conf import realtime_settings, redis_urls
 from .errors import RateLimited
 from .rates import parse_rate
@@ -216,20 +217,15 @@ class SharedLimiter:
             return self.local.refund(key)
         self.local.refund(key)  # a hit counted here while Redis was away
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             try:
                 redisconn.sync_client(url).zpopmax(name)
             except redisconn.ERRORS as exc:
                 _failed_open("rate", exc)
             return None
-        task = loop.create_task(_arefund(url, name))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+        spawn(_arefund(url, name))
         return None
-
-
-_pending: set[asyncio.Task] = set()
 
 
 async def _arefund(url: str, name: str) -> None:

@@ -15,12 +15,11 @@ from collections import deque
 from typing import Any
 
 from . import metrics, servers
+from .background import spawn
 from .closecodes import CloseCode
 from .conf import realtime_settings
 
 logger = logging.getLogger(__name__)
-
-_closing: set[asyncio.Task] = set()  # close frames queued behind held output
 
 
 class HeldOutput:
@@ -95,9 +94,7 @@ class HeldOutput:
             # The close frame waits behind the server's output, in a task of its own.
             code = CloseCode.OUTPUT_OVER_LIMIT
             close = {"type": "websocket.close", "code": int(code), "reason": code.reason}
-            task = asyncio.create_task(self.base_send(close))
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            spawn(self.base_send(close))
             return
         if self.held_writer is None:
             self.held_writer = asyncio.create_task(self._write_held())

@@ -18,9 +18,6 @@ from django.db import IntegrityError, connections
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Unavailable
 
-# The tests turn this off to run the ORM paths on PostgreSQL too.
-ENABLED = True
-
 # Options of Django's connection that belong to its synchronous cursors.
 _SYNC_ONLY_OPTIONS = ("cursor_factory", "context")
 
@@ -95,7 +92,7 @@ async def execute(alias: str, sql: str, params: dict, *, every: bool = False) ->
 
 def applies(alias: str) -> bool:
     """Whether statements for database `alias` may run here (PostgreSQL)."""
-    return ENABLED and connections[alias].vendor == "postgresql"
+    return connections[alias].vendor == "postgresql"
 
 
 async def fetchone(alias: str, sql: str, params: dict) -> tuple | None:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from django_realtime.asyncdb import db
+from django_realtime.background import spawn
 
 from . import events, services
 from .store import Change, Departure, PresenceStore, Sweep
@@ -86,10 +87,6 @@ _last_seen: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LastSeen] = (
 )
 
 
-# Reapers in flight: the loop keeps only weak references to tasks.
-_reapers: set[asyncio.Task] = set()
-
-
 def reap_if_orphaned(
     store: PresenceStore, *, user_id: int, channel: str, is_open: Callable[[], bool]
 ) -> None:
@@ -103,9 +100,7 @@ def reap_if_orphaned(
 
     def ended(_: asyncio.Task) -> None:
         if is_open():
-            reaper = task.get_loop().create_task(_reap(store, user_id=user_id, channel=channel))
-            _reapers.add(reaper)
-            reaper.add_done_callback(_reapers.discard)
+            spawn(_reap(store, user_id=user_id, channel=channel))
 
     task.add_done_callback(ended)
 

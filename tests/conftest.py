@@ -10,7 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import Membership, Room
-from chat.ratelimit import limiter
+from django_realtime.limits import limiter
 from tests import msgpack_layer
 from tests.servers import RedisServer
 

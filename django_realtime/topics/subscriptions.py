@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import metrics
 from ..asyncdb import db
+from ..background import spawn
 from ..conf import realtime_settings
 from ..errors import BadRequest
 from ..rates import Rate
@@ -282,7 +283,7 @@ class Subscriptions:
         if publication.epoch != sub.epoch:
             if not sub.resyncing:
                 sub.resyncing, sub.waiting = True, []
-                self._spawn(self._resync(sub))
+                spawn(self._resync(sub))
             return
         if publication.offset <= sub.delivered:
             return
@@ -290,7 +291,7 @@ class Subscriptions:
             # Something handed out after what this connection has is missing
             # (the hub's conflation skips offsets too: those are not gaps).
             sub.waiting = []
-            self._spawn(self._fill(sub, publication, text))
+            spawn(self._fill(sub, publication, text))
             return
         sub.delivered = publication.offset
         if not self.queue and self.writer is None and not self._behind(sub.namespace):
@@ -328,7 +329,7 @@ class Subscriptions:
             self.queue.clear()
             self.closed = True
             metrics.OUTPUT_OVERFLOWS.inc()
-            self._spawn(self.overflow())
+            spawn(self.overflow())
             return
         if self.writer is None:
             self.writer = asyncio.create_task(self._write())
@@ -341,23 +342,21 @@ class Subscriptions:
                 if probe is not None and probe() > realtime_settings.TOPICS_BEHIND_BYTES:
                     await asyncio.sleep(BEHIND_POLL_SECONDS)
                     continue
-                wait = self._send_next()
-                if wait is None:
+                ready = self._send_next()
+                if ready is None:
                     continue
-                if wait > 0:
-                    await asyncio.sleep(min(wait, 1.0))
+                if isinstance(ready, float):
+                    await asyncio.sleep(min(ready, 1.0))
                 else:
-                    for text in self._sending:
+                    for text in ready:
                         await self.send_text(text)
         finally:
             self.writer = None
 
-    _sending: list[str] = []
-
-    def _send_next(self) -> float | None:
+    def _send_next(self) -> list[str] | float | None:
         """Take the first queued publication whose namespace may send now,
-        with the rest of its topic's queue if it batches (its frames into
-        `_sending`; returns 0), or the wait until one may."""
+        with the rest of its topic's queue if it batches: the frames to send;
+        else the wait until one may (None: look again)."""
         soonest = None
         for key, (publication, text) in self.queue.items():
             sub = self.subs.get(publication.topic)
@@ -369,27 +368,15 @@ class Subscriptions:
             if wait == 0:
                 if not sub.batch:
                     del self.queue[key]
-                    self._sending = [text]
-                    return 0.0
+                    return [text]
                 taken = [k for k in self.queue if k[0] == publication.topic]
-                self._sending = batch_frames(
-                    publication.topic, [self.queue.pop(k)[0] for k in taken]
-                )
-                return 0.0
+                return batch_frames(publication.topic, [self.queue.pop(k)[0] for k in taken])
             soonest = wait if soonest is None else min(soonest, wait)
         return soonest
 
     def _drop_queued(self, topic: str) -> None:
         for key in [k for k in self.queue if k[0] == topic]:
             del self.queue[key]
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
-
-
-_tasks: set[asyncio.Future] = set()
 
 
 async def _may_subscribe(namespace: names.Namespace, user: Any, topic: str) -> bool:

@@ -39,7 +39,8 @@ def outcome(call):
 def test_the_sql_form_and_the_selector_agree(
     django_user_model, monkeypatch, is_private, membership, path
 ):
-    monkeypatch.setattr(services, "ONE_STATEMENT_SEND", path == "one statement")
+    if path == "general path":
+        monkeypatch.setattr(services, "one_statement_applies", lambda content: False)
     owner = django_user_model.objects.create_user(username="owner", password="x")
     user = django_user_model.objects.create_user(username="someone", password="x")
     room = services.room_create(user=owner, slug="r", name="R", is_private=is_private)

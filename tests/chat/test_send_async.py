@@ -64,7 +64,7 @@ async def test_a_mention_takes_the_general_path_and_notifies(alice, bob, general
 
 
 async def test_the_general_path_when_the_one_statement_is_off(alice, general, monkeypatch):
-    monkeypatch.setattr(services, "ONE_STATEMENT_SEND", False)
+    monkeypatch.setattr(services, "one_statement_applies", lambda content: False)
     assert (await send(alice)).message.seq == 1
 
 

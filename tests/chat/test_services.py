@@ -17,7 +17,8 @@ def send_path(request, monkeypatch):
     """Every test here runs on both ways message_send stores a message on
     PostgreSQL: the one-statement common case and the general ORM path (taken
     for mentions, and on other databases)."""
-    monkeypatch.setattr(services, "ONE_STATEMENT_SEND", request.param == "one statement")
+    if request.param == "general path":
+        monkeypatch.setattr(services, "one_statement_applies", lambda content: False)
     return request.param
 
 
