@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
-    # --- Where things are -------------------------------------------------------
+    # === Settings a site sets (docs/integration.md, "Settings a site sets") ===
     # The WebSocket path under the site's WebSocket router (no leading slash).
     "WS_PATH": "ws/",
     # Redis for presence, the shared limits and topic histories (and the
@@ -29,6 +29,27 @@ DEFAULTS: dict[str, Any] = {
     # The template the pages extend; a site sets its own to wrap them in its
     # layout (it must define the blocks `title`, `head`, `content`, `scripts`).
     "BASE_TEMPLATE": "realtime/base.html",
+    # The site's address for links in e-mails ("https://example.com");
+    # None: http:// and the first ALLOWED_HOSTS entry that is a name.
+    "SITE_URL": None,
+    # Origins (scheme://host[:port]) allowed to open the WebSocket besides
+    # those whose host is in ALLOWED_HOSTS.
+    "WS_ALLOWED_ORIGINS": [],
+    # Proxies in front of the server that set X-Forwarded-For (nginx: 1); the
+    # client address of every throttle is then the one they vouch for. 0: the
+    # socket's address, whatever a client's own headers say.
+    "TRUSTED_PROXY_COUNT": 0,
+    # `metrics` (django_realtime.urls) answers `Authorization: Bearer <this>`
+    # and staff users; None: staff users only (anyone else gets 404).
+    "METRICS_TOKEN": None,
+    # Namespaces: {"name": {"subscribe", "publish", "history_size",
+    # "history_ttl", "max_rate"}}, each option optional.
+    "TOPICS": {},
+    # The VAPID private key (PEM, P-256) that signs Web Push requests; None: no push.
+    "WEBPUSH_VAPID_PRIVATE_KEY": None,
+    # The VAPID `sub` claim, a contact for push services; None: mailto:DEFAULT_FROM_EMAIL.
+    "WEBPUSH_VAPID_SUBJECT": None,
+    # === Tuning: the defaults suit most sites (docs/integration.md, "Tuning") ===
     # --- Limits ----------------------------------------------------------------
     # Messages per user per room; `off` disables it (load tests).
     "CHAT_MESSAGE_RATE": "20/10s",
@@ -56,9 +77,6 @@ DEFAULTS: dict[str, Any] = {
     # takes nothing for this long meanwhile is closed with 4413 too.
     "WS_REPLAY_STALL_SECONDS": 30.0,
     "WS_TICKET_TTL_SECONDS": 30,
-    # Origins (scheme://host[:port]) allowed to open the WebSocket besides
-    # those whose host is in ALLOWED_HOSTS.
-    "WS_ALLOWED_ORIGINS": [],
     # Every key of the shared limits (rates, connection and stream caps) in
     # Redis starts with this.
     "LIMITS_REDIS_PREFIX": "limit:",
@@ -69,13 +87,6 @@ DEFAULTS: dict[str, Any] = {
     # address, and per username (so many addresses cannot try one account).
     "LOGIN_FORM_RATE": "20/min",
     "LOGIN_FORM_USERNAME_RATE": "60/hour",
-    # Proxies in front of the server that set X-Forwarded-For (nginx: 1); the
-    # client address of every throttle is then the one they vouch for. 0: the
-    # socket's address, whatever a client's own headers say.
-    "TRUSTED_PROXY_COUNT": 0,
-    # `metrics` (django_realtime.urls) answers `Authorization: Bearer <this>`
-    # and staff users; None: staff users only (anyone else gets 404).
-    "METRICS_TOKEN": None,
     # --- The channel layer -------------------------------------------------------
     # How long a broadcast may wait on the layer before it is given up (the
     # message is stored already; clients fill the gap from the database).
@@ -114,9 +125,6 @@ DEFAULTS: dict[str, Any] = {
     # with Last-Event-ID, so credentials and access are checked again (0: never).
     "SSE_MAX_STREAM_SECONDS": 3600,
     # --- Live data: topics (docs/topics.md) -------------------------------------
-    # Namespaces: {"name": {"subscribe", "publish", "history_size",
-    # "history_ttl", "max_rate"}}, each option optional.
-    "TOPICS": {},
     # Topics one WebSocket connection may subscribe to at once.
     "TOPICS_MAX_SUBSCRIPTIONS": 100,
     # `subscribe` frames per user, all topics (as joins, apart from them);
@@ -199,10 +207,6 @@ DEFAULTS: dict[str, Any] = {
     # a thousand then costs one diff per window instead of one per join.
     "PRESENCE_DIFF_COALESCE_SECONDS": 0.5,
     # --- Offline reach (contract §11; notifications.push, notifications.digests) ---
-    # The VAPID private key (PEM, P-256) that signs Web Push requests; None: no push.
-    "WEBPUSH_VAPID_PRIVATE_KEY": None,
-    # The VAPID `sub` claim, a contact for push services; None: mailto:DEFAULT_FROM_EMAIL.
-    "WEBPUSH_VAPID_SUBJECT": None,
     # The only URL prefixes a subscription's endpoint may have: the browsers'
     # push services, https only (a `*.` host matches its subdomains). The
     # server never posts anywhere else. http is accepted for loopback only (tests).
@@ -225,10 +229,20 @@ DEFAULTS: dict[str, Any] = {
     # The server processes send pushes and digests themselves; False for a
     # site that runs `manage.py send_digests` from cron (and for workers).
     "OFFLINE_REACH_IN_PROCESS": True,
-    # The site's address for links in e-mails ("https://example.com");
-    # None: http:// and the first ALLOWED_HOSTS entry that is a name.
-    "SITE_URL": None,
 }
+# The keys of DEFAULTS a site sets; every other key is tuning.
+SITE_SETTINGS: tuple[str, ...] = (
+    "WS_PATH",
+    "REDIS_URL",
+    "BASE_TEMPLATE",
+    "SITE_URL",
+    "WS_ALLOWED_ORIGINS",
+    "TRUSTED_PROXY_COUNT",
+    "METRICS_TOKEN",
+    "TOPICS",
+    "WEBPUSH_VAPID_PRIVATE_KEY",
+    "WEBPUSH_VAPID_SUBJECT",
+)
 
 
 class RealtimeSettings:
