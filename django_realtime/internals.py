@@ -17,7 +17,19 @@ library's internals, each in one module:
   a stream is open, so a stream holds no OS thread;
 - chat.consumers: Channels' `AsyncConsumer.dispatch`, replaced to skip the
   database cleanup hop before every frame (queries go through `db()`, which
-  cleans up around each call).
+  cleans up around each call);
+- django_realtime.redisconn and django_realtime.namespace: channels_redis'
+  ring (`_consistent_hash`) and group naming, copied to put a group's data on
+  the shard of its group;
+- django_realtime.bus (and notifications.background): asgiref's
+  `main_event_loop`, the loop a sync caller inside async_to_sync came from;
+- django_realtime.rest and chat.views: DRF's `request._user` (the user
+  without authenticating again) and `request._request`;
+- chat.auth: Django's origin rule (`CsrfViewMiddleware._origin_verified`),
+  copied for the WebSocket handshake.
+
+Django's documented underscore names (`Model._meta`, `_state`,
+`_default_manager`, `_base_manager`) are its public API and not listed.
 
 `require()` runs when the WebSocket routing is imported (chat.routing) and
 as the system check realtime.E009. A missing name, or a copied function that
@@ -61,6 +73,18 @@ ASGIREF_INTERNALS: list[Name] = [
     ("asgiref.sync", "SyncToAsync", "thread_sensitive_context"),
     ("asgiref.sync", "SyncToAsync", "context_to_thread_executor"),
 ]
+# What a function's source must still say (`self.<name>`): where upstream
+# sets a name the package reads, or hashes what the package hashes alike.
+SOURCE_INTERNALS: list[Name] = [
+    # bus.send_after_commit: the loop a thread inside async_to_sync came from.
+    ("asgiref.sync", "SyncToAsync.thread_handler", "threadlocal.main_event_loop"),
+    # redisconn.layer_group_name: the list-based layer hashes the group itself.
+    ("channels_redis.core", "RedisChannelLayer.group_add", "consistent_hash(group)"),
+    # rest.exception_handler reads `_user`: the user, never authenticating again.
+    ("rest_framework.request", "Request.user.fset", "_user"),
+    # chat.views' login: Django's authenticate() takes the HttpRequest.
+    ("rest_framework.request", "Request.__init__", "_request"),
+]
 CHANNELS_INTERNALS: list[Name] = [
     ("channels.consumer", "", "get_handler_name"),
     ("channels.consumer", "AsyncConsumer", "dispatch"),
@@ -80,6 +104,12 @@ COPIED: dict[tuple[str, str], str] = {
     ("channels_redis.pubsub", "RedisSingleShardConnection.unsubscribe"): "e2b9f0f1ff880674",
     # channels 4.3.2; ours leaves out `await aclose_old_connections()`.
     ("channels.consumer", "AsyncConsumer.dispatch"): "39f34e7d4fb0f655",
+    # channels_redis 4.3.0: redisconn.shard_index is its ring, namespace
+    # names a group's channel as it does.
+    ("channels_redis.utils", "_consistent_hash"): "a67f87dec0b0b75d",
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer._get_group_channel_name"): "c3139bae61c673aa",
+    # Django 5.2: chat.auth.origin_allowed applies its rule to a handshake.
+    ("django.middleware.csrf", "CsrfViewMiddleware._origin_verified"): "c244e21ccaaa9f6f",
 }
 
 
@@ -133,6 +163,7 @@ def problems() -> list[str]:
         missing(LAYER_INTERNALS)
         + missing(ASGIREF_INTERNALS)
         + missing(CHANNELS_INTERNALS)
+        + missing(SOURCE_INTERNALS)
         + changed_upstream()
     )
 
@@ -142,7 +173,8 @@ def require() -> None:
     found = problems()
     if found:
         raise ImproperlyConfigured(
-            "django-realtime relies on internals of channels_redis, asgiref and Channels "
+            "django-realtime relies on internals of channels_redis, asgiref, Channels, DRF "
+            "and Django "
             f"that the installed versions no longer have: {'; '.join(found)}. Pin the "
             "versions in requirements.txt, or adapt the module named in "
             "django_realtime/internals.py and update its register."
