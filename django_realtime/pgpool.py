@@ -5,18 +5,25 @@ statements (chat.services' send and join, chat.streams' last seq, replay
 pages and gap fills, the token lookup of a handshake) cost no hop to a
 thread and no ORM compiling. Only a pool: what to run, and
 what its rows mean, is its callers'. `applies(alias)` says whether a
-database is one it serves (PostgreSQL); elsewhere callers take the ORM.
+database is one it serves (PostgreSQL with psycopg 3, the `postgres` extra);
+elsewhere callers take the ORM, and psycopg is never imported.
 """
 
-import asyncio
-import weakref
-from typing import Any
+from __future__ import annotations
 
-import psycopg
+import asyncio
+import functools
+import importlib.util
+import weakref
+from typing import TYPE_CHECKING, Any
+
 from django.db import IntegrityError, connections
 
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Unavailable
+
+if TYPE_CHECKING:
+    import psycopg
 
 # Options of Django's connection that belong to its synchronous cursors.
 _SYNC_ONLY_OPTIONS = ("cursor_factory", "context")
@@ -46,6 +53,8 @@ class _Connections:
             return row
 
     async def _open(self) -> psycopg.AsyncConnection:
+        import psycopg
+
         params = connections[self.alias].get_connection_params()
         for name in _SYNC_ONLY_OPTIONS:
             params.pop(name, None)
@@ -62,7 +71,7 @@ class _Connections:
         self.idle.clear()
 
 
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Connections]]" = (
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Connections]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -91,8 +100,14 @@ async def execute(alias: str, sql: str, params: dict, *, every: bool = False) ->
 
 
 def applies(alias: str) -> bool:
-    """Whether statements for database `alias` may run here (PostgreSQL)."""
-    return connections[alias].vendor == "postgresql"
+    """Whether statements for database `alias` may run here (PostgreSQL,
+    psycopg 3 installed: a site on psycopg2 takes the ORM)."""
+    return connections[alias].vendor == "postgresql" and _has_psycopg()
+
+
+@functools.cache
+def _has_psycopg() -> bool:
+    return importlib.util.find_spec("psycopg") is not None
 
 
 async def fetchone(alias: str, sql: str, params: dict) -> tuple | None:
@@ -107,6 +122,8 @@ async def fetchall(alias: str, sql: str, params: dict) -> list[tuple]:
 
 
 async def _answer(running: Any) -> Any:
+    import psycopg
+
     try:
         return await running
     except psycopg.IntegrityError as exc:
