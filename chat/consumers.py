@@ -101,7 +101,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         """Channels' dispatch, minus its database cleanup before every handler.
 
         Channels 4.2+ hops to its one shared sync thread before each message
-        to close stale database connections: 50-70 µs serialised across every
+        to close stale database connections, serialised across every
         connection of the process, for frames that mostly touch no database.
         Here the queries run through `db()`, which cleans up around each call
         in its own thread. (A copy: django_realtime.internals checks at

@@ -62,7 +62,7 @@ def room_cursor(*, room_id: int, room_slug: str) -> SeqCursor:
 
 # A replay reads the database this many seqs at a time, and sends a page as
 # the socket takes it: a resume costs the server a page and the socket's low
-# water mark, not the whole gap (1,000 messages of 4 KB were 4 MB each).
+# water mark, not the whole gap.
 REPLAY_PAGE = 20
 
 

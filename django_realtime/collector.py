@@ -1,28 +1,9 @@
 """
-Provides install(): a server process's garbage collector, paced so that a
-process holding thousands of connections does not stop for a full
-collection each time it grows by a quarter.
-
-A process opts in by calling install() (the demo's project/asgi.py does;
-docs/integration.md recommends it for server processes): the collector is
-the whole process's, the site's too, so importing the package never
-changes it.
-
-Python's collector scans every tracked object in a full (generation 2)
-collection, and runs one whenever the objects promoted since the last grew
-by 25 %. A connection here holds ~260 tracked objects, so at 3,000
-connections a full collection scans ~800,000 objects and stops the event
-loop for 0.4–0.6 s; a process growing from 0 to 3,000 connections runs nine
-(about 2 s of CPU, a quarter of the connections' setup), and every frame in
-flight waits through each.
-
-Paced: whatever survives a full collection is frozen (gc.freeze), so the
-next scans only what came since: each full collection costs what is new,
-not what is there. A frozen object is never collected, so cycles among
-them (a closed connection's, ~20 objects) would stay; at most every
-`GC_FULL_COLLECTION_SECONDS` the next full collection thaws everything first
-and scans it all, collecting them. Memory held by such cycles is bounded by
-what that many seconds of closed connections leave.
+Provides install(): a server process's garbage collector, paced (an opt-in,
+the collector being the whole process's): what survives a full collection is
+frozen so the next scans only what is new, and everything is thawed and
+scanned at most every GC_FULL_COLLECTION_SECONDS. Why: docs/architecture.md,
+"collector"; the pauses it avoids: docs/performance.md.
 """
 
 import gc

@@ -1,39 +1,11 @@
 """
-Provides session end (contract §2): when the credentials a WebSocket or an
-SSE stream was opened with stop being valid, it is closed, on every process,
-within about a second; the user's connections on other, still valid
-credentials stay.
-
-A connection remembers its `Credential`: the session it was opened on, or
-the token. Then:
-
-- logout (`user_logged_out`) ends that session's connections at once
-  (`session.end` with the credential's fingerprint, to the user's group);
-- deleting a token ends its connections the same way;
-- any save or deletion of the user (deactivation, a password change, which
-  invalidates their other sessions) asks every connection of the user to
-  check its credential again (`session.recheck`): one query each, and those
-  no longer valid end;
-- every connection also re-checks every SESSION_RECHECK_SECONDS (5 min).
-
-A session that is gone from the store without a logout (`clearsessions`,
-the database, or Django giving it a new key: after a login, a password
-change through `update_session_auth_hash`, a key rotation's first page)
-is `MOVED`, not ended: the WebSocket closes with 1012 so the client
-reconnects with the cookie it has now, and that handshake decides (4401 if
-the session is really gone). A 4401 would stop a browser that is still
-logged in under the session's new key.
-
-Whether a session authenticates is Django's own answer (session_user):
-django.contrib.auth.get_user on a request carrying the session, so
-SECRET_KEY_FALLBACKS (a key rotation ends no session), AUTHENTICATION_BACKENDS
-and the auth hash count exactly as for a page. It reads a copy that cannot
-be written: what get_user does to a session it is handed (flushes one it
-cannot verify, gives one verified by a fallback key a new key) is the site's
-next request's to do, never a socket's: opening or re-checking a socket
-never logs anyone out, nor changes their session key.
-
-Raw session keys and tokens never travel on the layer: only a fingerprint.
+Provides session end (contract §2): a WebSocket or SSE stream whose session
+or token stops being valid is closed on every process within about a second
+(logout, token deletion, user changes, and a re-check every
+SESSION_RECHECK_SECONDS); a session re-keyed by Django closes with 1012 so
+the reconnect decides. Validity is Django's own get_user, on a copy no socket
+writes. Only fingerprints travel on the layer. Why: docs/architecture.md,
+"credentials".
 """
 
 import enum

@@ -1,67 +1,11 @@
 """
 Provides the package's adjustments to daphne's WebSocket transport, for the
-package's own sockets only.
-
-A site routes its own consumers beside `websocket_application`, and serves
-its HTTP views from the same daphne: those keep daphne's, autobahn's and
-Twisted's stock behaviour (contract §0, "a guest in the site"). So nothing
-here changes a class of theirs' behaviour. daphne's Server gets one ASGI
-extension in every scope (`realtime.output`, ASGI's own way for a server to
-offer more; it changes nothing by itself), through which the package's
-application *claims* the connections it serves (claim(), from chat.routing's
-websocket_application or the consumer's connect). Only a claimed connection
-gets, on its own protocol and transport objects:
-
-- Close frames, not dropped sockets. autobahn fails a connection by dropping
-  TCP unless told otherwise, which clients see as 1006 with no reason:
-  `failByDrop` is off for the connection (autobahn copied the factory's
-  options onto it when it connected).
-- Close reasons. daphne drops the `reason` of an ASGI `websocket.close`; it
-  is sent with the close code here (4408 says "policy: too many requests").
-- The registered server close codes. autobahn lets an application send only
-  1000 and 3000-4999, yet a server must be able to say 1001 (going away),
-  1009 (too big), 1011 (internal error), 1012 (service restart, what a drain
-  sends so clients reconnect elsewhere) and 1013 (try again later).
-- Sends racing a close. A frame for a peer that has just gone is dropped
-  instead of raising into the consumer, whose disconnect() must still run.
-- Bounded output. A frame for a connection whose Twisted buffer already holds
-  more than WS_MAX_PENDING_OUTPUT_BYTES (a client that stopped reading) is
-  dropped, the connection is closed with 4413, and its TCP connection is
-  dropped OVERFLOW_GRACE_SECONDS later with the buffer. daphne's `send`
-  never waits, so Twisted's buffer is where a stalled reader's output piles up.
-- Frames written at once. Twisted buffers every write until the reactor
-  says the socket is writable, which under the asyncio reactor costs two
-  epoll_ctl calls and a loop turn per frame (a sixth of the CPU of a
-  broadcast). A write to the connection's TCP transport with nothing queued
-  goes to the socket at once, as asyncio's own transports do; what the
-  socket does not take, and everything behind it, is buffered by Twisted as
-  before. (The transport's own `write`, replaced on that one object: the
-  site's HTTP responses keep Twisted's.)
-- Text frames framed once. A topic's round, or a room's message, sends the
-  same text to many connections; autobahn would encode and frame it again
-  for each (a third of the CPU per frame, py-spy). While a connection is in
-  the plain case (open, no compression, masking, fragmenting, tracing or
-  queued writes), the frame's bytes, built once for that text, are written
-  to its transport with autobahn's traffic counters kept; any other case
-  goes through autobahn as before. This runs where daphne hands the
-  protocol an ASGI message, after any ASGI middleware of the site; the
-  shortcut that skips the ASGI send altogether (claim()'s `send_text`) is
-  given only where the send the package's application received is daphne's
-  own (no middleware of the site in between), so a site's middleware that
-  wraps `send` sees every frame.
-
-One change is process-wide, and unobservable: autobahn formats its debug
-lines' arguments whether they are logged or not: its whole protocol
-configuration with pprint on every connection (156 µs, about a tenth of the
-CPU of a connection's setup, before any application is known), and
-colour-highlighted names on every frame it sends. Here they are computed
-only if the line is written, into the same text (lazy_pformat and lazily below;
-tests/test_daphne_transport.py checks that autobahn uses them only so).
-
-Applied by django_realtime.servers.prepare() when chat.routing is imported,
-which a site's asgi.py does before daphne's command line builds its Server,
-so `daphne -b HOST -p PORT mysite.asgi:application` needs no extra flag.
-Under another ASGI server these are no-ops.
+connections its application claims through the `realtime.output` ASGI
+extension and never a site's own consumers or HTTP: close frames with their
+reasons and the server's close codes, sends racing a close dropped, output
+bounded (4413), frames written at once and text framed once. Why each:
+docs/architecture.md, "daphne_transport". Applied by servers.prepare() when
+chat.routing is imported; a no-op under another server.
 """
 
 import functools

@@ -1,41 +1,11 @@
 """
 Provides the register of every private name of another library the package
-relies on, and the start-up check that they are still there.
-
-Where nothing public does the job, the package patches or reads another
-library's internals, each in one module:
-
-- django_realtime.daphne_transport: daphne, autobahn and Twisted (its own
-  list, checked when daphne runs; see that module): an ASGI extension on
-  daphne's connections, and adjustments to the objects of the connections
-  the package claims through it, never to a site's own;
-- django_realtime.layers: channels_redis' pub/sub layer, whose shard receive
-  loop it replaces to report outages and recoveries (the `epoch`), and whose
-  shard publish, subscribe and unsubscribe it replaces to send together what
-  a process sends at once;
-- django_realtime.sse: asgiref's per-request thread executor, released while
-  a stream is open, so a stream holds no OS thread;
-- chat.consumers: Channels' `AsyncConsumer.dispatch`, replaced to skip the
-  database cleanup hop before every frame (queries go through `db()`, which
-  cleans up around each call);
-- django_realtime.redisconn and django_realtime.namespace: channels_redis'
-  ring (`_consistent_hash`) and group naming, copied to put a group's data on
-  the shard of its group;
-- django_realtime.bus (and notifications.background): asgiref's
-  `main_event_loop`, the loop a sync caller inside async_to_sync came from;
-- django_realtime.rest and chat.views: DRF's `request._user` (the user
-  without authenticating again) and `request._request`;
-- chat.auth: Django's origin rule (`CsrfViewMiddleware._origin_verified`),
-  copied for the WebSocket handshake.
-
-Django's documented underscore names (`Model._meta`, `_state`,
-`_default_manager`, `_base_manager`) are its public API and not listed.
-
-`require()` runs when the WebSocket routing is imported (chat.routing) and
-as the system check realtime.E009. A missing name, or a copied function that
-changed upstream (its source no longer matches the fingerprint it was copied
-from), refuses to start, naming it: re-read the upstream change, adapt the
-module, and update the fingerprint here. Nothing switches itself off silently.
+relies on, and require(), the start-up check that they are still there (run
+when chat.routing is imported, and as the system check realtime.E009): a
+name gone, or a copied function whose upstream source changed, refuses to
+start, naming it; nothing switches itself off. What each name is for:
+docs/architecture.md, "Other libraries' internals" (daphne's own list is in
+django_realtime.daphne_transport).
 """
 
 import hashlib

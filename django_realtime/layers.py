@@ -1,29 +1,10 @@
 """
-Provides the Redis channel layers, made to survive Redis dying, hanging or
+Provides the Redis channel layers that survive Redis dying, hanging or
 restarting empty: ResilientRedisPubSubChannelLayer (the default) and
-ResilientRedisChannelLayer (channels_redis' core layer).
-
-The pub/sub layer subscribes each process once per group and fans out to its
-local consumers, so a message costs one PUBLISH however many members a room
-has; it keeps no messages in Redis, so it loses those published while Redis
-is away, which is why every consumer catches up from the database whenever
-`epoch` moves.
-
-Stock, a Redis outage makes every consumer's `receive()` raise, the consumer
-dies and its client gets 1011. Here `receive()` waits out the outage instead
-(backing off, probing Redis with a bounded PING) and bumps `epoch` when Redis
-answers again. Consumers watch `epoch` to re-add their group memberships (a
-restarted Redis has none) and to catch up from the database on what was
-broadcast while the layer was down. Sends stay best-effort: the database is
-the record, the layer only rings the doorbell.
-
-Several hosts are channels_redis' own shards: a group lives on the host its
-name hashes to (django_realtime.redisconn.shard_index), so with the pub/sub
-layer a dead host silences only the rooms, users and topics whose groups
-hash to it; the others keep delivering. `epoch` is one for the whole layer:
-it moves once every host answers again after a failure of any, and every
-consumer then catches up from the database (a catch-up that finds nothing
-missing costs one query).
+ResilientRedisChannelLayer. `receive()` waits out an outage instead of
+raising (stock: the consumer dies with 1011), and `epoch` moves when Redis
+answers again so consumers re-add their groups and catch up from the
+database. Why: docs/architecture.md, "layers".
 """
 
 import asyncio
@@ -221,14 +202,14 @@ class _WatchedShard(RedisSingleShardConnection):
     between is lost, and the epoch tells consumers to catch up.
 
     Upstream sends each PUBLISH, SUBSCRIBE and UNSUBSCRIBE on its own, one at a
-    time under the shard's lock: about 150 µs of redis-py per command on this
-    machine's slow days, and every other caller of the process waits its turn
-    for a whole round trip. Here a call joins the shard's outbox and waits;
+    time under the shard's lock, and every other caller of the process waits
+    its turn for a whole round trip. Here a call joins the shard's outbox and waits;
     one sender task takes everything queued by then and sends it with one
     round trip per run of like operations (the publishes in one pipeline, the
     subscribes in one SUBSCRIBE), in the order they were called. Alone, a
     call costs what it did; under load the runs grow (a join storm's presence
-    diffs, a busy process's messages) and a publish costs ~20 µs.
+    diffs, a busy process's messages) and a publish costs a fraction of one
+    sent alone (docs/performance.md).
     """
 
     def __init__(self, host, loop_layer, watcher: ResilientRedisPubSubChannelLayer):

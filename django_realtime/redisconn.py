@@ -188,11 +188,11 @@ def _evalsha(script: Any, keys: Sequence[Any], args: Sequence[Any]) -> tuple[tup
 class Batched:
     """One asyncio client's commands from concurrent callers, sent together.
 
-    Each redis-py call costs some 75-150 µs of CPU on this machine, most of
-    it redis-py's own, and a pipeline of fifty costs ~20 µs a command. A call
-    here joins the client's Outbox and goes out in one pipeline (one round
-    trip) with whatever else was queued meanwhile. Each caller gets its own
-    reply or error; a failed link fails the calls of its pipeline.
+    A redis-py call costs far more CPU alone than as one command of a
+    pipeline (docs/performance.md). A call here joins the client's Outbox
+    and goes out in one pipeline (one round trip) with whatever else was
+    queued meanwhile. Each caller gets its own reply or error; a failed link
+    fails the calls of its pipeline.
     """
 
     def __init__(self, client: Any):

@@ -107,8 +107,7 @@ def frame_send(send: Any, scope: dict) -> Any:
     """Where a consumer sends its frames: the `send` the package's outermost
     application was given, past the package's own wrappers inside it
     (Channels' SessionMiddleware saves the session on `http.response.start`
-    only, chat.routing's watch only notes that something was sent: a tenth
-    of the CPU of a busy topic's hand-out), never past the site's ASGI
+    only, chat.routing's watch only notes that something was sent), never past the site's ASGI
     middleware around it; `send` itself where no such application is in
     front (a site routing websocket_urlpatterns() itself)."""
     return scope.get(OUTER_SEND) or send

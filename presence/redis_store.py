@@ -1,31 +1,9 @@
 """
 Provides RedisPresenceStore, the presence store shared by every process on
-one Redis or several (REDIS_URL set; a list of URLs is a list of shards).
-
-Each connection holds a lease that expires PRESENCE_TTL_SECONDS after its
-process last refreshed it. One upkeep task per process (presence.upkeep)
-refreshes all of the process's leases in one pipeline every
-PRESENCE_HEARTBEAT_SECONDS and sweeps everyone's expired leases every
-PRESENCE_SWEEP_SECONDS, so the connections of a process that died without a
-word end by themselves and their leaves are announced once. Transitions are
-computed atomically in Lua (presence.scripts): of two processes, never both
-announce the same join or leave.
-
-Every call is bounded by PRESENCE_REDIS_TIMEOUT_SECONDS (a bounded pool
-that waits no longer, and a deadline around the whole call), except the
-heartbeat and the sweep, which get two thirds of a heartbeat period: one
-heartbeat refreshes every connection of the process in one pipeline. A
-failure is logged and answered with "no change"; the process still knows its
-own connections, so the next heartbeat puts back whatever Redis lost, and a
-lease whose removal failed expires by itself.
-
-Shards: a room's keys live on the shard of its channel-layer group and a
-user's on the shard of theirs (django_realtime.redisconn.room_shard and
-user_shard), so each script runs on one shard, and a shard that dies costs
-the presence of its rooms only (and the offline/last-seen moment of its
-users). When it comes back, empty, the next heartbeat of every process
-finds its leases there missing and registers them again: the rooms'
-presence is rebuilt and announced as joins.
+one Redis or several shards: leases a per-process upkeep renews in one
+pipeline and sweeps, transitions computed in Lua (presence.scripts), every
+call bounded and a failure answered "no change" until the next heartbeat
+repairs it. Why: docs/architecture.md, "presence.redis_store".
 """
 
 from __future__ import annotations

@@ -1,47 +1,9 @@
 """
-Provides the Lua scripts of the Redis presence store.
-
-Every change of presence state is one script, so it runs atomically in Redis:
-the status a user had before and after is computed in the same step that
-changes it, and a transition is reported to exactly one caller, whichever of
-many processes made it. Times are Redis's clock (TIME), never a process's, so
-processes on machines with skewed clocks agree on which lease has expired.
-
-Presence is kept per room and per user, each under one hash tag, so that a
-room's keys (and a user's) live on one shard (django_realtime.redisconn says
-which) and each script touches the keys of one room or one user, plus the
-sweep index of the shard it runs on; the heartbeat, those of many rooms and
-users of one shard. Keys (P is PRESENCE_REDIS_PREFIX):
-
-    R = P..'{room:'..rid..'}'    (KEYS[1] of a room's scripts)
-    R                   HASH   uid -> '<status>:<username>', the room's presence list
-    R..':user:'..uid    HASH   channel -> status, the user's connections there
-    R..':leases'        ZSET   channel -> lease expiry (ms), the room's connections
-    R..':conns'         HASH   channel -> '<uid>:<slug>'
-    R..':typing'        ZSET   '[rid, slug, uid, username]' -> typing expiry (ms)
-
-    U = P..'{user:'..uid..'}'    (KEYS[1] of a user's scripts)
-    U..':conns'         ZSET   channel -> lease expiry (ms), the user's open connections
-
-    P..'due'            ZSET   'r:<rid>:<channel>' | 'u:<uid>:<channel>' |
-                               't:<rid>:<typing member>' -> expiry (ms)
-                               (KEYS[2]: one per shard, what a sweep visits)
-
-A connection holds one lease per room it is in and one for the user; the
-heartbeat renews them all, so they expire together when its process dies.
-Each lease is written to the shard's `due` index in the same script, so a
-sweep reads the index, then ends each due lease with its room's (or user's)
-script, which checks the lease itself: an entry renewed meanwhile is not due.
-
-Nothing grows without bound: a connection's entries are removed when it
-closes or its lease is swept, Redis deletes a hash or zset once it is
-empty, and every key also carries an expiry twice the TTL past the last
-heartbeat that touched it, a safety net for a Redis every process abandoned.
-
-These keys replaced the untagged ones of 0.x (`P..'conns'`, `P..'room:'..rid`,
-…), which no script reads any more: during a rolling upgrade, processes of
-each version see only their own version's presence, and the old keys expire
-by themselves within twice the TTL of the last old process stopping.
+Provides the Lua scripts of the Redis presence store: each change of presence
+is one script, so the status before and after is computed in the step that
+changes it and a transition is reported to exactly one process, on Redis's
+clock. The keys, their shards and their lifetimes: docs/architecture.md,
+"presence.scripts".
 """
 
 CLOCK = r"""
