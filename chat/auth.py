@@ -1,21 +1,9 @@
 """
-Provides WebSocket authentication for /ws/: the origin check, then one of a
-token header, a single-use ticket or the session cookie.
-
-- A handshake whose Origin Django's CSRF check would not accept is refused
-  (HTTP 403): cross-site WebSocket hijacking. As CsrfViewMiddleware does, the
-  Origin must be the handshake's own `scheme://host[:port]` (the Host as
-  Django's get_host validates it against ALLOWED_HOSTS; https for wss, or as
-  SECURE_PROXY_SSL_HEADER says), or in CSRF_TRUSTED_ORIGINS (with its
-  `https://*.example.com` patterns) or REALTIME["WS_ALLOWED_ORIGINS"]: a page
-  on another port, or over http of an https site, is another origin.
-- `Authorization: Token <key>` or `?ticket=…` authenticate any client.
-- The session cookie counts only when an allowed Origin is present, so a
-  cookie alone never authenticates a handshake without one. Whether the
-  session authenticates is Django's own get_user, on a copy nothing writes
-  (django_realtime.credentials.session_user): SECRET_KEY_FALLBACKS and
-  AUTHENTICATION_BACKENDS count, and a handshake never flushes a session.
-- No valid credentials: the consumer accepts and closes with 4401.
+Provides WebSocket authentication for /ws/: the origin check (Django's CSRF
+rule on whole origins, else HTTP 403), then a token header, a single-use
+ticket or the session cookie (only with an allowed Origin, read through
+Django's own get_user on a copy nothing writes); no valid credentials: the
+consumer closes with 4401. The rules: docs/architecture.md, "chat.auth".
 """
 
 import io

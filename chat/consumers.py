@@ -1,22 +1,9 @@
 """
 Provides RealtimeConsumer, the one `/ws/` endpoint: every room, the user's
-notifications and presence over one connection.
-
-It reads as a table of contents; each concern lives elsewhere:
-
-- frames: parsing and fields (chat.frames);
-- sending and reading: chat.services, chat.selectors (through `db()`);
-- ordered delivery: one django_realtime.delivery cursor per joined room
-  (chat.streams), fed by the process's room fan-out (chat.fanout);
-- presence and typing: presence.tracking;
-- the layer: the user's group through django_realtime.bus.
-
-Delivery: each joined room's cursor holds the highest seq this connection
-has been sent. Fan-out doorbells carry the message; one already sent is
-dropped, and one ahead of a gap first pulls the gap from the database. Every
-delivery runs under the connection's delivery lock (FIFO), so frames go out
-in the order the events came, and a join's backlog goes out before anything
-that arrived meanwhile.
+notifications, presence and topics over one connection. It dispatches frames
+to chat.frames, chat.services and presence.tracking and delivers each joined
+room in seq order through a django_realtime.delivery cursor, under one
+delivery lock. How: docs/architecture.md, "chat.consumers".
 """
 
 import asyncio

@@ -1,20 +1,9 @@
 """
-Provides the room fan-out: one layer subscription per room per process, and a
-local fan-out from it to every connection of the process that joined the room.
-
-A room's events reach a process once, on the fan-out's own layer channel,
-whatever the number of its members there. A message frame is serialised once
-and handed to each member connection directly (`RealtimeConsumer.fanout_message`),
-which sends it at once when it is the next seq, without the per-connection
-layer queue, dispatch and JSON encoding a layer event per member would cost.
-Other room events (typing, receipts, deletions, presence diffs) go to the same
-handlers a per-connection layer event would reach.
-
-A member is added before its join reads the backlog: `subscribe()` returns only
-once the process's subscription to the room is live, so a message committed
-during the join arrives as a doorbell after it and is delivered or dropped by
-seq. The layer is still only a doorbell: a lost event costs latency, never a
-message, because each connection fills a seq gap from the database.
+Provides the room fan-out: one layer subscription per room per process, and
+a message serialised once and handed to each member connection of the
+process directly; the layer stays a doorbell (a lost event costs latency, a
+seq gap is filled from the database). Why: docs/architecture.md,
+"chat.fanout".
 """
 
 import asyncio

@@ -1,23 +1,9 @@
 """
 Provides the limits that count across every process once the package has a
-Redis (contract §1): rate limits as sliding windows (`limiter.hit`,
-`await limiter.ahit`) and per-user slots for the WebSocket and SSE caps
-(`Slots`). Without Redis they count per process.
-
-Each decision is one Lua script on Redis, so concurrent processes cannot
-both take the last place. While Redis does not answer, a limit fails open
-to this process's own count (never refusing everyone): a log line now and
-then, and `realtime_limits_fail_open_total{kind}` per decision.
-
-With several Redis shards (conf.redis_urls()) each key lives on one shard
-and each script touches that one key: a rate window on the shard of its own
-key name, a user's slots on the shard of the user (redisconn.user_shard, with
-their presence). A dead shard fails open only the limits it holds.
-
-A slot is a lease: a member of the user's sorted set that expires unless
-its holder renews it (the WebSocket at each group refresh, an SSE stream at
-its refresh), so a process that dies without a word gives its slots back
-within SLOT_LEASE_SECONDS.
+Redis (contract §1): sliding-window rates (`limiter`) and per-user slots for
+the WebSocket and SSE caps (`Slots`), each decision one Lua script, failing
+open to the process's own count while Redis is away. Shards and leases:
+docs/architecture.md, "limits".
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """
-Provides the package's Redis clients for its own keys (topic history, the
-shared limits): `sync_client(url)` for synchronous code and
-`async_client(url)` for the running event loop. Presence keeps its own pool
-(presence/redis_store.py), tuned to its heartbeats.
-
-Every call is bounded by TIMEOUT_SECONDS: a Redis that does not answer
-costs that long at most, and callers decide what an outage means.
-
-Several Redis (REALTIME["REDIS_URL"] a list; conf.redis_urls()) are shards,
-and this module says which shard holds what, one rule for everything:
-channels_redis' own ring (CRC32 of a name, its low 12 bits, split evenly
-over the shards; `shard_index`) applied to the name the channel layer
-hashes for the group the data belongs to. So a room's presence lives on
-the shard that carries its layer group (`room_shard`), a user's data that
-spans rooms (their connections, their connection and stream caps) on the
-shard of their user group (`user_shard`), a topic's history on the shard
-of its doorbell group (`topic_shard`), and a rate window on the shard of
-its own key name. A dead shard then costs only its rooms, users and topics.
-With one URL every index is 0 and nothing changes.
+Provides the package's Redis clients for its own keys (`sync_client`,
+`async_client`, every call bounded by TIMEOUT_SECONDS) and the one rule of
+which shard holds what: channels_redis' own ring applied to the name the
+layer hashes for the data's group, so a dead shard costs only its rooms,
+users and topics. Why: docs/architecture.md, "redisconn".
 """
 
 from __future__ import annotations

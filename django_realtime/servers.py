@@ -1,23 +1,9 @@
 """
 Provides prepare(): what the package needs from the ASGI server it runs
-under, applied once at start-up (when chat.routing is imported), and
-output_of(): what a connection's server holds of its output.
-
-- daphne: the realtime.output extension, through which the package claims
-  its own connections for the transport adjustments of
-  django_realtime.daphne_transport (a site's own consumers and HTTP views
-  keep daphne's stock behaviour), and the 1012 drain on SIGTERM of the
-  package's own sockets (django_realtime.drain).
-- uvicorn: nothing to change. On SIGTERM it closes every WebSocket with
-  1012 itself, before it waits for the connections to end and sends the
-  lifespan shutdown event (so a drain there would find no socket left);
-  `--timeout-graceful-shutdown` bounds its wait for open SSE streams.
-- other servers: nothing else is changed; `await drain.drain()` is theirs to call
-  before their shutdown closes the sockets, if it does not send 1012.
-
-The garbage collector's pacing is not applied here: importing the routing
-changes nothing of a process's collector. A server process opts in by
-calling django_realtime.collector.install() (the demo's project/asgi.py).
+under, applied once when chat.routing is imported (under daphne, the
+`realtime.output` extension and the 1012 drain of its own sockets; nothing
+under uvicorn, which drains by itself), and output_of(): what a connection's
+server holds of its output. Per server: docs/architecture.md, "servers".
 """
 
 import asyncio

@@ -1,20 +1,9 @@
 """
-Provides topic history: `Publication`, the two stores (Redis when the
-package has a Redis, else the process's memory) and `replay()`, the rule that
-decides what a resuming subscriber is sent.
-
-A topic's history is an epoch (a random name), the last offset and the last
-`history_size` publications, each kept `history_ttl` seconds. Publishing
-appends and takes the next offset in one atomic step (a Lua script on Redis),
-and answers a repeated idempotency key with the first publication. The
-history is the record; the channel layer only rings the doorbell.
-
-With several Redis shards a topic's keys (one hash tag, `{topic}`) live on
-the shard of its doorbell group (redisconn.topic_shard), and each script
-touches that topic's keys only. A dead shard makes its topics' publishes
-fail (503, UNAVAILABLE) and, once it is back empty, gives them a new epoch
-(subscribers resume with `recovered: false` and the latest value); other
-topics do not notice.
+Provides topic history: `Publication`, its two stores (Redis, else the
+process's memory) and `replay()`, what a resuming subscriber is sent. A
+history is an epoch, the last offset and the last publications, appended in
+one atomic step; it is the record, the layer only rings the doorbell. Shards
+and epochs: docs/architecture.md, "topics.history".
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """
-Provides `Subscriptions`: one WebSocket connection's topics, what it has
-been sent of each, and its outbound queue with conflation.
-
-Subscribing adds the connection to the process's hub first, then reads the
-history and sends `subscribed` and the replay; publications that arrive
-meanwhile wait and go out after it, by offset, once each.
-
-A subscription may ask for batches (`"batch": true`): then what the hub
-hands out in one round, what a replay sends and what its queue lets go at
-once come as `publications` frames, several publications each, in order.
-
-A publication goes straight to the socket while the connection keeps up.
-While it is behind (its socket holds more than TOPICS_BEHIND_BYTES not yet
-taken, or a namespace's max_rate is used up) publications wait in the
-connection's queue, where a newer one with the same key replaces the
-waiting one; past TOPICS_MAX_QUEUE waiting, the connection is closed (4413)
-and its client resumes with `since`.
+Provides `Subscriptions`: one WebSocket connection's topics, what it has been
+sent of each, and its outbound queue, where a newer publication with the same
+key replaces a waiting one while the connection is behind; past
+TOPICS_MAX_QUEUE it is closed (4413) and resumes with `since`. How:
+docs/architecture.md, "topics.subscriptions".
 """
 
 from __future__ import annotations
