@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
+from collections import deque
 from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -160,13 +161,28 @@ class Inbox:
 
     `stale` says when memberships may be gone (an add failed, or Redis came
     back since): call `refresh()` and catch up from the database.
+
+    With `local=True` the receiver also takes events from its own process
+    (`put_local`: a Python object, never through the layer; the topic hub's
+    rounds to an SSE stream), which `next()` returns first.
     """
 
-    def __init__(self, groups: list[str] | None = None, *, prefix: str = ""):
+    def __init__(self, groups: list[str] | None = None, *, prefix: str = "", local: bool = False):
         self.groups: dict[str, int | None] = dict.fromkeys(groups or [])  # group -> epoch added
         self.prefix = prefix
         self.channel = ""
         self._receiving: asyncio.Future | None = None
+        self.local = local
+        self._local: deque[Event] = deque()
+        self._local_ready: asyncio.Future | None = None
+
+    def put_local(self, event: Event) -> None:
+        """Deliver `event` from this process: the next `next()` returns it."""
+        if not self.local:
+            raise RuntimeError("this Inbox was not opened for local events (local=True)")
+        self._local.append(event)
+        if self._local_ready is not None and not self._local_ready.done():
+            self._local_ready.set_result(None)
 
     async def open(self) -> bool:
         """Make the channel and join the groups; False if an add failed."""
@@ -206,7 +222,9 @@ class Inbox:
         receive drops whatever it had buffered for the channel. The pending
         receive is kept for the next call instead.
         """
-        if timeout is None and self._receiving is None:
+        if self._local:
+            return self._local.popleft()
+        if timeout is None and self._receiving is None and not self.local:
             # Nothing to keep pending across calls: a plain await, the cheap way.
             try:
                 return await get_channel_layer().receive(self.channel)
@@ -218,10 +236,21 @@ class Inbox:
                 return None
         if self._receiving is None:
             self._receiving = asyncio.ensure_future(get_channel_layer().receive(self.channel))
-        done, _ = await asyncio.wait(
-            {self._receiving}, timeout=None if timeout is None else max(0.0, timeout)
-        )
-        if not done:
+        waiting: set[asyncio.Future] = {self._receiving}
+        if self.local:
+            self._local_ready = asyncio.get_running_loop().create_future()
+            waiting.add(self._local_ready)
+        try:
+            done, _ = await asyncio.wait(
+                waiting,
+                timeout=None if timeout is None else max(0.0, timeout),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._local_ready = None
+        if self._local:
+            return self._local.popleft()  # a layer event that came too waits for the next call
+        if self._receiving not in done:
             return None
         receiving, self._receiving = self._receiving, None
         try:
@@ -235,6 +264,7 @@ class Inbox:
 
     async def close(self) -> None:
         """Stop receiving and leave the groups (the receiver has gone)."""
+        self._local.clear()
         if self._receiving is not None:
             self._receiving.cancel()
             self._receiving = None

@@ -10,6 +10,10 @@ events; the layer is a doorbell and the database the record, so each event
 goes out once, in id order. A comment line goes out after
 SSE_KEEPALIVE_SECONDS of silence, and at each refresh (and whenever the
 layer's epoch moves) the stream re-joins its groups and catches up.
+
+A stream may also take events from its own process (`Stream.attach`, the
+Inbox's `put_local`): a topic's stream is a member of the process's topic
+hub, which reads each publication once and wakes every stream with it.
 """
 
 import asyncio
@@ -147,6 +151,13 @@ class Stream:
     user_id: int
     done = False  # set to end the stream after the chunks returned with it
 
+    async def attach(self, inbox: bus.Inbox) -> None:
+        """Before start(): the stream's inbox, which also takes events from
+        its own process (Inbox.put_local: the topic hub's rounds)."""
+
+    async def detach(self) -> None:
+        """The stream has ended (whatever attach() joined, it leaves)."""
+
     async def start(self) -> list[bytes]:
         raise NotImplementedError
 
@@ -182,10 +193,11 @@ async def pump(
     if slot is None:  # not taken by a view (take_stream_slot): uncapped
         slot = uuid.uuid4().hex
         await open_streams.take(stream.user_id, slot, 0)
-    inbox = bus.Inbox(stream.groups)
+    inbox = bus.Inbox(stream.groups, local=True)
     checked_at = loop.time()
     try:
         await inbox.open()
+        await stream.attach(inbox)
         try:
             yield b"".join(await stream.start())
             while page := await stream.more():
@@ -243,8 +255,11 @@ async def pump(
                 yield b"".join(chunks)
                 last_write = loop.time()
     finally:
-        await open_streams.give_back(stream.user_id, slot)
-        await inbox.close()
+        try:
+            await stream.detach()
+        finally:
+            await open_streams.give_back(stream.user_id, slot)
+            await inbox.close()
 
 
 def over_output_cap(output: Output) -> bool:

@@ -69,25 +69,43 @@ async def action_for(
     fragment (one with a `container`, topics.broadcast) is appended where
     its object comes into the user's sight, replaced while in it and removed
     where it leaves it; other fragments go to whoever may see them."""
+    return (await actions_for(publication, fragment, [user]))[user.pk]
+
+
+async def actions_for(
+    publication: Publication, fragment: dict, users: list[Any], allowed: set[int] | None = None
+) -> dict[Any, tuple[str | None, str | None]]:
+    """action_for() of every user of `users`, by pk, with one visibility
+    check for them all (a thread, the database) and none for a fragment
+    without an audience; `allowed`: the pks that may see it, if known."""
     action, target = str(fragment["action"]), fragment.get("target")
     if publication.audience is None and "container" not in fragment:
-        return action, target
+        return {user.pk: (action, target) for user in users}
+    if allowed is None:
+        allowed = await visibility.allowed(publication, users)
     container = fragment.get("container")
-    sees = publication.audience is None or user.pk in await visibility.allowed(publication, [user])
-    if "container" not in fragment or action == "remove":
-        return (action, target) if sees else (None, None)
-    saw = await _saw_before(publication, user)
-    if action == "replace" and sees and saw is False or action == "append" and sees:
-        return ("append", container) if container else (None, None)
-    if action == "replace" and sees:
-        return "replace", target
-    if action == "replace" and saw:
-        return "remove", target  # out of the user's sight now
-    return None, None
+    saw: set[int] | None = None
+    if "container" in fragment and action == "replace":
+        saw = await _saw_before(publication, users)
+
+    def decide(pk: Any) -> tuple[str | None, str | None]:
+        sees = publication.audience is None or pk in allowed
+        if "container" not in fragment or action == "remove":
+            return (action, target) if sees else (None, None)
+        before = None if saw is None else pk in saw
+        if action == "replace" and sees and before is False or action == "append" and sees:
+            return ("append", container) if container else (None, None)
+        if action == "replace" and sees:
+            return "replace", target
+        if action == "replace" and before:
+            return "remove", target  # out of the user's sight now
+        return None, None
+
+    return {user.pk: decide(user.pk) for user in users}
 
 
-async def _saw_before(publication: Publication, user: Any) -> bool | None:
-    """Whether `user` could see the object before this save (None: unknown)."""
+async def _saw_before(publication: Publication, users: list[Any]) -> set[int] | None:
+    """The pks of `users` who could see the object before this save (None: unknown)."""
     try:
         audience = json.loads(publication.audience or "{}")
     except ValueError:
@@ -102,7 +120,7 @@ async def _saw_before(publication: Publication, user: Any) -> bool | None:
             {"check": audience.get("check"), "pk": audience.get("pk"), "fields": before}
         ),
     )
-    return user.pk in await visibility.allowed(previous, [user])
+    return await visibility.allowed(previous, users)
 
 
 def turbo(action: str, target: str | None, html: str) -> str:

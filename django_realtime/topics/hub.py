@@ -29,8 +29,9 @@ import logging
 import random
 import weakref
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .. import bus, metrics
 from ..conf import realtime_settings
@@ -51,8 +52,12 @@ YIELD_EVERY = 200
 BATCH_FRAME_CHARS = 256 * 1024
 
 
+T = TypeVar("T")
+
+
 class Member(Protocol):
-    """What the hub needs of a connection (topics.subscriptions.Subscriptions)."""
+    """What the hub needs of a connection (topics.subscriptions.Subscriptions)
+    or an SSE stream (topics.views.TopicStream)."""
 
     user: Any
 
@@ -64,7 +69,9 @@ class Round:
     """What the hub hands out of one topic at once: its publications in
     offset order, each with `after`, the offset the hub handed out before
     it in its epoch (None if unknown; what lies between was superseded
-    here, not lost). The frames are encoded once, for every member."""
+    here, not lost). The frames are encoded once, for every member; `users`
+    are the members' users, and `shared()` what members compute once for
+    all of them (an SSE frame, a gap's history read)."""
 
     def __init__(
         self,
@@ -72,8 +79,11 @@ class Round:
         items: list[Publication],
         before: tuple[str, int] | None,
         allowed: dict[int, set[int]],
+        users: list[Any] | None = None,
     ):
         self.topic, self.items, self.allowed = topic, items, allowed
+        self.users = users or []
+        self.cache: dict[Hashable, Any] = {}
         self.everything: list[tuple[Publication, int | None]] = []
         for item in items:
             after = before[1] if before is not None and before[0] == item.epoch else None
@@ -98,6 +108,15 @@ class Round:
             for item, after in self.everything
             if item.offset not in self.allowed or pk in self.allowed[item.offset]
         ]
+
+    async def shared(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
+        """`make()`'s result, awaited once for every member that asks by
+        `key` while this round is held (a member cancelled meanwhile does
+        not cancel it for the others)."""
+        task = self.cache.get(key)
+        if task is None:
+            task = self.cache[key] = asyncio.ensure_future(make())
+        return await asyncio.shield(task)
 
     def text(self, publication: Publication) -> str:
         """Its `publication` frame."""
@@ -323,7 +342,7 @@ class TopicHub:
         for item in items:
             if item.audience is not None:
                 allowed[item.offset] = await visibility.allowed(item, users)
-        handed = Round(topic, items, held.handed, allowed)
+        handed = Round(topic, items, held.handed, allowed, users)
         held.handed = (items[-1].epoch, items[-1].offset)
         for index, member in enumerate(members, 1):
             try:

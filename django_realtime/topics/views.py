@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import bus
+from ..conf import realtime_settings
 from ..credentials import credential_of
 from ..errors import BadRequest, ClientError, Forbidden
 from ..rest import RealtimeAPIView, body_object, extend_schema, request_user
@@ -28,7 +29,8 @@ from ..sse import (
     take_stream_slot,
 )
 from . import fragments, names, visibility
-from .history import Publication, history, replay
+from .history import Publication, State, history, replay
+from .hub import Round, hub
 from .publishing import check, publish_now
 from .subscriptions import MAX_EPOCH_CHARS, _may_subscribe
 
@@ -97,8 +99,20 @@ def event_id(epoch: str, offset: int) -> str:
     return f"{epoch}:{offset}"
 
 
+# What wakes a stream's pump when the hub offered it rounds (a local event,
+# never through the layer).
+ROUNDS = "topic.rounds"
+
+
 class TopicStream(Stream):
-    """A topic's publications; resumed by `EPOCH:OFFSET`."""
+    """A topic's publications; resumed by `EPOCH:OFFSET`.
+
+    A member of the process's topic hub (topics.hub), as a WebSocket
+    connection is: the hub reads each publication once for the process,
+    fills a gap once and hands each round to every stream, whose pump it
+    wakes with a local event; the frames of a round are built once for all
+    streams (Round.shared). The stream's own layer channel is in its user's
+    group only (session end, recheck)."""
 
     def __init__(self, *, user: Any, topic: str, namespace: names.Namespace, position: Any):
         self.user = user
@@ -108,10 +122,45 @@ class TopicStream(Stream):
         self.since_epoch, self.since = position
         self.epoch = ""
         self.delivered = 0
-        self.groups = [bus.topic_group(topic), bus.user_group(user.pk)]
+        self.groups = [bus.user_group(user.pk)]
+        self.inbox: bus.Inbox | None = None
+        self.rounds: list[Round] = []  # offered by the hub, not yet sent
+        self.woken = False  # a ROUNDS event waits in the inbox
+        self.lost = False  # rounds were dropped (too many waited): catch up from the history
+        self.joined = False
 
+    # --- the hub's member -------------------------------------------------------------
+    async def attach(self, inbox: bus.Inbox) -> None:
+        """Join the hub before the replay's history read: a round the hub
+        hands out meanwhile waits and goes out after the replay, each
+        offset once (the replay may already have sent it)."""
+        self.inbox = inbox
+        self.joined = True
+        await hub().add(self.topic, self)
+
+    async def detach(self) -> None:
+        if self.joined:
+            self.joined = False
+            await hub().remove(self.topic, self)
+
+    async def offer_round(self, round: Round) -> None:
+        """A round of the hub's: kept for the pump, which it wakes."""
+        if self.inbox is None or self.done:
+            return
+        if len(self.rounds) >= realtime_settings.TOPICS_MAX_QUEUE:
+            self.rounds.clear()  # the pump is far behind: the history covers them
+            self.lost = True
+        self.rounds.append(round)
+        if not self.woken:
+            self.woken = True
+            self.inbox.put_local({"type": ROUNDS})
+
+    # --- the stream -------------------------------------------------------------------
     async def start(self) -> list[bytes]:
-        state = await history().state(self.topic, namespace=self.namespace)
+        return await self.open(await history().state(self.topic, namespace=self.namespace))
+
+    async def open(self, state: State) -> list[bytes]:
+        """The head (and `subscribed`) with the replay from `state`."""
         result = replay(state, since=self.since, epoch=self.since_epoch)
         self.epoch, self.delivered = result.epoch, result.offset
         head = f"retry: 3000\nid: {event_id(result.epoch, result.offset)}\n\n".encode()
@@ -127,34 +176,104 @@ class TopicStream(Stream):
         )
 
     async def render(self, publications: list[Publication]) -> list[bytes]:
-        """The events for `publications`: those the user may see."""
+        """The events for `publications` (from the history): those the user may see."""
         return [_event(p) for p in await visibility.visible(publications, self.user)]
 
     async def on_event(self, event: dict[str, Any]) -> list[bytes]:
-        if event.get("type") != "topic.publication" or event.get("topic") != self.topic:
+        if event.get("type") != ROUNDS:
             return []
-        publication = Publication.from_event(event)
-        if publication.epoch != self.epoch:
-            self.since, self.since_epoch = self.delivered, None  # resync: latest values
-            return await self.start()
-        if publication.offset <= self.delivered:
+        self.woken = False
+        rounds, self.rounds = self.rounds, []
+        chunks: list[bytes] = []
+        if self.lost:
+            self.lost = False
+            chunks += await self.from_history()
+        for round in rounds:
+            chunks += await self.take(round)
+        return chunks
+
+    async def take(self, round: Round) -> list[bytes]:
+        """What of `round` goes out: each offset past what was sent, in
+        order, the user may see. Its `after` tells an offset the hub
+        conflated (skipped, not lost) from a gap, which is filled from
+        the history (one read per round for every stream of the process);
+        a new epoch resyncs, as a resume into another epoch would."""
+        chunks: list[bytes] = []
+        resynced = False
+        for publication, after in round.everything:
+            if publication.epoch != self.epoch:
+                if not resynced:
+                    resynced = True
+                    chunks += await self.resync(round)
+                continue
+            if publication.offset <= self.delivered:
+                continue
+            if publication.offset > self.delivered + 1 and (
+                after is None or after > self.delivered
+            ):
+                chunks += await self.fill(round, publication.offset)
+            self.delivered = publication.offset
+            chunks += await self.frames(round, publication)
+        return chunks
+
+    async def frames(self, round: Round, publication: Publication) -> list[bytes]:
+        """`publication`'s event for this user, built once per round."""
+        allowed = round.allowed.get(publication.offset)
+        if allowed is not None and self.user_id not in allowed:
             return []
-        missed: list[Publication] = []
-        if publication.offset > self.delivered + 1:
-            state = await history().state(self.topic, namespace=self.namespace)
-            missed = [
-                p
-                for p in state.publications
-                if state.epoch == self.epoch and self.delivered < p.offset < publication.offset
-            ]
-        self.delivered = publication.offset
-        return await self.render([*missed, publication])
+        key = ("sse", publication.offset)
+        chunk = round.cache.get(key)
+        if chunk is None:
+            chunk = round.cache[key] = _event(publication)
+        return [chunk]
+
+    async def state(self, round: Round) -> State:
+        """The history, read once per round for every stream that needs it
+        (read after the round was made: it holds what the round skipped)."""
+        return await round.shared(
+            "state", lambda: history().state(self.topic, namespace=self.namespace)
+        )
+
+    async def fill(self, round: Round, offset: int) -> list[bytes]:
+        """The gap before `offset` (rare: the hub fills the process's gaps)."""
+        state = await self.state(round)
+        if state.epoch != self.epoch:
+            return []
+        return await self.render(
+            [p for p in state.publications if self.delivered < p.offset < offset]
+        )
+
+    async def resync(self, round: Round) -> list[bytes]:
+        """A round in another epoch than the stream's (its history was
+        lost): the stream starts again in the history's epoch, not
+        recovered. An item of an older epoch than the stream's is dropped."""
+        state = await self.state(round)
+        if state.epoch == self.epoch:
+            return []
+        self.since, self.since_epoch = self.delivered, None
+        return await self.open(state)
 
     async def catch_up(self) -> list[bytes]:
+        """At the pump's refresh: nothing while the hub holds the topic's
+        group (its own refresh catches up once for the process); otherwise
+        join again and read the history."""
+        held = hub().topics.get(self.topic)
+        if (
+            not self.lost
+            and held is not None
+            and self in held.members
+            and held.added == bus.epoch()
+        ):
+            return []
+        await hub().add(self.topic, self)
+        self.lost = False
+        return await self.from_history()
+
+    async def from_history(self) -> list[bytes]:
         state = await history().state(self.topic, namespace=self.namespace)
         if state.epoch != self.epoch:
             self.since, self.since_epoch = self.delivered, None
-            return await self.start()
+            return await self.open(state)
         missed = [p for p in state.publications if p.offset > self.delivered]
         self.delivered = max(self.delivered, state.offset)
         return await self.render(missed)
@@ -169,8 +288,7 @@ class HtmlTopicStream(TopicStream):
         super().__init__(**kwargs)
         self.fmt = fmt
 
-    async def start(self) -> list[bytes]:
-        state = await history().state(self.topic, namespace=self.namespace)
+    async def open(self, state: State) -> list[bytes]:
         result = replay(state, since=self.since, epoch=self.since_epoch)
         self.epoch, self.delivered = result.epoch, result.offset
         head = f"retry: 3000\nid: {event_id(result.epoch, result.offset)}\n\n".encode()
@@ -187,10 +305,43 @@ class HtmlTopicStream(TopicStream):
             action, target = await fragments.action_for(publication, fragment, self.user)
             if action is None:
                 continue
-            html = fragments.frame(self.fmt, action, target, str(fragment.get("html") or ""))
-            position = event_id(publication.epoch, publication.offset)
-            chunks.append(fragments.sse_message(html, position))
+            chunks.append(self.message(publication, fragment, action, target))
         return chunks
+
+    async def frames(self, round: Round, publication: Publication) -> list[bytes]:
+        """`publication`'s frame for this user: its action decided once per
+        round for every member's user, each frame's text built once."""
+        fragment = fragments.fragment_of(publication.data)
+        if fragment is None:
+            return []
+        action: str | None
+        target: str | None
+        if publication.audience is None and "container" not in fragment:
+            action, target = str(fragment["action"]), fragment.get("target")
+        else:
+            actions = await round.shared(
+                ("actions", publication.offset),
+                lambda: fragments.actions_for(
+                    publication, fragment, round.users, round.allowed.get(publication.offset)
+                ),
+            )
+            found = actions.get(self.user_id)
+            if found is None:  # not among the round's users: decided for it alone
+                found = await fragments.action_for(publication, fragment, self.user)
+            action, target = found
+        if action is None:
+            return []
+        key = ("html", self.fmt, action, target, publication.offset)
+        chunk = round.cache.get(key)
+        if chunk is None:
+            chunk = round.cache[key] = self.message(publication, fragment, action, target)
+        return [chunk]
+
+    def message(
+        self, publication: Publication, fragment: dict, action: str, target: str | None
+    ) -> bytes:
+        html = fragments.frame(self.fmt, action, target, str(fragment.get("html") or ""))
+        return fragments.sse_message(html, event_id(publication.epoch, publication.offset))
 
 
 def _event(publication: Publication) -> bytes:
