@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import Any
 
 from . import metrics, namespace, redisconn
@@ -343,3 +344,11 @@ def slot_holders(kinds: tuple[str, ...], user_ids: list[int]) -> set[int]:
                 if any(live[j * keys_per_user : (j + 1) * keys_per_user]):
                     holders.add(uid)
     return holders
+
+
+def users_connected(*, user_ids: Iterable[int]) -> set[int]:
+    """The users among `user_ids` with an open WebSocket (/ws/ or a
+    document's) or SSE stream on any process: "offline" for the offline
+    channels (notifications.push, notifications.digests) is the opposite,
+    not merely "away". Raises redisconn.ERRORS when Redis does not answer."""
+    return slot_holders(("ws", "sse"), sorted(set(user_ids)))

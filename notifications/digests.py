@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from django_realtime import redisconn
 from django_realtime.conf import realtime_settings
-from presence.selectors import users_connected
+from django_realtime.limits import users_connected
 
 from . import events
 from .models import Notification, NotificationPreference

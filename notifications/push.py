@@ -22,7 +22,7 @@ later: at least once on a crash, once otherwise. A claim that lapsed
 MAX_ATTEMPTS times is dropped (the e-mail digest remains).
 
 Whether the recipient is offline is decided when the push is sent
-(presence.selectors.users_connected: no WebSocket and no SSE stream on any
+(django_realtime.limits.users_connected: no WebSocket and no SSE stream on any
 process). Redis not answering is not "offline": the claim is left to lapse
 and retried. A push service's failure (5xx, a timeout) is not retried: a
 push is a best-effort nudge and the digest follows; its 404 or 410 removes
@@ -56,8 +56,8 @@ from py_vapid import Vapid02
 from django_realtime import redisconn
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import BadRequest
+from django_realtime.limits import users_connected
 from django_realtime.types import User
-from presence.selectors import users_connected
 
 from . import events
 from .models import Notification, NotificationPreference, PendingPush, PushSubscription

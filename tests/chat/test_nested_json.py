@@ -5,6 +5,8 @@ package's OpenAPI schema so a new one is covered; never a RecursionError, a
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from chat.consumers import RealtimeConsumer
 from chat.models import Membership, Message, Room
@@ -29,6 +31,18 @@ def operations_with_a_body(client) -> list[tuple[str, str]]:
     ]
     assert ("POST", "/api/auth/token/") in found and len(found) >= 6, found
     return found
+
+
+@pytest.fixture(autouse=True)
+def _push_on(realtime):
+    """Web Push configured, so its endpoints read their bodies rather than 404."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    realtime.WEBPUSH_VAPID_PRIVATE_KEY = pem.decode()
 
 
 @pytest.fixture
