@@ -27,7 +27,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_realtime import bus, credentials, drain
 from django_realtime.asyncdb import db
-from django_realtime.closecodes import SESSION_ENDED, CloseCode
+from django_realtime.closecodes import SESSION_ENDED, SESSION_MOVED, CloseCode
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Forbidden, NotFound, Unavailable
 from django_realtime.output import HeldOutput
@@ -215,10 +215,11 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self._refuse(CloseCode.UNAUTHENTICATED, SESSION_ENDED)
 
     async def session_recheck(self, event: dict) -> None:
-        if not await credentials.still_valid_async(
-            user_id=self.user.pk, credential=self.credential
-        ):
+        verdict = await credentials.verdict_async(user_id=self.user.pk, credential=self.credential)
+        if verdict is credentials.Verdict.ENDED:
             await self._refuse(CloseCode.UNAUTHENTICATED, SESSION_ENDED)
+        elif verdict is credentials.Verdict.MOVED:  # re-keyed, or gone: the reconnect decides
+            await self._refuse(CloseCode.SERVICE_RESTART, SESSION_MOVED)
 
     async def chat_kicked(self, event: dict) -> None:
         """Banned from the document's room: 4404, as a stranger."""

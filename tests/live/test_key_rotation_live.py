@@ -152,3 +152,29 @@ async def test_a_session_django_would_flush_for_a_page_is_refused_and_left_to_th
     assert await session_exists(key)
     assert (await page(sites["rotated"], key)).status_code == 302
     assert not await session_exists(key)
+
+
+async def test_a_document_socket_on_a_session_django_re_keys_is_told_to_reconnect(
+    sites, alice, redis_url
+):
+    """The shared documents' socket follows the same rule as /ws/: once the
+    site gives the session a new key, its next re-check (here one a save of
+    the user asks for) closes it with 1012 (reconnect), not 4401."""
+    key = await asyncio.to_thread(login, sites["old"])
+    rotated = sites["rotated"]
+    conn = await websockets.connect(
+        f"{rotated.ws}docs/general/notes",
+        origin=rotated.http,
+        additional_headers={"Cookie": f"sessionid={key}"},
+        open_timeout=10,
+    )
+    await conn.send(b"\x00\x00\x01\x00")  # sync step 1, an empty state vector
+    await asyncio.wait_for(conn.recv(), 10)  # the server's step 2: it is open
+    assert (await page(rotated, key)).status_code == 200  # Django re-keys the session
+    await asyncio.to_thread(
+        manage_shell,
+        "from django.contrib.auth import get_user_model; "
+        "u = get_user_model().objects.get(username='alice'); u.first_name = 'Al'; u.save()",
+        redis_url=redis_url,
+    )
+    assert await close_code(Ws(conn)) == (1012, "session changed: reconnect")
