@@ -7,6 +7,7 @@ mounts both under the site's prefix.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase
@@ -18,7 +19,7 @@ from rest_framework.response import Response
 from .. import bus
 from ..conf import realtime_settings
 from ..credentials import credential_of
-from ..errors import BadRequest, ClientError, Forbidden
+from ..errors import BadRequest, ClientError, Forbidden, Unavailable
 from ..rest import RealtimeAPIView, body_object, extend_schema, request_user
 from ..sse import (
     Stream,
@@ -33,6 +34,8 @@ from .history import Publication, State, history, replay
 from .hub import Round, hub
 from .publishing import check, publish_now
 from .subscriptions import MAX_EPOCH_CHARS, _may_subscribe
+
+logger = logging.getLogger(__name__)
 
 
 class PublishSerializer(serializers.Serializer):
@@ -185,20 +188,25 @@ class TopicStream(Stream):
         self.woken = False
         rounds, self.rounds = self.rounds, []
         chunks: list[bytes] = []
-        if self.lost:
-            self.lost = False
-            chunks += await self.from_history()
-        for round in rounds:
-            chunks += await self.take(round)
+        try:
+            if self.lost:
+                chunks += await self.from_history()
+                self.lost = False
+            for round in rounds:
+                await self.take(round, chunks)
+        except Unavailable:
+            # What was taken goes out; the rest comes from the history at
+            # the pump's next refresh.
+            logger.warning("topic %s: the history is away; catching up later", self.topic)
+            self.lost = True
         return chunks
 
-    async def take(self, round: Round) -> list[bytes]:
-        """What of `round` goes out: each offset past what was sent, in
-        order, the user may see. Its `after` tells an offset the hub
-        conflated (skipped, not lost) from a gap, which is filled from
-        the history (one read per round for every stream of the process);
-        a new epoch resyncs, as a resume into another epoch would."""
-        chunks: list[bytes] = []
+    async def take(self, round: Round, chunks: list[bytes]) -> None:
+        """What of `round` goes out (into `chunks`): each offset past what
+        was sent, in order, the user may see. Its `after` tells an offset
+        the hub conflated (skipped, not lost) from a gap, which is filled
+        from the history (one read per round for every stream of the
+        process); a new epoch resyncs, as a resume into another epoch would."""
         resynced = False
         for publication, after in round.everything:
             if publication.epoch != self.epoch:
@@ -214,7 +222,6 @@ class TopicStream(Stream):
                 chunks += await self.fill(round, publication.offset)
             self.delivered = publication.offset
             chunks += await self.frames(round, publication)
-        return chunks
 
     async def frames(self, round: Round, publication: Publication) -> list[bytes]:
         """`publication`'s event for this user, built once per round."""
@@ -266,8 +273,9 @@ class TopicStream(Stream):
         ):
             return []
         await hub().add(self.topic, self)
+        chunks = await self.from_history()
         self.lost = False
-        return await self.from_history()
+        return chunks
 
     async def from_history(self) -> list[bytes]:
         state = await history().state(self.topic, namespace=self.namespace)
