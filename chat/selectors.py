@@ -86,7 +86,7 @@ def room_access_by_slug(*, user: User, slug: str) -> Access:
 def access_rule(*, room: Room, membership: Membership | None) -> Access:
     """The access rule itself, on the facts: what `membership` (None: not a
     member) allows in `room`. Raises FORBIDDEN where it allows nothing.
-    chat.services.SEND_SQL holds its SQL form, users_who_may_read its form for
+    chat.services.messages.SEND_SQL holds its SQL form, users_who_may_read its form for
     many users; tests/chat/test_access_rule.py holds all three to one answer."""
     if membership is not None and membership.is_banned:
         raise Forbidden(f"you are banned from {room.slug!r}")

@@ -50,7 +50,7 @@ class MessageSerializer(serializers.Serializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    # Validation of content happens in services.clean_content, shared with the
+    # Validation of content happens in chat.services.cleaning.clean_content, shared with the
     # WebSocket; here only the shape is declared (and unknown fields ignored).
     content = serializers.CharField(max_length=realtime_settings.CHAT_MAX_CONTENT_CHARS)
     client_id = serializers.UUIDField(required=False)

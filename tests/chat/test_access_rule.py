@@ -1,6 +1,6 @@
 """The one access rule in its three forms agree on every case: the selector
 (chat.selectors.access_rule, behind room_access), its SQL form inside the
-one-statement send (chat.services.SEND_SQL), its form for many users
+one-statement send (chat.services.messages.SEND_SQL), its form for many users
 (users_who_may_read, which mentions use) and the room list's
 (rooms_visible)."""
 
@@ -40,7 +40,7 @@ def test_the_sql_form_and_the_selector_agree(
     django_user_model, monkeypatch, is_private, membership, path
 ):
     if path == "general path":
-        monkeypatch.setattr(services, "one_statement_applies", lambda content: False)
+        monkeypatch.setattr("chat.services.messages.one_statement_applies", lambda content: False)
     owner = django_user_model.objects.create_user(username="owner", password="x")
     user = django_user_model.objects.create_user(username="someone", password="x")
     room = services.room_create(user=owner, slug="r", name="R", is_private=is_private)

@@ -1,4 +1,4 @@
-"""chat.services.message_send_async: the WebSocket's post, the same steps as
+"""chat.services.message_send_async: the WebSocket's post, the twin of
 message_send with the statement run on the event loop (django_realtime.pgpool), and the
 same answers."""
 
@@ -64,7 +64,7 @@ async def test_a_mention_takes_the_general_path_and_notifies(alice, bob, general
 
 
 async def test_the_general_path_when_the_one_statement_is_off(alice, general, monkeypatch):
-    monkeypatch.setattr(services, "one_statement_applies", lambda content: False)
+    monkeypatch.setattr("chat.services.messages.one_statement_applies", lambda content: False)
     assert (await send(alice)).message.seq == 1
 
 

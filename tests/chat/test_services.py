@@ -18,7 +18,7 @@ def send_path(request, monkeypatch):
     PostgreSQL: the one-statement common case and the general ORM path (taken
     for mentions, and on other databases)."""
     if request.param == "general path":
-        monkeypatch.setattr(services, "one_statement_applies", lambda content: False)
+        monkeypatch.setattr("chat.services.messages.one_statement_applies", lambda content: False)
     return request.param
 
 
