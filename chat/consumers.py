@@ -1,82 +1,52 @@
 """
 Provides RealtimeConsumer, the one `/ws/` endpoint: every room, the user's
-notifications, presence and topics over one connection. It dispatches frames
-to chat.frames, chat.services and presence.tracking and delivers each joined
-room in seq order through a django_realtime.delivery cursor, under one
-delivery lock. How: docs/architecture.md, "chat.consumers".
+notifications, presence and topics over one connection. It authenticates,
+dispatches frames to chat.frames, chat.services and presence.tracking, and
+forwards layer events; each other concern is a module of its own (slots,
+delivery, replay, flood, session_checks).
+How: docs/architecture.md, "chat.consumers".
 """
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from channels import consumer as channels_consumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from django_realtime import bus, credentials, drain, metrics, servers
+from django_realtime import bus, credentials, drain, metrics
 from django_realtime.asyncdb import db
-from django_realtime.background import spawn
-from django_realtime.closecodes import SESSION_ENDED, SESSION_MOVED, CloseCode
+from django_realtime.closecodes import CloseCode
 from django_realtime.conf import realtime_settings
-from django_realtime.delivery import SeqCursor
 from django_realtime.errors import BadRequest, ClientError, RateLimited
-from django_realtime.limits import SlidingWindowLimiter, limiter
+from django_realtime.limits import limiter
 from django_realtime.logcontext import log_room, log_user
 from django_realtime.output import HeldOutput
 from django_realtime.topics.subscriptions import Subscriptions
 from presence import tracking
 
-from . import events, frames, services, streams
-from .fanout import fanout, open_connections
+from . import frames, services, streams
+from .delivery import JoinedRoom, RoomDelivery
+from .fanout import fanout
+from .flood import FloodControl
 from .models import Room
+from .replay import ReplayPacing
+from .session_checks import SessionChecks
+from .slots import CountedConnection
 
 logger = logging.getLogger(__name__)
 
-# A replay waits for the socket only below the output cap (and a frame more).
-REPLAY_SLACK = 64 * 1024
 
-
-@dataclass
-class JoinedRoom:
-    room_id: int
-    slug: str
-    cursor: SeqCursor
-
-
-class CountedConnection:
-    """A mixin for a WebSocket consumer counted in WS_MAX_CONNECTIONS_PER_USER
-    (/ws/ and document sockets together): its slot, taken in connect, renewed
-    at each refresh, given back however the consumer ends."""
-
-    channel_name: str
-    counted_user: int | None = None
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        self.counted_user = None
-        try:
-            await super().__call__(scope, receive, send)  # type: ignore[misc]
-        finally:
-            if self.counted_user is not None:
-                counted, self.counted_user = self.counted_user, None
-                await open_connections.give_back(counted, self.channel_name)
-
-    async def take_slot(self, user_id: int) -> bool:
-        """Count this connection; False if the user has the cap open already."""
-        cap = realtime_settings.WS_MAX_CONNECTIONS_PER_USER
-        if not await open_connections.take(user_id, self.channel_name, cap):
-            return False
-        self.counted_user = user_id
-        return True
-
-    async def renew_slot(self) -> None:
-        if self.counted_user is not None:
-            await open_connections.renew(self.counted_user, self.channel_name)
-
-
-class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
+class RealtimeConsumer(
+    CountedConnection,  # its slot among the user's connections (chat.slots)
+    SessionChecks,  # its credential checked again (chat.session_checks)
+    FloodControl,  # closed when it floods (chat.flood)
+    RoomDelivery,  # rooms in seq order, from the fan-out (chat.delivery)
+    ReplayPacing,  # backlogs as the socket takes them (chat.replay)
+    HeldOutput,  # output bounded under any server (django_realtime.output)
+    AsyncWebsocketConsumer,
+):
     """One client connection: authenticate, dispatch frames, forward layer events."""
 
     user: Any
@@ -104,29 +74,14 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         """Accept an authenticated user; close anyone else with 4401, and a
         user's connection beyond WS_MAX_CONNECTIONS_PER_USER with 4429."""
         self.joined, self.slugs, self.status = {}, {}, "online"
-        # Room events that arrive while a join of that room is under way wait
-        # here, and are delivered by seq once the join has sent its backlog.
-        self.joining: dict[int, list[dict]] = {}
-        # Room events that came while the delivery lock was held (a replay
-        # waiting for the socket, a gap fill), delivered in order by one task.
-        # A room's message doorbells collapse into its latest: delivering
-        # that one fills what it skipped from the database, so a connection
-        # that waits holds one entry per room, not one per message.
-        self.queued: list[dict] = []
-        self.queued_message: dict[int, int] = {}  # room id -> its message's index
-        # Deliveries that had to wait for the lock (a gap fill, a join): tasks.
-        self.waiting: set[asyncio.Task] = set()
+        self.start_delivery()
         # Output held here while the server's send would wait (uvicorn past
         # its high-water mark): nobody else waits for this socket.
         self.start_output()
         self.admitted = self.closing = False
-        # This connection's RATE_LIMITED refusals, to close a flooder (4408).
-        self.refusals = SlidingWindowLimiter(max_keys=1)
-        # Serialises delivery between the dispatch loop and the refresher task.
-        self.delivery_lock = asyncio.Lock()
+        self.start_flood_control()  # this connection's RATE_LIMITED refusals (4408)
         self.user = self.scope.get("user")
-        self.credential = self.scope.get("realtime_credential")
-        self.checked_at = asyncio.get_running_loop().time()
+        self.start_session_checks()
         if self.user is None or not self.user.is_authenticated:
             await self.accept()
             await self.close(code=CloseCode.UNAUTHENTICATED)
@@ -194,8 +149,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         except ClientError as exc:
             flooding = False
             if isinstance(exc, RateLimited) and frame is not None:
-                metrics.RATE_LIMITED.labels(frame["type"]).inc()
-                flooding = self._flooding()
+                flooding = self._flooding(frame["type"])  # counted; too many: 4408
             await self.send_frame(frames.error(exc, ref, frame))
             if flooding:
                 self.closing = True
@@ -377,68 +331,14 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         "ping": on_ping,
     }
 
-    # --- room events, from the process's fan-out (chat/fanout.py) -----------------------
-    async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> bool:
-        """A message stored in a joined room, serialised once for the process:
-        sent at once when it is the next seq and nothing else is being sent
-        (True; the fan-out counts those frames), else held or dropped by seq."""
-        if self.closing:
-            return False
-        if room_id in self.joining:
-            held = self.joining[room_id]
-            if held and held[-1]["type"] == events.MESSAGE:
-                held[-1] = message_event(room_id, payload)  # the latest fills the rest
-            else:
-                held.append(message_event(room_id, payload))
-            return False
-        room = self.joined.get(room_id)
-        if room is None:
-            return False
-        cursor = room.cursor  # the hottest path there is: attributes, no calls
-        if seq <= cursor.delivered:
-            return False
-        if seq == cursor.delivered + 1 and not self.delivery_lock.locked():
-            cursor.delivered = seq
-            if not self.send_now(text):
-                await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
-            return True
-        self._queue(message_event(room_id, payload))
-        return False
-
-    async def fanout_event(self, event: dict) -> None:
-        """Any other room event (typing, receipt, deletion, presence diff)."""
-        if event["room_id"] in self.joining:
-            self.joining[event["room_id"]].append(event)
-        elif self.delivery_lock.locked() or self.queued:
-            self._queue(event)
-        else:
-            await self._handle_room_event(event)
-
+    # --- the fan-out's refresh (room events: chat.delivery) ---------------------------
     async def refresh_user_group(self) -> bool:
         """Re-add the user's group: memberships expire, and a restarted Redis
         has none. Called by the fan-out's refresher (which renews every
         connection's slot first, together), which is also when the credential
         is re-checked once it is due."""
-        now = asyncio.get_running_loop().time()
-        if now - self.checked_at >= realtime_settings.SESSION_RECHECK_SECONDS:
-            self.checked_at = now
-            spawn(self._recheck(), into=self.waiting)
+        self._recheck_when_due()
         return await bus.add(bus.user_group(self.user.pk), self.channel_name)
-
-    def catch_up(self, room_id: int, last_seq: int) -> None:
-        """The room is at `last_seq` (the fan-out's refresh): fill from the
-        database what did not ring."""
-
-        async def fill() -> None:
-            room = self.joined.get(room_id)  # still joined, once the lock is ours
-            if room is not None:
-                at = streams.resume_from(since=room.cursor.delivered, last_seq=last_seq)
-                room.cursor.sent(max(room.cursor.delivered, at))
-                await self._replay(room, last_seq)
-
-        room = self.joined.get(room_id)
-        if room is not None and not room.cursor.is_sent(last_seq):
-            self._under_lock(fill)
 
     # --- layer events (room events by way of the fan-out; the user group directly) -----
     async def presence_typing(self, event: dict) -> None:
@@ -491,50 +391,6 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         """A notification for this user (notifications.events): forward it."""
         await self.send_frame(event["payload"])
 
-    # --- delivery ---------------------------------------------------------------------
-    def _queue(self, event: dict) -> None:
-        """Deliver a room event once the lock is free, after those queued before it."""
-        if event["type"] == events.MESSAGE:
-            at = self.queued_message.get(event["room_id"])
-            if at is not None:
-                self.queued[at] = event  # the latest doorbell fills the ones it replaces
-                return
-            self.queued_message[event["room_id"]] = len(self.queued)
-        self.queued.append(event)
-        if len(self.queued) == 1:
-            self._under_lock(self._deliver_queued)
-
-    async def _deliver_queued(self) -> None:
-        while self.queued:
-            batch, self.queued, self.queued_message = self.queued, [], {}
-            for event in batch:
-                await self._handle_room_event(event)
-
-    def _under_lock(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run `work` with the delivery lock, after what holds it now (in
-        order: the lock is FIFO), in a task of its own."""
-
-        async def locked() -> None:
-            async with self.delivery_lock:
-                await work()
-
-        spawn(locked(), into=self.waiting)
-
-    async def _handle_room_event(self, event: dict) -> None:
-        """A room event, with the delivery lock held or not needed."""
-        if event["type"] == events.MESSAGE:
-            room = self.joined.get(event["room_id"])
-            if room is not None:
-                await self._deliver(room, event["payload"])
-        else:
-            await self.dispatch(event)
-
-    async def _deliver(self, room: JoinedRoom, payload: dict) -> None:
-        """A message by seq, with the delivery lock held: dropped if sent,
-        after its gap if ahead of one."""
-        for message in await room.cursor.offer(payload["seq"], payload):
-            await self.send_frame(message)
-
     async def send_frame(self, frame: dict, *, replay: bool = False) -> None:
         """Send one frame. A `replay` (a backlog, a catch-up from the database)
         is marked so, for the bound on unsent output (daphne_transport)."""
@@ -549,72 +405,7 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
             await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
         metrics.FRAMES_OUT.inc()
 
-    # --- replays (the bound on live output: django_realtime.output) -------------------
-    async def _replay(self, room: JoinedRoom, last_seq: int, *, counted: bool = False) -> bool:
-        """Send the room's messages from its cursor up to `last_seq`, a page
-        at a time as the socket takes them, with the delivery lock held.
-        False if the connection was closed meanwhile."""
-        pages = streams.replay(
-            room.cursor, room_id=room.room_id, room_slug=room.slug, last_seq=last_seq
-        )
-        async for page in pages:
-            (metrics.RESUME_REPLAYED if counted else metrics.GAP_FILLS).inc(len(page))
-            for message in page:
-                if not await self._output_taken():
-                    return False
-                await self.send_frame(message, replay=True)
-        return not self.closing
-
-    async def _output_taken(self) -> bool:
-        """Wait until the socket has taken most of what it was sent
-        (django_realtime.servers.output_taken); if it took nothing for too
-        long, close with 4413. False once the connection is closing."""
-        cap = realtime_settings.WS_MAX_PENDING_OUTPUT_BYTES
-        if cap and self.pending_output() > cap + REPLAY_SLACK:
-            # Over the cap already: live output stopped going out (under
-            # daphne, the transport has closed it); waiting would only hold
-            # the lock while the connection's events pile up.
-            await self._overflow()
-        elif not await servers.output_taken(self.pending_output, lambda: self.closing):
-            if not self.closing:
-                metrics.OUTPUT_OVERFLOWS.inc()
-                logger.info("closing a connection of user %s: its replay stalled", self.user.pk)
-                await self._overflow()
-        return not self.closing
-
-    # --- helpers ----------------------------------------------------------------------
-    def _flooding(self) -> bool:
-        """Count a RATE_LIMITED refusal; True once there were too many."""
-        try:
-            self.refusals.hit(("rate_limited",), realtime_settings.WS_FLOOD_CLOSE_RATE)
-        except RateLimited:
-            logger.info("closing a flooding connection of user %s (4408)", self.user.pk)
-            return True
-        return False
-
-    async def _recheck(self) -> None:
-        verdict = await credentials.verdict_async(user_id=self.user.pk, credential=self.credential)
-        if verdict is credentials.Verdict.ENDED:
-            await self._end_session()
-        elif verdict is credentials.Verdict.MOVED and not self.closing:
-            self.closing = True
-            await self.close(code=CloseCode.SERVICE_RESTART, reason=SESSION_MOVED)
-
-    async def _overflow(self) -> None:
-        """Output over its limit (a topic queue full): close (4413); the
-        client resumes with `since`."""
-        if not self.closing:
-            self.closing = True
-            await self.close(
-                code=CloseCode.OUTPUT_OVER_LIMIT, reason=CloseCode.OUTPUT_OVER_LIMIT.reason
-            )
-
-    async def _end_session(self) -> None:
-        if not self.closing:
-            self.closing = True
-            logger.info("closing a connection of user %s: its session ended", self.user.pk)
-            await self.close(code=CloseCode.UNAUTHENTICATED, reason=SESSION_ENDED)
-
+    # --- rooms ------------------------------------------------------------------------
     def _joined_room(self, frame: dict) -> JoinedRoom:
         slug = frames.slug(frame)
         room = self.joined.get(self.slugs.get(slug, -1))
@@ -630,7 +421,3 @@ class RealtimeConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
         await tracking.exit(
             room_id=room.room_id, room_slug=room.slug, user=self.user, channel=self.channel_name
         )
-
-
-def message_event(room_id: int, payload: dict) -> dict:
-    return {"type": events.MESSAGE, "room_id": room_id, "payload": payload}

@@ -203,7 +203,7 @@ async def test_doorbells_that_wait_for_the_lock_collapse_to_one_per_room_and_all
     one entry per room, and once the lock is free it is sent every message
     once, in order, the skipped ones read from the database."""
 
-    from chat.consumers import JoinedRoom
+    from chat.delivery import JoinedRoom
     from django_realtime.delivery import Entry, SeqCursor
 
     stored = {seq: {"type": "message", "room": "busy", "seq": seq} for seq in range(1, 201)}
