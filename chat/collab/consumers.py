@@ -34,7 +34,7 @@ from django_realtime.output import HeldOutput
 from django_realtime.rates import parse_rate
 from presence import tracking
 
-from ..consumers import CountedConnection
+from ..slots import CountedConnection
 from . import protocol, quotas, services
 from .hub import LiveDocument, hub
 
