@@ -10,6 +10,11 @@ The check runs where each subscriber is (topics.visibility) on an instance
 rebuilt from the pk, `fields` and `check_fields`; the last are stored with
 the publication but never sent.
 
+A save's publication also stores the object as it was before the save (with
+a check only): a subscriber who saw it then and may not now is sent, at the
+same offset, `{"event": "deleted", "<model_name>": {its key field(s)}}`
+(stored as `gone`) instead of nothing (topics.visibility.lost).
+
 With `template=`, each publication also carries a fragment (contract §10,
 topics.fragments) rendered once from the template: an HTML stream sends it
 as `append` to `container` where the object comes into a subscriber's sight,
@@ -45,6 +50,7 @@ class Broadcast:
     template: str | None = None
     target: Callable[[Any], str] | None = None
     container: Callable[[Any], str | None] | None = None
+    custom_key: bool = False  # `key=` given: the key is not the pk
 
     @property
     def name(self) -> str:
@@ -73,13 +79,28 @@ class Broadcast:
     def checked(self, instance: Any) -> dict[str, Any]:
         return {n: getattr(instance, _attname(self.model, n)) for n in self.check_fields}
 
+    def identity(self, instance: Any, key: str) -> dict[str, Any]:
+        """The key field(s) a subscriber who loses sight of `instance` is
+        sent: the sent fields equal to a `key=` callable's key, else the pk
+        by its field name (nothing else of the object)."""
+        pk = self.model._meta.pk
+        assert pk is not None
+        values = {pk.name: instance.pk}
+        if self.custom_key:
+            values = {n: v for n, v in self.snapshot(instance).items() if str(v) == key} or values
+        return json.loads(json.dumps(values, cls=DjangoJSONEncoder))
+
     def audience(self, instance: Any, before: Any = None) -> str:
         """What a publication carries for the check: this declaration, the pk
-        and the check fields (stored with it, never sent); with a fragment,
-        the object as it was before the save too."""
+        and the check fields (stored with it, never sent); after a save, the
+        object as it was before it and what a subscriber who loses sight of
+        it is sent instead (`gone`)."""
         audience = {"check": self.name, "pk": instance.pk, "fields": self.checked(instance)}
-        if before is not None and self.template is not None:
+        if before is not None:
             audience["before"] = {**self.snapshot(before), **self.checked(before)}
+            name = str(self.model._meta.model_name)
+            identity = self.identity(instance, self.key(instance))
+            audience["gone"] = {"event": "deleted", name: identity}
         return json.dumps(audience, cls=DjangoJSONEncoder)
 
     def rebuild(self, publication: Publication) -> Any:
@@ -157,6 +178,7 @@ def broadcast_model(
         template=template,
         target=target or (lambda instance: f"{model._meta.model_name}-{instance.pk}"),
         container=(lambda _: container) if isinstance(container, str) else container,
+        custom_key=key is not None,
     )
     _broadcasts[declared.name] = declared
     visibility.register(declared.name, declared.sees)

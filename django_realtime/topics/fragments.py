@@ -16,9 +16,7 @@ SSE stream in `?format=turbo` or `?format=htmx` sends each one as the default
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import replace
 from typing import Any
 
 from django.utils.html import escape
@@ -86,7 +84,7 @@ async def actions_for(
     container = fragment.get("container")
     saw: set[int] | None = None
     if "container" in fragment and action == "replace":
-        saw = await _saw_before(publication, users)
+        saw = await visibility.saw_before(publication, users)
 
     def decide(pk: Any) -> tuple[str | None, str | None]:
         sees = publication.audience is None or pk in allowed
@@ -102,25 +100,6 @@ async def actions_for(
         return None, None
 
     return {user.pk: decide(user.pk) for user in users}
-
-
-async def _saw_before(publication: Publication, users: list[Any]) -> set[int] | None:
-    """The pks of `users` who could see the object before this save (None: unknown)."""
-    try:
-        audience = json.loads(publication.audience or "{}")
-    except ValueError:
-        return None
-    before = audience.get("before") if isinstance(audience, dict) else None
-    if not isinstance(before, dict):
-        return None
-    previous = replace(
-        publication,
-        data={},
-        audience=json.dumps(
-            {"check": audience.get("check"), "pk": audience.get("pk"), "fields": before}
-        ),
-    )
-    return await visibility.allowed(previous, users)
 
 
 def turbo(action: str, target: str | None, html: str) -> str:

@@ -71,7 +71,9 @@ class Round:
     it in its epoch (None if unknown; what lies between was superseded
     here, not lost). The frames are encoded once, for every member; `users`
     are the members' users, and `shared()` what members compute once for
-    all of them (an SSE frame, a gap's history read)."""
+    all of them (an SSE frame, a gap's history read). A member's user who
+    lost sight of an object gets `gone()` in its publication's place
+    (topics.visibility), decided once per round for every such user."""
 
     def __init__(
         self,
@@ -92,22 +94,55 @@ class Round:
         # One epoch throughout: then each item's `after` is the one before it,
         # and whoever may take the first item straight may take them all.
         self.chained = len({item.epoch for item in items}) <= 1
-        self._texts: dict[int, str] = {}
-        # By the offsets they carry; None: the whole round.
-        self._batches: dict[tuple[int, ...] | None, list[str]] = {}
+        self._gone: dict[int, Publication] = {}  # by offset
+        # By offset and whether it is the `gone()` one.
+        self._texts: dict[tuple[int, bool], str] = {}
+        # By what they carry (as _texts); None: the whole round.
+        self._batches: dict[tuple[tuple[int, bool], ...] | None, list[str]] = {}
 
-    def visible(self, user: Any) -> list[tuple[Publication, int | None]]:
-        """The publications `user` may see (those with an audience are
-        checked per user), each with its `after`: `everything` when the
-        round has no audience to check."""
+    async def visible(self, user: Any) -> list[tuple[Publication, int | None]]:
+        """What `user` is sent (those with an audience are checked per
+        user), each with its `after`: what they may see, and `gone()` where
+        they lost sight of the object; `everything` when the round has no
+        audience to check."""
         if not self.allowed:
             return self.everything
         pk = getattr(user, "pk", None)
-        return [
-            (item, after)
-            for item, after in self.everything
-            if item.offset not in self.allowed or pk in self.allowed[item.offset]
-        ]
+        sent = []
+        for item, after in self.everything:
+            seeing = self.allowed.get(item.offset)
+            if seeing is None or pk in seeing:
+                sent.append((item, after))
+                continue
+            instead = self.gone(item)
+            if instead is not None and pk in await self.lost(item):
+                sent.append((instead, after))
+        return sent
+
+    async def lost(self, publication: Publication) -> set[int]:
+        """The pks of the round's users who saw `publication`'s object before
+        the save and may not now: one check per round for them all."""
+        seeing = self.allowed.get(publication.offset)
+        if seeing is None:
+            return set()
+        return await self.shared(
+            ("lost", publication.offset),
+            lambda: visibility.lost(publication, self.users, seeing),
+        )
+
+    def gone(self, publication: Publication) -> Publication | None:
+        """What stands in for `publication` where its object left the user's
+        sight (visibility.gone), made once per round."""
+        found = self._gone.get(publication.offset)
+        if found is None:
+            instead = visibility.gone(publication)
+            if instead is None:
+                return None
+            found = self._gone[publication.offset] = instead
+        return found
+
+    def _is_gone(self, publication: Publication) -> bool:
+        return self._gone.get(publication.offset) is publication
 
     async def shared(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
         """`make()`'s result, awaited once for every member that asks by
@@ -120,17 +155,16 @@ class Round:
 
     def text(self, publication: Publication) -> str:
         """Its `publication` frame."""
-        text = self._texts.get(publication.offset)
+        at = (publication.offset, self._is_gone(publication))
+        text = self._texts.get(at)
         if text is None:
-            text = self._texts[publication.offset] = json.dumps(
-                publication.frame(), ensure_ascii=False
-            )
+            text = self._texts[at] = json.dumps(publication.frame(), ensure_ascii=False)
         return text
 
     def batch(self, items: list[Publication] | None = None) -> list[str]:
         """`publications` frames carrying `items` (usually one frame); all
         of the round's by default."""
-        key = None if items is None else tuple(item.offset for item in items)
+        key = None if items is None else tuple((i.offset, self._is_gone(i)) for i in items)
         texts = self._batches.get(key)
         if texts is None:
             carried = self.items if items is None else items

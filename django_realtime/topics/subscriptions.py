@@ -220,11 +220,12 @@ class Subscriptions:
     async def offer_round(self, round: Round) -> None:
         """A round of the hub's: to a batching subscription that keeps up,
         its `publications` frame (the one encoded for everyone); otherwise
-        publication by publication."""
+        publication by publication. Where the user lost sight of an object,
+        its `deleted` stands in, at the same offset (Round.visible)."""
         sub = self.subs.get(round.topic)
         if sub is None or self.closed:
             return
-        items = round.visible(self.user)
+        items = await round.visible(self.user)
         if not items:
             return
         every = items is round.everything

@@ -224,11 +224,15 @@ class TopicStream(Stream):
             chunks += await self.frames(round, publication)
 
     async def frames(self, round: Round, publication: Publication) -> list[bytes]:
-        """`publication`'s event for this user, built once per round."""
+        """`publication`'s event for this user, built once per round: its
+        `deleted` (Round.gone) where the user lost sight of its object."""
         allowed = round.allowed.get(publication.offset)
+        key: tuple[str, int] = ("sse", publication.offset)
         if allowed is not None and self.user_id not in allowed:
-            return []
-        key = ("sse", publication.offset)
+            instead = round.gone(publication)
+            if instead is None or self.user_id not in await round.lost(publication):
+                return []
+            publication, key = instead, ("sse-gone", publication.offset)
         chunk = round.cache.get(key)
         if chunk is None:
             chunk = round.cache[key] = _event(publication)

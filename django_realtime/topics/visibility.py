@@ -5,6 +5,12 @@ subscribers the check lets see the object are sent it, live or replayed.
 
 A check runs in the subscriber's process, in a thread (it may query the
 database), once per publication for all of that process's subscribers.
+
+A save's publication stores the object as it was before it (`before`) and
+what a subscriber who loses sight of it gets (`gone`): a subscriber the
+check refuses now but let see the object before is sent `gone` at the same
+offset (`lost()`); one who never saw it, nothing. The before-check runs only
+for the subscribers refused now, and only for publications that store one.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..asyncdb import db
@@ -30,11 +37,16 @@ def register(name: str, check: Check) -> None:
     checks[name] = check
 
 
-def _check_name(publication: Publication) -> str:
+def _audience(publication: Publication) -> dict[str, Any]:
     try:
-        return str(json.loads(publication.audience or "{}").get("check", ""))
-    except (ValueError, AttributeError):
-        return ""
+        audience = json.loads(publication.audience or "{}")
+    except ValueError:
+        return {}
+    return audience if isinstance(audience, dict) else {}
+
+
+def _check_name(publication: Publication) -> str:
+    return str(_audience(publication).get("check", ""))
 
 
 def _allowed(publication: Publication, users: list[Any]) -> set[int]:
@@ -68,10 +80,56 @@ async def allowed(publication: Publication, users: list[Any]) -> set[int]:
     return result
 
 
+async def saw_before(publication: Publication, users: list[Any]) -> set[int] | None:
+    """The pks of `users` who could see the object before this save (None:
+    the publication stores no before, so it is unknown)."""
+    audience = _audience(publication)
+    before = audience.get("before")
+    if not isinstance(before, dict):
+        return None
+    previous = replace(
+        publication,
+        data={},
+        audience=json.dumps(
+            {"check": audience.get("check"), "pk": audience.get("pk"), "fields": before}
+        ),
+    )
+    return await allowed(previous, users)
+
+
+def gone(publication: Publication) -> Publication | None:
+    """What a subscriber who lost sight of the object is sent instead of
+    `publication`: the same offset and key, `{"event": "deleted",
+    "<model_name>": {key fields}}` (None: the publication stores none)."""
+    data = _audience(publication).get("gone")
+    if not isinstance(data, dict):
+        return None
+    return replace(publication, data=data, audience=None)
+
+
+async def lost(publication: Publication, users: list[Any], seeing: set[int]) -> set[int]:
+    """The pks of `users` who saw the object before this save and do not now
+    (`seeing`: the pks that may see it now): one check for them all, and
+    none when the publication stores no before or everyone sees it."""
+    refused = [user for user in users if user.pk not in seeing]
+    if not refused or "gone" not in _audience(publication):
+        return set()
+    return await saw_before(publication, refused) or set()
+
+
 async def visible(publications: list[Publication], user: Any) -> list[Publication]:
-    """The publications `user` may see (a replay's), in their order."""
+    """What `user` is sent of `publications` (a replay's), in their order:
+    those they may see, and `gone()` for those whose object they lost sight of."""
     kept = []
     for publication in publications:
-        if publication.audience is None or user.pk in await allowed(publication, [user]):
+        if publication.audience is None:
             kept.append(publication)
+            continue
+        seeing = await allowed(publication, [user])
+        if user.pk in seeing:
+            kept.append(publication)
+            continue
+        instead = gone(publication)
+        if instead is not None and user.pk in await lost(publication, [user], seeing):
+            kept.append(instead)
     return kept
