@@ -9,15 +9,14 @@ seq gap is filled from the database). Why: docs/architecture.md,
 import asyncio
 import json
 import logging
-import random
 import time
-import weakref
 from typing import Any, Protocol
 
 from django_realtime import bus, metrics
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Unavailable
+from django_realtime.hubs import LoopHub
 from django_realtime.limits import Slots
 
 from . import events, selectors
@@ -51,19 +50,18 @@ class Member(Protocol):
     def catch_up(self, room_id: int, last_seq: int) -> None: ...
 
 
-class RoomFanout:
+class RoomFanout(LoopHub):
     """The rooms this process's connections joined, and who joined each."""
 
+    CHANNEL_PREFIX = CHANNEL_PREFIX
+
     def __init__(self) -> None:
+        super().__init__()
         self.members: dict[int, set[Member]] = {}
         self.connections: set[Member] = set()  # every connection, in a room or not
-        self.inbox = bus.Inbox(prefix=CHANNEL_PREFIX)
         # room id -> (layer epoch, loop time) of its last successful group_add
         self.added: dict[int, tuple[int, float]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
-        self.receiver: asyncio.Task | None = None
-        self.refresher: asyncio.Task | None = None
-        self.starting = asyncio.Lock()
         # slug -> room id of rooms joined here, so that a join can subscribe
         # before its statement (RealtimeConsumer.on_join); a hint, checked by
         # the join's own answer.
@@ -85,8 +83,7 @@ class RoomFanout:
     def register(self, connection: Member) -> None:
         """A connection of this process, refreshed with the others."""
         self.connections.add(connection)
-        if self.refresher is None or self.refresher.done():
-            self.refresher = asyncio.create_task(self._refresh_loop(), name="room-refresh")
+        self.keep("refresh", self._refresh_loop)
 
     def unregister(self, connection: Member) -> None:
         self.connections.discard(connection)
@@ -95,7 +92,7 @@ class RoomFanout:
         """Add a member; True once the process is subscribed to the room's events
         (False when the layer failed: the member's refresher retries)."""
         self.members.setdefault(room_id, set()).add(member)
-        await self._start()
+        await self.start()
         return await self.ensure(room_id)
 
     async def unsubscribe(self, room_id: int, member: Member) -> None:
@@ -139,31 +136,14 @@ class RoomFanout:
         return lock
 
     # --- refreshing -----------------------------------------------------------------
-    async def _refresh_loop(self) -> None:
-        """refresh() every GROUP_REFRESH_SECONDS (jittered per process), and at
-        once when the layer's epoch moves (Redis answers again)."""
-        loop = asyncio.get_running_loop()
-        epoch = bus.epoch()
-        due = loop.time() + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
-        while True:
-            await asyncio.sleep(min(1.0, realtime_settings.GROUP_REFRESH_SECONDS))
-            now, current = loop.time(), bus.epoch()
-            if current == epoch and now < due:
-                continue
-            try:
-                if await self.refresh():
-                    epoch = current
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - try again next round
-                logger.exception("fan-out refresh failed")
-            due = now + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
-
-    async def refresh(self) -> bool:
+    async def refresh(self, *, everything: bool = True) -> bool:
         """Re-add the process's layer groups, then catch every connection up
         from the database (one query for all the rooms): what the layer lost
         while Redis was away, or dropped, arrives now. False when the layer or
-        the database failed; the loop tries again."""
+        the database failed; the loop tries again. Not `everything`: only the
+        rooms whose add failed are added again."""
+        if not everything:
+            return all([await self.ensure(room_id) for room_id in list(self.members)])
         max_age = realtime_settings.GROUP_REFRESH_SECONDS / 2
         added = [await self.ensure(room_id, max_age=max_age) for room_id in list(self.members)]
         connections = list(self.connections)
@@ -185,23 +165,6 @@ class RoomFanout:
         return True
 
     # --- receiving -------------------------------------------------------------------
-    async def _start(self) -> None:
-        async with self.starting:  # one channel, however many join at once
-            if not self.inbox.channel:
-                self.inbox.channel = await bus.new_channel(CHANNEL_PREFIX)
-        if self.receiver is None or self.receiver.done():
-            self.receiver = asyncio.create_task(self._receive_loop(), name="room-fanout")
-
-    async def _receive_loop(self) -> None:
-        while True:
-            event = await self.inbox.next()  # None after a failed receive (logged)
-            if event is None:
-                continue  # the refreshers catch up afterwards
-            try:
-                await self.dispatch(event)
-            except Exception:  # noqa: BLE001 - one bad event must not end the fan-out
-                logger.exception("fan-out of a %s event failed", event.get("type"))
-
     async def dispatch(self, event: dict[str, Any]) -> None:
         """Hand one room event to every member connection of the process."""
         members = self.members.get(event.get("room_id", -1))
@@ -221,6 +184,8 @@ class RoomFanout:
         if "sent_at" in event:
             metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
 
+    handle = dispatch  # what the receive loop hands each event to
+
 
 async def _guarded(delivery: Any) -> Any:
     """One connection's failure (its socket just went) is not the others'."""
@@ -231,15 +196,6 @@ async def _guarded(delivery: Any) -> Any:
         return None
 
 
-_fanouts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomFanout]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def fanout() -> RoomFanout:
     """The running event loop's fan-out (one per server process)."""
-    loop = asyncio.get_running_loop()
-    hub = _fanouts.get(loop)
-    if hub is None:
-        hub = _fanouts[loop] = RoomFanout()
-    return hub
+    return RoomFanout.for_loop()

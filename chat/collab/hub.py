@@ -1,6 +1,7 @@
 """
-Provides the documents a process has open: `hub()` (one per event loop) and
-its `LiveDocument`s.
+Provides the documents a process has open: `hub()` (one per event loop, a
+django_realtime.hubs.LoopHub that refreshes and ticks them) and its
+`LiveDocument`s.
 
 A LiveDocument holds the CRDT in memory (a pycrdt Doc), a
 django_realtime.delivery cursor over the document's gap-free seqs, the
@@ -38,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,9 +46,11 @@ from pycrdt import Doc, get_update, merge_updates
 
 from django_realtime import bus
 from django_realtime.asyncdb import db
+from django_realtime.background import spawn
 from django_realtime.conf import realtime_settings
 from django_realtime.delivery import Entry, SeqCursor
 from django_realtime.errors import Unavailable
+from django_realtime.hubs import LoopHub
 
 from . import events, protocol, selectors, services
 from .protocol import AwarenessEntry
@@ -117,15 +119,15 @@ class LiveDocument:
             [events.doc_group(document_id), bus.room_group(room.pk)], prefix="doc"
         )
         self.ready = asyncio.Event()
-        self.reader: asyncio.Task | None = None
-        self.compacting: asyncio.Task | None = None
+        self.reader: asyncio.Future | None = None
+        self.compacting: asyncio.Future | None = None
         # Updates of this process's editors waiting for the writer.
         self.queue: list[tuple[Editor, bytes, asyncio.Future]] = []
-        self.writer: asyncio.Task | None = None
+        self.writer: asyncio.Future | None = None
         self.storing: asyncio.Future | None = None  # done once a batch is applied
         # Applied updates not yet forwarded to this process's editors.
         self.outbox: list[dict] = []
-        self.flusher: asyncio.Task | None = None
+        self.flusher: asyncio.Future | None = None
         self.idle_since: float | None = None
         self.closed = False
 
@@ -135,7 +137,7 @@ class LiveDocument:
         rings in between is held by the cursor, not lost."""
         try:
             await self.inbox.open()
-            self.reader = asyncio.create_task(self._read())
+            self.reader = spawn(self._read())
             async with self.lock:
                 stored = await db(selectors.updates_after, document_id=self.document_id, after=0)
                 for seq, update in stored.entries:
@@ -198,7 +200,7 @@ class LiveDocument:
             return
         self.outbox += applied
         if self.flusher is None:
-            self.flusher = asyncio.create_task(self._flush())
+            self.flusher = spawn(self._flush())
 
     async def _flush(self) -> None:
         """Forward what was applied to this process's editors: all that was
@@ -266,7 +268,7 @@ class LiveDocument:
         done = asyncio.get_running_loop().create_future()
         self.queue.append((editor, update, done))
         if self.writer is None:
-            self.writer = asyncio.create_task(self._write())
+            self.writer = spawn(self._write())
         await done
 
     async def _write(self) -> None:
@@ -415,7 +417,7 @@ class LiveDocument:
             elif not done.done():
                 done.set_exception(outcome)
         if logged >= realtime_settings.DOCS_COMPACT_UPDATES and self.compacting is None:
-            self.compacting = asyncio.create_task(self._compact())
+            self.compacting = spawn(self._compact())
 
     async def _ingest_many(self, stored: list[tuple[int, bytes, str]]) -> None:
         """Stored updates as (seq, update, origin), in seq order."""
@@ -512,29 +514,27 @@ class LiveDocument:
 
     # --- the layer ------------------------------------------------------------------------
     async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        refreshed = ticked = loop.time()
+        """The document's own receive loop: its doorbells wait on its writer
+        and its database reads, which must not hold up other documents."""
         while not self.closed:
-            event = await self.inbox.next(timeout=TICK_SECONDS)
+            event = await self.inbox.next()  # None after a failed receive (logged)
+            if event is None:
+                continue  # the hub's refresh catches up afterwards
             try:
-                if event is not None:
-                    await self._on_event(event)
-                now = loop.time()
-                if now - ticked >= TICK_SECONDS:
-                    ticked = now
-                    await self._tick(now)
-                if self.inbox.stale or now - refreshed >= realtime_settings.GROUP_REFRESH_SECONDS:
-                    # Memberships expire and a restarted Redis has none; what
-                    # did not ring meanwhile is in the database.
-                    refreshed = now
-                    await self.inbox.refresh()
-                    await self.catch_up()
-                    for editor in list(self.editors.values()):
-                        await editor.renew()
+                await self._on_event(event)
             except BaseException as exc:  # one bad event must not stop the document
                 if not selectors.crdt_failed(exc):
                     raise
                 logger.exception("document %s: handling %r failed", self.document_id, event)
+
+    async def refresh(self) -> None:
+        """Re-join the groups (memberships expire and a restarted Redis has
+        none), then apply what did not ring meanwhile from the database, and
+        keep the editors' slots."""
+        await self.inbox.refresh()
+        await self.catch_up()
+        for editor in list(self.editors.values()):
+            await editor.renew()
 
     async def _on_event(self, event: dict) -> None:
         kind = event.get("type")
@@ -594,14 +594,25 @@ def _settle(batch: list[tuple[Editor, bytes, asyncio.Future]], error: Exception)
             done.set_exception(error)
 
 
-class Hub:
-    """The process's open documents, by id."""
+class Hub(LoopHub):
+    """The process's open documents, by id. Each reads its own Inbox; the
+    hub refreshes them (LoopHub's refresh loop) and ticks them."""
+
+    CHANNEL_PREFIX = "doc"
 
     def __init__(self) -> None:
+        super().__init__()
         self.documents: dict[int, LiveDocument] = {}
-        self._closing: set[asyncio.Task] = set()
+
+    def loops(self) -> dict[str, Any]:
+        return {"refresh": self._refresh_loop, "tick": self._tick_loop}
+
+    async def start(self) -> None:
+        for name, loop in self.loops().items():  # no channel: the documents have theirs
+            self.keep(name, loop)
 
     async def attach(self, opened: services.Opened, editor: Editor) -> LiveDocument:
+        await self.start()
         while True:
             live = self.documents.get(opened.document_id)
             if live is None:
@@ -626,18 +637,38 @@ class Hub:
         """Drop an idle document from memory (it is all in the database)."""
         if self.documents.get(live.document_id) is live:
             del self.documents[live.document_id]
-        task = asyncio.create_task(live.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        spawn(live.close())
 
+    def stale(self) -> bool:
+        return any(live.inbox.stale for live in self.documents.values())
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+    async def refresh(self, *, everything: bool) -> bool:
+        """Refresh every document (or those whose groups may be gone)."""
+        for live in list(self.documents.values()):
+            if live.closed or not live.ready.is_set() or not (everything or live.inbox.stale):
+                continue  # one still opening joins its groups itself
+            try:
+                await live.refresh()
+            except BaseException as exc:  # one document's failure is not the others'
+                if not selectors.crdt_failed(exc):
+                    raise
+                logger.exception("document %s: refresh failed", live.document_id)
+        return True
+
+    async def _tick_loop(self) -> None:
+        """Each document's awareness timeouts and idleness, every TICK_SECONDS."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            for live in list(self.documents.values()):
+                try:
+                    await live._tick(loop.time())
+                except BaseException as exc:
+                    if not selectors.crdt_failed(exc):
+                        raise
+                    logger.exception("document %s: tick failed", live.document_id)
 
 
 def hub() -> Hub:
     """The running event loop's hub (one per server process)."""
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        found = _hubs[loop] = Hub()
-    return found
+    return Hub.for_loop()

@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 from .. import bus, metrics
 from ..conf import realtime_settings
 from ..errors import Unavailable
+from ..hubs import LoopHub
 from . import names, visibility
 from .history import Publication, history
 
@@ -211,16 +210,16 @@ class _Topic:
     handed: tuple[str, int] | None = None
 
 
-class TopicHub:
+class TopicHub(LoopHub):
+    CHANNEL_PREFIX = CHANNEL_PREFIX
+
     def __init__(self) -> None:
+        super().__init__()
         self.topics: dict[str, _Topic] = {}
-        self.inbox = bus.Inbox(prefix=CHANNEL_PREFIX)
         self.ready = asyncio.Event()  # something is waiting to be handed out
         # Seconds from one round's start to the next's: TOPICS_ROUND_SECONDS,
         # or longer while hand-outs take more than their share of the process.
         self.cycle = realtime_settings.TOPICS_ROUND_SECONDS
-        self.tasks: list[asyncio.Task] = []
-        self.starting = asyncio.Lock()
 
     # --- membership ----------------------------------------------------------------
     async def add(self, topic: str, member: Member) -> None:
@@ -228,7 +227,7 @@ class TopicHub:
         if held is None:
             held = self.topics[topic] = _Topic()
         held.members.add(member)
-        await self._start()
+        await self.start()
         if held.added != bus.epoch():
             if await self.inbox.join(bus.topic_group(topic)):
                 held.added = bus.epoch()
@@ -243,28 +242,13 @@ class TopicHub:
             await self.inbox.leave(bus.topic_group(topic))
 
     # --- receiving -------------------------------------------------------------------
-    async def _start(self) -> None:
-        async with self.starting:
-            if not self.inbox.channel:
-                self.inbox.channel = await bus.new_channel(CHANNEL_PREFIX)
-            if not self.tasks or any(task.done() for task in self.tasks):
-                for task in self.tasks:
-                    task.cancel()
-                self.tasks = [
-                    asyncio.create_task(self._receive_loop(), name="topic-receive"),
-                    asyncio.create_task(self._hand_loop(), name="topic-hand-out"),
-                    asyncio.create_task(self._refresh_loop(), name="topic-refresh"),
-                ]
+    def loops(self) -> dict[str, Any]:
+        return {**super().loops(), "hand-out": self._hand_loop}
 
-    async def _receive_loop(self) -> None:
-        while True:
-            event = await self.inbox.next()
-            if event is None or event.get("type") != "topic.publication":
-                continue
-            try:
-                await self.receive(Publication.from_event(event))
-            except Exception:  # noqa: BLE001 - one bad doorbell must not end the hub
-                logger.exception("topic doorbell failed")
+    def parse(self, event: bus.Event) -> Publication | None:
+        if event.get("type") != "topic.publication":
+            return None
+        return Publication.from_event(event)
 
     async def receive(self, publication: Publication) -> None:
         """Queue a doorbell's publication in offset order (after the gap it
@@ -285,6 +269,8 @@ class TopicHub:
                 self._queue(held, item)
                 held.delivered = item.offset
         self.ready.set()
+
+    handle = receive  # what the receive loop hands each doorbell's publication to
 
     def _queue(self, held: _Topic, item: Publication) -> None:
         """Wait to be handed out. While the process keeps up every
@@ -387,24 +373,16 @@ class TopicHub:
                 await asyncio.sleep(0)
 
     # --- refreshing -------------------------------------------------------------------
-    async def _refresh_loop(self) -> None:
-        """Re-add the topics' groups every GROUP_REFRESH_SECONDS (jittered)
-        and at once when the layer's epoch moves (Redis answers again)."""
-        loop = asyncio.get_running_loop()
-        due = loop.time() + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(0.5, 1.0)
-        while True:
-            await asyncio.sleep(min(1.0, realtime_settings.GROUP_REFRESH_SECONDS))
-            current = bus.epoch()
-            stale = [t for t, held in self.topics.items() if held.added != current]
-            if loop.time() >= due:
-                stale = list(self.topics)
-                due = loop.time() + realtime_settings.GROUP_REFRESH_SECONDS * random.uniform(
-                    0.5, 1.0
-                )
-            for topic in stale:
-                if await self.inbox.join(bus.topic_group(topic)) and topic in self.topics:
-                    self.topics[topic].added = current
-                    await self.catch_up(topic)
+    async def refresh(self, *, everything: bool) -> bool:
+        """Re-add the topics' groups (every one, or those whose add failed),
+        each then caught up from the history."""
+        current = bus.epoch()
+        stale = [t for t, held in self.topics.items() if everything or held.added != current]
+        for topic in stale:
+            if await self.inbox.join(bus.topic_group(topic)) and topic in self.topics:
+                self.topics[topic].added = current
+                await self.catch_up(topic)
+        return True
 
     async def catch_up(self, topic: str) -> None:
         """Whatever the layer did not ring, from the history: its latest
@@ -418,13 +396,6 @@ class TopicHub:
             await self.receive(state.publications[-1])
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TopicHub] = weakref.WeakKeyDictionary()
-
-
 def hub() -> TopicHub:
     """The running event loop's topic hub (one per server process)."""
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        found = _hubs[loop] = TopicHub()
-    return found
+    return TopicHub.for_loop()
