@@ -13,7 +13,6 @@ at their refresh and whenever `epoch` moves.
 """
 
 import asyncio
-import concurrent.futures
 import hashlib
 import logging
 from collections import deque
@@ -23,6 +22,7 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from . import metrics
+from .background import spawn
 from .conf import realtime_settings
 
 logger = logging.getLogger(__name__)
@@ -119,9 +119,6 @@ async def new_channel(prefix: str = "") -> str:
 
 
 # --- from synchronous code --------------------------------------------------------------
-_in_flight: set[concurrent.futures.Future | asyncio.Task] = set()
-
-
 def send_sync(group: str, event: Event) -> None:
     """send() from synchronous code (services, on_commit callbacks)."""
     send_many_sync([(group, event)])
@@ -141,15 +138,11 @@ def send_many_sync(sends: list[tuple[str, Event]]) -> None:
     except RuntimeError:
         here = None
     if here is not None:
-        task = here.create_task(send_many(sends))
-        _in_flight.add(task)
-        task.add_done_callback(_in_flight.discard)
+        spawn(send_many(sends))
         return
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if loop is not None and loop.is_running():
-        future = asyncio.run_coroutine_threadsafe(send_many(sends), loop)
-        _in_flight.add(future)
-        future.add_done_callback(_in_flight.discard)
+        loop.call_soon_threadsafe(spawn, send_many(sends))
     else:
         async_to_sync(send_many)(sends)
 
