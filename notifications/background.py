@@ -3,18 +3,7 @@ Provides the offline reach's per-process loops (contract §11): the Web Push
 sender (notifications.push) and the e-mail digest round
 (notifications.digests), one of each per server process.
 
-They start the way the package's other per-process loops do, lazily, in
-the server's event loop: with the process's first HTTP request (a page, an
-API call, a health check: Django's `request_started`, in an ASGI server
-only; a load balancer's health checks start them in every process). A site that prefers cron sets
-REALTIME["OFFLINE_REACH_IN_PROCESS"] = False and runs
-`manage.py send_digests` (`--forever` for a worker that also pushes).
-
-The push loop wakes on this process's notifications (their after-commit
-hook, `wake()`) and every push.RECHECK_SECONDS regardless, for those stored
-elsewhere; the digest loop every digests.poll_seconds(), backing off while
-the mail server is away. Each round runs its database work off the loop
-(django_realtime.asyncdb.db); nothing here outlives a failure.
+Why it is shaped so: docs/architecture.md, "notifications.background".
 """
 
 from __future__ import annotations

@@ -4,26 +4,7 @@ that is still unread and not yet e-mailed turns EMAIL_DIGEST_AFTER_SECONDS
 old and the user has no connection open, one e-mail carries every such
 notification of theirs, through the site's EMAIL_BACKEND.
 
-Each notification is in at most one e-mail: `Notification.email_state` is
-null while it may still be e-mailed and EMAILED or SKIPPED once decided.
-A round claims due rows with `SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL;
-SQLite serialises writers, one process), sends the users' e-mails on one
-connection to the mail server while holding them, and marks them in the
-same transaction. So any number of processes (each server runs this loop,
-notifications.background, and `manage.py send_digests` may too) send each
-digest once. When the mail server is away nothing is marked: the rows are
-released and the next round sends them. Only a crash between the server
-accepting an e-mail and the commit can send it again (at least once then).
-
-Decided once: a user with a connection open when their digest falls due,
-or without an address, or with e-mail off, has those notifications marked
-SKIPPED (a later digest never carries them).
-
-The e-mail's bodies are templates a site can override:
-notifications/digest_subject.txt, notifications/digest.txt and
-notifications/digest.html. Each carries the site's link and a signed
-one-click unsubscribe (RFC 8058: `List-Unsubscribe` and
-`List-Unsubscribe-Post`) that works without logging in, only for its user.
+Why it is shaped so: docs/architecture.md, "notifications.digests".
 """
 
 from __future__ import annotations

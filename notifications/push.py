@@ -3,30 +3,7 @@ Provides Web Push (contract §11): the application server key, users'
 subscriptions, and the delivery of a notification to the subscriptions of a
 recipient with no connection open.
 
-Crypto is the libraries': payloads are encrypted with http_ece (RFC 8291,
-`aes128gcm`), requests signed with py_vapid (RFC 8292 VAPID, ES256 JWT),
-requests sent with httpx.
-
-Where a push is sent from: the database is the queue. notify() writes a
-PendingPush row in the notification's own transaction for each recipient who
-has a subscription and has not turned push off; its after-commit hook wakes
-this process's sender (notifications.background), and every server process
-also re-checks the queue every RECHECK_SECONDS, so a notification stored by
-a management command, a worker, or a process that crashed right after
-committing is pushed by whichever process looks first. A sender claims rows
-with `SELECT … FOR UPDATE SKIP LOCKED` and a lease (`claimed_until`), so two
-processes never claim the same row; the row is deleted once its requests are
-made. Only a process that dies between posting and deleting (a window of
-milliseconds) lets its claim lapse and the push be sent again, CLAIM_SECONDS
-later: at least once on a crash, once otherwise. A claim that lapsed
-MAX_ATTEMPTS times is dropped (the e-mail digest remains).
-
-Whether the recipient is offline is decided when the push is sent
-(django_realtime.limits.users_connected: no WebSocket and no SSE stream on any
-process). Redis not answering is not "offline": the claim is left to lapse
-and retried. A push service's failure (5xx, a timeout) is not retried: a
-push is a best-effort nudge and the digest follows; its 404 or 410 removes
-the subscription.
+Why it is shaped so: docs/architecture.md, "notifications.push".
 """
 
 from __future__ import annotations

@@ -2,16 +2,7 @@
 Provides the notification writes: notify one user, notify many, and mark
 notifications read. (Mentions are chat's: chat.mentions calls notify_user_ids.)
 
-A service is the only writer (push subscriptions: notifications.push;
-digests: notifications.digests). Each stores the rows and pushes them to the
-recipients' open connections after commit, from any synchronous code: a view,
-a signal, a management command or a worker process.
-
-Per recipient, notifications commit in id order: each write first locks the
-recipients' user rows (FOR NO KEY UPDATE, which does not block inserts that
-merely reference the user), so a later id never commits before an earlier
-one. An SSE stream can then resume "after id N" and fill from the database
-without missing a row that committed late.
+Why it is shaped so: docs/architecture.md, "notifications.services".
 """
 
 from collections.abc import Iterable

@@ -3,35 +3,7 @@ Provides the documents a process has open: `hub()` (one per event loop, a
 django_realtime.hubs.LoopHub that refreshes and ticks them) and its
 `LiveDocument`s.
 
-A LiveDocument holds the CRDT in memory (a pycrdt Doc), a
-django_realtime.delivery cursor over the document's gap-free seqs, the
-process's editors of it and everyone's awareness. Its writer stores what
-the process's editors sent in batches (one transaction each, in a thread).
-Stored updates reach it by seq, from its writer, from the layer's doorbell
-(other processes) or from the database, and are applied in seq order, then
-forwarded merged: one ahead of a gap first pulls the gap from the database.
-So the layer may drop, repeat or reorder doorbells and every process still
-converges.
-
-Nothing stored can break the document: the writer first applies each
-update to `trial`, a copy of the document as this process will know it
-(what it applied, plus what it stored and has not applied yet); one that
-does not decode, does not apply, or leaves anything waiting on structs the
-document lacks (which a later, valid update would then trip over) is
-refused with UpdateInvalid and stored nowhere. Applying what the database
-holds skips (and logs) an update that does not apply, so a row stored
-before this rule breaks nobody. The writer survives any batch.
-
-Awareness is relayed, not stored: between the process's editors directly,
-across processes on the document's group. An editor speaks only for its
-own clients: an entry under a client id another connection (or another
-user, on another process) holds is dropped, and an editor holds at most
-MAX_CLIENTS_PER_EDITOR ids. A client's entries are removed
-when its connection ends (here), when presence says its user left the
-room (a dead process's leases expire) or when nobody renewed them for
-DOCS_AWARENESS_TIMEOUT_SECONDS (stock clients renew every 15 s).
-
-A document nobody here edits leaves memory after DOCS_IDLE_SECONDS.
+Why it is shaped so: docs/architecture.md, "chat.collab.hub".
 """
 
 from __future__ import annotations

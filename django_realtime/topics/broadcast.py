@@ -4,22 +4,7 @@ saves and deletes are published after commit, with the fields to send and
 a per-object check of each subscriber; `publish_instances()` is the
 explicit call for bulk operations, which send no signals.
 
-Each publication is `{"event": "created" | "updated" | "deleted",
-"<model_name>": {fields}}` with `key` the instance's pk (or `key(instance)`).
-The check runs where each subscriber is (topics.visibility) on an instance
-rebuilt from the pk, `fields` and `check_fields`; the last are stored with
-the publication but never sent.
-
-A save's publication also stores the object as it was before the save (with
-a check only): a subscriber who saw it then and may not now is sent, at the
-same offset, `{"event": "deleted", "<model_name>": {its key field(s)}}`
-(stored as `gone`) instead of nothing (topics.visibility.lost).
-
-With `template=`, each publication also carries a fragment (contract §10,
-topics.fragments) rendered once from the template: an HTML stream sends it
-as `append` to `container` where the object comes into a subscriber's sight,
-`replace` while it stays there and `remove` where it leaves (the check run
-on the object as it was before the save, too) or is deleted.
+Why it is shaped so: docs/architecture.md, "topics.broadcast".
 """
 
 from __future__ import annotations

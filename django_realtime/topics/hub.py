@@ -3,22 +3,7 @@ Provides the topic hub: one layer subscription per topic per process, and
 the hand-over of each publication, in offset order, to every connection of
 the process that subscribed to it.
 
-The layer is a doorbell carrying the publication. The hub puts a topic's
-doorbells back in offset order (publishers on several processes race) and
-fills a gap from the history. Doorbells wait in a per-topic queue where a
-newer publication with the same key replaces a waiting one: when the
-process itself falls behind (more publications than it can hand out: the
-oldest waiting one came more than TOPICS_PROCESS_LAG_SECONDS ago, beyond
-the round), it hands out the latest value of each key rather than falling
-further behind.
-
-The hub hands out in rounds: what waits of a topic goes to its subscribers
-at once, a round at most every TOPICS_ROUND_SECONDS (the first after a
-quiet spell at once), and rounds further apart when handing them out would
-take more than TOPICS_HAND_OUT_SHARE of the process. Each frame is encoded
-once per round for everyone, and a subscriber that asked for batches
-(`"batch": true`) gets a round as one `publications` frame: under a busy
-topic, one frame per round instead of one per publication.
+Why it is shaped so: docs/architecture.md, "topics.hub".
 """
 
 from __future__ import annotations
