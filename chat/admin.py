@@ -2,12 +2,7 @@
 Provides the chat admin: rooms, members, messages and receipts, browsable,
 searchable and filterable, and live moderation.
 
-Moderation goes through chat.services, so it takes effect on open connections
-at once and leaves an audit row: deleting a message hides it and sends
-`message_deleted` to the room; banning sends `kicked` to the user's
-connections; muting refuses their next post. The same happens whether a
-moderator uses an action, edits a membership (here or inline in its room) or
-deletes one.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from typing import Any

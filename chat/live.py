@@ -5,9 +5,7 @@ deletions are published on `public:rooms` after each commit
 room made private is a deletion there, one made public a creation; users
 banned from a room are not sent its changes.
 
-The namespace `public` is declared here with the defaults (any signed-in
-user subscribes, staff publish over HTTP); a site's REALTIME["TOPICS"]
-may redefine it.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from typing import Any

@@ -1,17 +1,7 @@
 """
 Provides the WebSocket application a site puts in its ASGI router:
 
-    ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
-
-`/ws/` (REALTIME["WS_PATH"]) and `/ws/docs/{room}/{name}` (shared documents,
-chat.collab) behind the origin check and authentication.
-Importing it checks the other libraries' internals the package relies on
-(django_realtime.internals: it refuses to start, naming them, if any went)
-and prepares the server it runs under (django_realtime.servers): under
-daphne, close codes and reasons, the output bound and the 1012 drain, for
-the connections this application serves (it claims them), never for the
-site's own consumers routed beside it. Its frames go through the `send` it
-is given, so a site's ASGI middleware around it sees every one.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 import logging

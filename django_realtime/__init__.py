@@ -6,9 +6,7 @@ The site-facing API is this one import (docs/integration.md):
 
     from django_realtime import publish, apublish, notify, notify_many, broadcast_model, html_stream
 
-`django_realtime.urls` serves everything over HTTP, `django_realtime.testing`
-shows a site's tests what was published, notified or sent. The rest of the
-package (settings, errors, layers, server adjustments, metrics) is internal.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from importlib import import_module

@@ -4,12 +4,7 @@ and discards, an `Inbox` for receivers that are not consumers (the room
 fan-out, SSE streams) and the layer's `epoch`. Each app's `events.py` sends
 through here, and no other module calls the layer.
 
-The layer is a doorbell. Every call is bounded in time
-(LAYER_SEND_TIMEOUT_SECONDS) and a failure is logged, counted in
-`realtime_layer_errors_total{op}` and reported to the layer (which then
-probes Redis and moves `epoch` when it answers again); nothing here raises.
-A lost event costs latency, never data: receivers catch up from the database,
-at their refresh and whenever `epoch` moves.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 import asyncio

@@ -3,14 +3,7 @@ Provides ordered delivery: `SeqCursor`, what one receiver has been sent of
 one gap-free sequence (a room's message seqs), used alike by a WebSocket
 connection for each room it joined and by an SSE stream.
 
-The database is the record and the layer a doorbell. A doorbell carries the
-entry at `seq`: one at or below the cursor was sent already and is dropped;
-the next one goes out at once; one ahead of a gap first pulls the gap from
-the database (every seq below one that was seen has committed, because seqs
-commit in order). If the database cannot fill the gap, the entry waits too:
-nothing goes out of order, and the next catch-up (a refresh, the epoch
-moving) sends it all. So each entry goes out once, in order, whatever the
-layer drops, repeats or reorders.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from collections.abc import Awaitable, Callable

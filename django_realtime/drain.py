@@ -4,12 +4,7 @@ Provides the graceful drain: on SIGTERM, every open WebSocket is closed with
 jitter, to another process and resume with `since`; nothing in flight is lost
 because every send is acked from the database and retried by client_id.
 
-Consumers register themselves here, so the drain closes the package's own
-sockets only: a site's own consumers are left to daphne's shutdown, as they
-would be without the package. Under daphne the drain runs as a Twisted
-"before shutdown" trigger, which the reactor waits for. uvicorn needs none:
-its own shutdown closes every WebSocket with 1012 first (see servers.py).
-Elsewhere `drain()` can be awaited by whatever runs the shutdown.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 import asyncio

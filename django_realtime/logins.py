@@ -4,15 +4,7 @@ attempts per client address (REALTIME["LOGIN_FORM_RATE"]) and per username
 (REALTIME["LOGIN_FORM_USERNAME_RATE"]), counted by the package's limiter, so
 across every process once the package has a Redis.
 
-The site keeps its own LoginView and wires these in:
-
-    class LoginView(ThrottledLoginMixin, auth_views.LoginView):
-        authentication_form = ThrottledAuthenticationForm
-
-An attempt counts before the password is checked (so parallel guesses count
-too) and is given back when it succeeds. Past either rate the form is shown
-again with "Too many failed attempts; try again in N s", status 429 and
-Retry-After, and nobody is logged in, the right password included.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

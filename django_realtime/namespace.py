@@ -1,13 +1,7 @@
 """
 Provides the site's own names on a Redis server that other sites share.
 
-Keys are per database number, pub/sub channels are not: two sites on
-`redis://host/1` and `redis://host/2` would share every channel. So the
-pub/sub layer's channels carry their hosts' database numbers
-(`channel_prefix`), and a site on the same database number as another sets
-a distinct `prefix` in its channel layer's CONFIG, which then starts every
-key of the package too (`key_prefix`). `site_marker` lets `manage.py check`
-tell two sites that share both.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

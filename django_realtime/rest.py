@@ -8,8 +8,7 @@ Redis, per client address as client_address() reads it), drf-spectacular's
 schema, and an exception handler that turns a ClientError into the code a
 WebSocket client sees in its `error` frame and a database outage into 503.
 
-Also the cursor parameters (`before`, `after`, `limit`) that history and
-notifications share.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

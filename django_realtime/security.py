@@ -2,13 +2,7 @@
 Provides the security headers of the package's pages, and a middleware that
 gives a whole site the same (the demo uses it; the admin works under it).
 
-- Content-Security-Policy: scripts, styles, images, fonts and connections
-  (REST, SSE and the WebSocket: CSP 3's 'self' covers ws: and wss: of the same
-  host) from the site itself only; no plugins, no framing, forms post to the
-  site. The pages carry no inline script or style, so nothing needs a nonce
-  (the API docs page allows inline styles, which Swagger UI inserts).
-- X-Content-Type-Options: nosniff, Referrer-Policy: same-origin,
-  X-Frame-Options: DENY; a header the site's own middleware set is kept.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from collections.abc import Callable

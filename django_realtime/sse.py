@@ -3,17 +3,7 @@ Provides Server-Sent Events as async Django views: the wire format, the
 authentication REST uses, the per-user stream cap, and `pump()`, which runs
 one `Stream` (notifications.sse, chat.sse) until its client goes.
 
-Each stream is an async generator: no worker thread is held while it is open.
-It joins its layer groups first (a django_realtime.bus Inbox), then sends its
-head and the backlog after `Last-Event-ID` from the database, then live
-events; the layer is a doorbell and the database the record, so each event
-goes out once, in id order. A comment line goes out after
-SSE_KEEPALIVE_SECONDS of silence, and at each refresh (and whenever the
-layer's epoch moves) the stream re-joins its groups and catches up.
-
-A stream may also take events from its own process (`Stream.attach`, the
-Inbox's `put_local`): a topic's stream is a member of the process's topic
-hub, which reads each publication once and wakes every stream with it.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 import asyncio

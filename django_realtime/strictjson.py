@@ -5,10 +5,7 @@ NUL (PostgreSQL cannot store it, and a lookup with it fails) or a lone
 surrogate (`"\\ud800"` is valid JSON but not Unicode: it can be neither stored
 nor sent back). Either is BAD_REQUEST, before anything else looks at the data.
 
-Nor may a value nest deeper than MAX_DEPTH arrays and objects: deeper is
-BAD_REQUEST ("nested too deep"), whether the parser got through it or ran out
-of stack (a RecursionError, which would otherwise be a 500 or a 1011), so
-nothing after the parser, recursive or not, meets a deep value.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from typing import Any

@@ -9,12 +9,7 @@ as `django.core.mail.outbox` holds what they mailed.
     assert captured.notifications[0].kind == "order"
     assert captured.publications[0].topic == "orders:user-7"
 
-Each list fills when what it records has committed and left (the signals of
-django_realtime.signals), in sync and async code alike; `async with
-capture()` works too. Inside a transaction that never commits (Django's
-`TestCase`), the block's end stands for the commit: the callbacks that
-registered for it run then, as `TestCase.captureOnCommitCallbacks(execute=True)`
-does. Assert after the block.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

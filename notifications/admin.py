@@ -4,13 +4,7 @@ recipient and filterable by kind and read state, and AnnouncementActionMixin,
 the "Send an announcement" action for the site's user admin. The package
 registers its own models only; a site adds the action to its user admin:
 
-    @admin.register(User)
-    class UserAdmin(AnnouncementActionMixin, DjangoUserAdmin):
-        actions = ["send_announcement"]
-
-Notifications are not added here: notifications.services is the only writer,
-and the action goes through it, so an announcement reaches open connections
-like any other notification.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from typing import TYPE_CHECKING

@@ -2,16 +2,7 @@
 Provides the presence store: who is in a room, and whether online or away;
 plus typing leases, which lapse by themselves.
 
-A user is present while at least one of their connections has joined the room
-(several tabs count once); they are `away` only when every such connection
-said so. Every method returns the transitions it caused, so callers broadcast
-diffs and never the heartbeat-level churn beneath them.
-
-Two backends share one async interface, chosen by presence.backends:
-presence.local (in the process; exact for the embedded one-process default,
-REDIS_URL unset) and presence.redis_store (shared by every process on one
-Redis; leases that expire when their process dies). No method raises on a
-storage failure: it logs, and presence is best-effort until storage is back.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

@@ -2,20 +2,7 @@
 Provides DocConsumer, the `/ws/docs/{room}/{name}` endpoint: the standard
 y-websocket protocol, so stock `yjs` + `y-websocket` clients connect unchanged.
 
-The same origin check and authentication as `/ws/` (chat.auth, in the
-router). Close codes: 4401 no valid credentials (or the session ended),
-4404 a room or document the user may not read, 4400 a text frame (daphne
-cannot send 1003), a malformed message or an update that is not one of this
-document (nothing stored), 1009 an update over DOCS_MAX_UPDATE_BYTES or an awareness message
-over DOCS_AWARENESS_MAX_BYTES, 4409 a document over DOCS_MAX_DOCUMENT_BYTES,
-4429 past DOCS_USER_BYTES_RATE or DOCS_MAX_PER_ROOM (nothing stored), 1013
-the database is away (the client reconnects and syncs again, so nothing it
-typed is lost), 1012 a drain (SIGTERM: reconnect, to another process). A
-muted member's updates are dropped: they read only. Awareness past
-DOCS_AWARENESS_RATE is dropped.
-
-However the connection ends, it leaves the drain's registry and its
-document (`__call__`'s finally).
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 import asyncio

@@ -4,11 +4,7 @@ Provides the per-user rate of document bytes (DOCS_USER_BYTES_RATE, e.g.
 documents and processes together): `await spend(user_id, size)` raises
 OverQuota past it, before anything is stored.
 
-A leaky bucket per user: it fills by each update's size and drains at the
-rate, so a burst of up to the whole amount passes and a steady writer gets
-the rate. Counted in Redis (one script, the shard of the user's key) when
-the package has one; while Redis does not answer, per process, as the other
-limits fail open (django_realtime.limits).
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

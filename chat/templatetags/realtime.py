@@ -1,14 +1,7 @@
 """
 Provides the live-page template tags (contract §10, docs/integration.md):
 
-    {% load realtime %}
-    {% realtime_stream "orders:all" %}                 stock Turbo 8
-    {% realtime_stream "orders:all" client="htmx" %}   stock htmx 2 + htmx-ext-sse 2
-    {% realtime_client_js %}                           the package's client.js
-
-The stream element carries the topic's position when the page was rendered
-(`last_event_id=EPOCH:OFFSET`): the stream sends every fragment published
-after it, and EventSource's own Last-Event-ID takes over on reconnects.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

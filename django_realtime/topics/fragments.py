@@ -3,15 +3,7 @@ Provides the wire shapes of live HTML (contract §10; docs/protocol.md): a
 fragment publication's data, and the SSE frames stock Turbo 8 and stock
 htmx 2 (htmx-ext-sse 2) apply unchanged.
 
-A fragment is a topic publication whose data is
-`{"fragment": {"action", "target"?, "html"?, "container"?}}`; the topic's
-SSE stream in `?format=turbo` or `?format=htmx` sends each one as the default
-`message` event, `id: EPOCH:OFFSET`:
-
-- turbo: `<turbo-stream action="append" target="ID"><template>HTML</template></turbo-stream>`
-- htmx: an out-of-band swap per action (append→beforeend, prepend→afterbegin,
-  replace→outerHTML, update→innerHTML, before→beforebegin, after→afterend,
-  remove→delete); htmx has no morph, so its `refresh` reloads the page.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

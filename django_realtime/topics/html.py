@@ -3,11 +3,7 @@ Provides `html_stream(topic)`: Turbo Stream actions rendered once with a
 Django template and published on a topic (contract §10, docs/integration.md),
 which every open page showing the topic ({% realtime_stream %}) applies.
 
-    from django_realtime import html_stream
-
-    html_stream("orders:all").append("orders", template="shop/order.html", context={"order": o})
-    html_stream("orders:all").remove(f"order-{o.pk}")
-    html_stream("orders:all").refresh()
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

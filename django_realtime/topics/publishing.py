@@ -3,12 +3,7 @@ Provides `publish()` and `apublish()`: store a publication in its topic's
 history, then ring the topic's doorbell on the channel layer (every process
 with subscribers delivers it).
 
-One rule for "after commit", sync and async: called where a transaction is
-open, the publication waits for its commit (dropped on a rollback) and None
-is returned; otherwise it is published at once and its offset returned.
-`apublish` asks the thread the ORM runs on (the one holding the caller's
-transaction, when sync code inside `atomic()` awaits it through
-`async_to_sync`) whether a transaction is open there.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations

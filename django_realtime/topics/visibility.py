@@ -3,14 +3,7 @@ Provides per-object visibility for model broadcasts: a publication may name
 an audience (a registered check, topics.broadcast), and only the
 subscribers the check lets see the object are sent it, live or replayed.
 
-A check runs in the subscriber's process, in a thread (it may query the
-database), once per publication for all of that process's subscribers.
-
-A save's publication stores the object as it was before it (`before`) and
-what a subscriber who loses sight of it gets (`gone`): a subscriber the
-check refuses now but let see the object before is sent `gone` at the same
-offset (`lost()`); one who never saw it, nothing. The before-check runs only
-for the subscribers refused now, and only for publications that store one.
+(docs/architecture.md, "Why the modules are as they are")
 """
 
 from __future__ import annotations
