@@ -232,6 +232,10 @@ class Fuzzer:
         return "".join(chr(rng.randint(32, 0x2FF)) for _ in range(rng.randint(0, 20)))
 
 
+# About 20 s alone; one CI run spent over 120 s with the test's own pycrdt
+# client building an edit (Doc.get_update) on a document state the fuzz had
+# led to: room for that while its cause is looked into.
+@pytest.mark.timeout(360)
 async def test_a_fuzz_of_5000_frames_leaves_every_stored_row_readable(
     daphnes, redis_url, server_b, people
 ):
