@@ -183,28 +183,32 @@ class Fuzzer:
 
     def __init__(self, rng: random.Random, ydoc: Doc):
         self.rng = rng
-        self.ydoc = ydoc
+        self.ydoc = ydoc  # what the socket syncs from the server
+        # Edits come from a document of their own, never synced: its updates
+        # need nothing else, and pycrdt once never returned from get_update
+        # on a state synced from the fuzzed server (the next thing to study).
+        self.local = Doc()
         self.valid: list[bytes] = []
 
     def edit(self) -> bytes:
         """A keystroke; after a mutated update, its own pycrdt may panic on
         the text: it then starts again from an empty document (and syncs)."""
-        before = self.ydoc.get_state()
+        before = self.local.get_state()
         try:
-            text = self.ydoc.get("content", type=Text)
+            text = self.local.get("content", type=Text)
             text.insert(self.rng.randint(0, len(text)), self.rng.choice(["a", "bc", "é", " "]))
         except BaseException as exc:
             if type(exc).__name__ != "PanicException":
                 raise
-            self.ydoc = Doc()
+            self.local = Doc()
             return self.awareness()
-        message = protocol.update_message(self.ydoc.get_update(before))
+        message = protocol.update_message(self.local.get_update(before))
         self.valid.append(message)
         return message
 
     def awareness(self) -> bytes:
         state = json.dumps({"user": {"name": "fuzz", "n": self.rng.random()}})
-        entry = AwarenessEntry(self.ydoc.client_id, self.rng.randint(1, 10**6), state)
+        entry = AwarenessEntry(self.local.client_id, self.rng.randint(1, 10**6), state)
         message = protocol.awareness_message([entry])
         self.valid.append(message)
         return message
