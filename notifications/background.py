@@ -112,28 +112,26 @@ def wake() -> None:
     loop = server_loop()
     if loop is None or _runners.get(loop) is None:
         return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        _wake(loop)
-    else:
-        loop.call_soon_threadsafe(_wake, loop)
+    _call_on(loop, _wake)
 
 
 def _on_request(**kwargs: Any) -> None:
     loop = server_loop()
     if loop is None or _runners.get(loop) is not None:
         return
+    _call_on(loop, ensure_running)
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
+    """fn(loop) on `loop`: at once from that loop, else scheduled there."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if running is loop:
-        ensure_running(loop)
+        fn(loop)
     else:
-        loop.call_soon_threadsafe(ensure_running, loop)
+        loop.call_soon_threadsafe(fn, loop)
 
 
 def connect_signals() -> None:
