@@ -76,10 +76,13 @@ test: install browser-deps lint
 	CHROMIUM_PATH=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Without BENCH_ARGS: the realtime stack under daphne, uvicorn and granian in
-# one run, under the same loads, and a table of them side by side.
+# one run, under the same loads, and a table of them side by side. The peers
+# (--target all, or a list naming socketio and socketio-pg) include a Node
+# Socket.IO server, whose packages come from its own lock.
 bench: BENCH_ARGS ?= --server daphne,uvicorn,granian --sweep 30,60,90
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(NPM) ci --prefix bench/baselines/socketio --no-audit --no-fund
 	$(BIN)/python bench/loadtest.py $(BENCH_ARGS)
 
 # Live-data topics (bench/topics.py): the project's server against a plain

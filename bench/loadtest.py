@@ -16,10 +16,17 @@ local binaries, as the test suite does), the same client measuring all:
   tutorial-core    the Channels tutorial chat on RedisChannelLayer, nothing stored
   tutorial-pubsub  the same on RedisPubSubChannelLayer
   bare             a bare `websockets` broadcast server (the ceiling for Python)
+  socketio         a Socket.IO 4.8 chat server on Node (bench/baselines/socketio/:
+                   one process, the in-memory adapter, nothing stored)
+  socketio-pg      the same, storing each message in PostgreSQL (node-postgres)
+                   with a per-room seq before broadcasting it
+No target compresses (permessage-deflate off on both sides). The Node targets
+need `npm ci --prefix bench/baselines/socketio` (`make bench` runs it); the
+client speaks Socket.IO's wire protocol (Engine.IO 4 over WebSocket) itself.
 
 Servers (--server, a comma list or all; the ASGI targets run under each in
 turn, every one on fresh PostgreSQL and Redis, under the same load, and a
-side-by-side table ends the run):
+side-by-side table ends the run; bare and the Node targets run once):
   daphne           daphne on Twisted's asyncio reactor (what `make run` serves)
   uvicorn          uvicorn with uvloop, httptools and `websockets` (its sans-I/O
                    implementation, what `--ws auto` picks)
@@ -50,6 +57,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,7 +74,17 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
-TARGETS = ["realtime", "tutorial-core", "tutorial-pubsub", "bare"]
+TARGETS = ["realtime", "tutorial-core", "tutorial-pubsub", "bare", "socketio", "socketio-pg"]
+# The targets that are no ASGI app: they run once, whatever --server names.
+NOT_ASGI = {"bare", "socketio", "socketio-pg"}
+SOCKETIO = {"socketio", "socketio-pg"}
+SOCKETIO_DIR = ROOT / "bench/baselines/socketio"
+# What the tables call the peers (the ASGI targets: target and server).
+LABELS = {
+    "bare": "bare",
+    "socketio": "Socket.IO 4.8 (Node)",
+    "socketio-pg": "Socket.IO + PostgreSQL (Node)",
+}
 # The bearer that reads the realtime servers' /metrics (REALTIME["METRICS_TOKEN"]):
 # in the environment every server started here inherits.
 METRICS_TOKEN = os.environ.setdefault("METRICS_TOKEN", "bench-metrics-token")
@@ -143,6 +161,20 @@ def server_command(server: str, app: str) -> list[str]:
     return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app]
 
 
+def socketio_command(stored: bool) -> list[str]:
+    """The command line of the Node Socket.IO server on 127.0.0.1:{port}, or a
+    clear stop when Node or the server's packages are missing."""
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("--target socketio needs Node.js: `node` is not on PATH")
+    if not (SOCKETIO_DIR / "node_modules/socket.io/package.json").exists():
+        raise SystemExit(
+            "--target socketio needs its packages: "
+            "npm ci --prefix bench/baselines/socketio --no-audit --no-fund (`make bench` runs it)"
+        )
+    return [node, str(SOCKETIO_DIR / "server.js"), "{port}", *(["--pg"] if stored else [])]
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User and system CPU seconds of these processes (all their threads)."""
     total = 0.0
@@ -213,6 +245,14 @@ class Stack:
         }
         if self.target == "bare":
             cmd = [sys.executable, str(ROOT / "bench/baselines/bare.py"), "{port}"]
+        elif self.target in SOCKETIO:
+            cmd = socketio_command(stored=self.target == "socketio-pg")
+            if self.target == "socketio-pg":
+                # A database of its own, as the realtime target has; the
+                # server creates its two tables on start.
+                self.pg = PostgresServer().start()
+                self.procs.append(self.pg)
+                env["DATABASE_URL"] = self.pg.url
         else:
             self.redis = RedisServer()
             self.redis.start()
@@ -298,7 +338,7 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
         return cpu_seconds(process_tree(os.getpid()) + self._postgres_pids())
 
     def _postgres_pids(self) -> list[int]:
-        """The PostgreSQL this run started and its backends (none for bare)."""
+        """The PostgreSQL this run started and its backends (none without one)."""
         if getattr(self, "pg", None) is None:
             return []
         try:
@@ -319,8 +359,8 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
         return found
 
     def redis_calls(self) -> dict[str, int]:
-        """Redis's count of calls so far, by command (none for bare)."""
-        if self.target == "bare":
+        """Redis's count of calls so far, by command (none without Redis)."""
+        if getattr(self, "redis", None) is None:
             return {}
         import redis
 
@@ -330,7 +370,7 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
     def server_metrics(self) -> dict:
         """A few counters from the realtime server's /metrics (nothing for the others)."""
         found: dict = {}
-        if self.target != "bare":
+        if getattr(self, "redis", None) is not None:
             found["redis_calls"] = self.redis_calls()
         if self.target != "realtime":
             return found
@@ -366,10 +406,17 @@ print(" ".join(Token.objects.order_by("user_id").values_list("key", flat=True)))
 
 
 class Protocol:
-    """How one target spells joining, sending and a received message."""
+    """How one target spells joining, sending and a received message.
+
+    The Socket.IO targets are spoken on the wire here (Engine.IO 4 over a
+    WebSocket, no client library): the server opens with `0{sid, pingInterval,
+    ...}`, the client connects the default namespace with `40` and is answered
+    `40{sid}`; events are `42["name", data]`; the server's ping `2` is answered
+    with `3` (unanswered, it drops the client after pingInterval + pingTimeout)."""
 
     def __init__(self, target: str, ports: list[int], rooms: int = 1):
         self.target, self.ports, self.rooms = target, ports, rooms
+        self.socketio = target in SOCKETIO
 
     def url(self, room: int, client: int = 0) -> str:
         # Client i is in room i % rooms; a room's members alternate between
@@ -379,9 +426,31 @@ class Protocol:
             return f"ws://127.0.0.1:{port}/ws/"
         if self.target == "bare":
             return f"ws://127.0.0.1:{port}/room{room}"
+        if self.socketio:
+            return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         return f"ws://127.0.0.1:{port}/ws/chat/room{room}/"
 
+    async def open(self, ws) -> None:
+        """What a target needs after the WebSocket handshake before a join:
+        Socket.IO's own open and namespace connect."""
+        if not self.socketio:
+            return
+        opened = await asyncio.wait_for(ws.recv(), 60)
+        if not opened.startswith("0{"):
+            raise ConnectionError(f"Socket.IO: expected the open packet, got {opened[:80]!r}")
+        await ws.send("40")
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), 60)
+            if raw.startswith("40"):
+                return
+            if raw.startswith("44"):
+                raise ConnectionError(f"Socket.IO: namespace refused: {raw[:80]!r}")
+            if answer := self.reply(raw):
+                await ws.send(answer)
+
     def join(self, room: int, since: int | None = None) -> str | None:
+        if self.socketio:
+            return self.event("join", f"room{room}")
         if self.target != "realtime":
             return None
         frame = {"type": "join", "room": f"room{room}"}
@@ -389,16 +458,28 @@ class Protocol:
             frame["since"] = since
         return json.dumps(frame)
 
+    def joined(self, raw: str) -> bool:
+        """Whether a frame answers the join (the frames before it are skipped)."""
+        if self.socketio:
+            return self.event_of(raw)[0] == "joined"
+        return json.loads(raw)["type"] == "joined"
+
+    def reply(self, raw: str) -> str | None:
+        """The frame a received frame must be answered with (Socket.IO's pong)."""
+        return "3" if self.socketio and raw == "2" else None
+
     def send(self, room: int, content: str) -> str:
-        if self.target == "realtime":
-            return json.dumps(
-                {
-                    "type": "message",
-                    "room": f"room{room}",
-                    "content": content,
-                    "client_id": str(uuid.uuid4()),
-                }
-            )
+        if self.target == "realtime" or self.socketio:
+            frame = {
+                "type": "message",
+                "room": f"room{room}",
+                "content": content,
+                "client_id": str(uuid.uuid4()),
+            }
+            if self.socketio:
+                del frame["type"]
+                return self.event("message", frame)
+            return json.dumps(frame)
         if self.target == "bare":
             return content
         return json.dumps({"message": content})
@@ -407,10 +488,26 @@ class Protocol:
         """The message a frame carries ({content, seq?}), or None for other frames."""
         if self.target == "bare":
             return {"content": raw}
+        if self.socketio:
+            name, data = self.event_of(raw)
+            return data if name == "message" else None
         frame = json.loads(raw)
         if self.target == "realtime":
             return frame if frame.get("type") == "message" else None
         return {"content": frame["message"]}
+
+    @staticmethod
+    def event(name: str, data: object) -> str:
+        """A Socket.IO event packet on the default namespace."""
+        return "42" + json.dumps([name, data], separators=(",", ":"))
+
+    @staticmethod
+    def event_of(raw: str) -> tuple[str | None, object]:
+        """(name, data) of a Socket.IO event packet; (None, None) for any other packet."""
+        if not raw.startswith("42["):
+            return None, None
+        name, *data = json.loads(raw[2:])
+        return name, (data[0] if data else None)
 
 
 @dataclass
@@ -472,6 +569,9 @@ class Client:
         self.seen: set[str] = set()
         self.duplicates = self.out_of_order = 0
         self.last_seq = 0
+        # Without a seq (targets that store nothing), order is each sender's
+        # own counter, which its content carries: "{sender}-{n}:{sent at}".
+        self.last_by_sender: dict[str, int] = {}
         self.reader: asyncio.Task | None = None
 
     async def connect(self, since: int | None = None) -> None:
@@ -482,17 +582,23 @@ class Client:
             open_timeout=60,
             ping_interval=None,
             max_size=2**20,
+            compression=None,  # no target compresses; bare would otherwise accept it
         )
+        await self.protocol.open(self.ws)
         join = self.protocol.join(self.room, since)
         if join:
             await self.ws.send(join)
-            while json.loads(await asyncio.wait_for(self.ws.recv(), 60))["type"] != "joined":
-                pass
+            while not self.protocol.joined(raw := await asyncio.wait_for(self.ws.recv(), 60)):
+                if answer := self.protocol.reply(raw):
+                    await self.ws.send(answer)
         self.reader = asyncio.create_task(self.read())
 
     async def read(self) -> None:
         try:
             async for raw in self.ws:
+                if answer := self.protocol.reply(raw):
+                    await self.ws.send(answer)
+                    continue
                 message = self.protocol.received(raw)
                 if message is None:
                     continue
@@ -507,9 +613,19 @@ class Client:
                     if seq <= self.last_seq:
                         self.out_of_order += 1
                     self.last_seq = max(self.last_seq, seq)
+                else:
+                    self.count_order(content)
                 self.latencies.append(now - float(content.rsplit(":", 1)[1]))
         except websockets.exceptions.ConnectionClosed:
             pass
+
+    def count_order(self, content: str) -> None:
+        sender, _, n = content.split(":", 1)[0].rpartition("-")
+        if not n.isdigit():
+            return
+        if int(n) <= self.last_by_sender.get(sender, -1):
+            self.out_of_order += 1
+        self.last_by_sender[sender] = max(int(n), self.last_by_sender.get(sender, -1))
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -678,6 +794,7 @@ async def run_storm(args, stack: Stack) -> Result:
         protocol.url(0),
         additional_headers={"Authorization": f"Token {stack.tokens[0]}"},
         ping_interval=None,
+        compression=None,
     )
     per_room = args.storm_messages
     for room in range(args.rooms):
@@ -864,14 +981,14 @@ def plot(results: list[Result], path: str) -> None:
         print("matplotlib is not installed (make bench installs it); no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    several = len({r.server for r in results if r.target != "bare"}) > 1
+    several = len({r.server for r in results if r.target not in NOT_ASGI}) > 1
     for target, server in dict.fromkeys((r.target, r.server) for r in results):
         rows = [r for r in results if (r.target, r.server) == (target, server) and r.latency_ms]
         ax.plot(
             [r.deliveries_per_second for r in rows],
             [r.latency_ms["p99"] for r in rows],
             marker="o",
-            label=label(target, server) if several else target,
+            label=label(target, server) if several else LABELS.get(target, target),
         )
     ax.set_xlabel("delivered frames per second")
     ax.set_ylabel("p99 end-to-end latency (ms)")
@@ -885,10 +1002,10 @@ def plot(results: list[Result], path: str) -> None:
 
 
 def label(target: str, server: str, tree: str = "") -> str:
-    """What a run is called: the target, and for the ASGI targets the server
-    (and the checkout, when --tree names several)."""
-    if target == "bare":
-        return target
+    """What a run is called: the peer's name, or for the ASGI targets the
+    target and the server (and the checkout, when --tree names several)."""
+    if target in NOT_ASGI:
+        return LABELS[target]
     return f"{target} ({server}, {tree})" if tree else f"{target} ({server})"
 
 
@@ -903,7 +1020,7 @@ def summary_line(r: Result) -> str:
     name = label(r.target, r.server, r.tree)
     if r.mode == "setup":
         return (
-            f"{name:26} setup {r.connected} clients in {r.setup_seconds} s: "
+            f"{name:29} setup {r.connected} clients in {r.setup_seconds} s: "
             f"{r.setup_rate}/s, server {r.server_cpu_percent} % CPU, "
             f"{r.extra['server_cpu_ms_per_setup']} ms CPU per connect + join, "
             f"client {r.client_cpu_percent} %"
@@ -912,12 +1029,12 @@ def summary_line(r: Result) -> str:
         )
     if r.mode == "idle":
         return (
-            f"{name:26} idle {r.connected} conns: {r.server_rss_kb_per_connection} KB/conn, "
+            f"{name:29} idle {r.connected} conns: {r.server_rss_kb_per_connection} KB/conn, "
             f"RSS {r.server_rss_mb} MB, setup {r.setup_rate}/s"
         )
     if r.mode == "storm":
         return (
-            f"{name:26} storm {r.connected} clients: recovered in "
+            f"{name:29} storm {r.connected} clients: recovered in "
             f"{r.extra['recovered_seconds']} s, loss {r.loss_percent} %, dup {r.duplicates}, "
             f"server {r.server_cpu_percent} % CPU, client {r.client_cpu_percent} %"
             + (" CLIENT-BOUND" if r.client_bound else "")
@@ -925,7 +1042,7 @@ def summary_line(r: Result) -> str:
         )
     bound = " CLIENT-BOUND" if r.client_bound else ""
     return (
-        f"{name:26} {r.rate_per_room:>6g}/s/room: {r.deliveries_per_second:>9,.0f} del/s "
+        f"{name:29} {r.rate_per_room:>6g}/s/room: {r.deliveries_per_second:>9,.0f} del/s "
         f"p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms, "
         f"loss {r.loss_percent} %, dup {r.duplicates}, ooo {r.out_of_order}, "
         f"server {r.server_cpu_percent} % CPU {r.server_cpu_us_per_delivery} us/del, "
@@ -1057,10 +1174,15 @@ def check_servers(servers: list[str], targets: list[str]) -> None:
     """Stop before starting anything if a server is unknown or not installed."""
     import importlib.util
 
+    for target in targets:
+        if target not in TARGETS:
+            raise SystemExit(f"--target: {target!r} is none of {', '.join(TARGETS)}")
+    if SOCKETIO & set(targets):
+        socketio_command(stored=False)  # Node and its packages are there
     for server in servers:
         if server not in SERVERS:
             raise SystemExit(f"--server: {server!r} is none of {', '.join(SERVERS)}")
-        if targets == ["bare"]:
+        if set(targets) <= NOT_ASGI:
             continue
         missing = [m for m in SERVER_MODULES[server] if importlib.util.find_spec(m) is None]
         if missing:
@@ -1081,16 +1203,21 @@ async def main_async(args) -> list[Result]:
     targets = TARGETS if args.target == "all" else args.target.split(",")
     servers = SERVERS if args.server == "all" else args.server.split(",")
     check_servers(servers, targets)
+    if args.processes > 1 and NOT_ASGI & set(targets):
+        raise SystemExit(
+            "--processes: bare and the Node targets run as one process "
+            "(their rooms live in its memory)"
+        )
     rates = [float(x) for x in args.sweep.split(",")] if args.sweep else [args.rate]
     results = []
     given = args.target, args.server
-    # The bare server is no ASGI app: it runs once, under the first server's name.
+    # bare and the Node servers are no ASGI app: each runs once, under the first server's name.
     trees = [Path(t).resolve() for t in args.tree.split(",")] if args.tree else [ROOT]
     runs = [
         (target, server, tree)
         for target in targets
-        for server in (servers[:1] if target == "bare" else servers)
-        for tree in (trees[:1] if target == "bare" else trees)
+        for server in (servers[:1] if target in NOT_ASGI else servers)
+        for tree in (trees[:1] if target in NOT_ASGI else trees)
     ]
     for target, server, tree in runs:
         args.target, args.server = target, server
@@ -1119,7 +1246,7 @@ async def main_async(args) -> list[Result]:
                         break
             for result in results:
                 result.processes = args.processes
-            if len(trees) > 1 and target != "bare":
+            if len(trees) > 1 and target not in NOT_ASGI:
                 for result in results[first:]:
                     result.tree = str(tree)
             if args.mode != "traffic":
@@ -1224,6 +1351,14 @@ def machine() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
+    try:
+        socketio = json.loads((SOCKETIO_DIR / "node_modules/socket.io/package.json").read_text())
+        versions["socket.io"] = socketio["version"]
+        versions["node"] = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        pass
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
