@@ -221,7 +221,7 @@ async def test_a_heartbeat_in_several_calls_renews_every_lease_and_restores_only
     """Many rooms and users renewed a few at a time (BATCH 3 here: a room of
     five is split): every lease lives on past its TTL, and a lost one, in
     whichever call, comes back once, as a join."""
-    monkeypatch.setattr("presence.redis_store.BATCH", 3)
+    monkeypatch.setattr("presence.redis_leases.BATCH", 3)
     realtime.PRESENCE_TTL_SECONDS = 0.5
     a, b = two_processes
     people = [(room_id, 10 * room_id + n) for room_id in (1, 2, 3) for n in range(5)]
