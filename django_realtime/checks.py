@@ -135,7 +135,7 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 def check_redis_shards(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Several Redis (shards): each URL once, and presence, limits and topic
     histories on the same list as the channel layer, so a room's presence and
-    its deliveries share one shard (django_realtime.redisconn)."""
+    its deliveries share one shard (django_realtime.shards)."""
     if not isinstance(getattr(settings, "REALTIME", {}), dict):
         return []  # realtime.E005 says so
     messages: list[CheckMessage] = []

@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     # /readyz probe, on the first). None: the channel layer's own Redis hosts
     # when the layer is a Redis one; "": none, one process. Several shards: a
     # list of URLs (or one string of URLs separated by commas), best the same
-    # list, in the same order, as the layer's hosts (django_realtime.redisconn).
+    # list, in the same order, as the layer's hosts (django_realtime.shards).
     "REDIS_URL": None,
     # The template the pages extend; a site sets its own to wrap them in its
     # layout (it must define the blocks `title`, `head`, `content`, `scripts`).
@@ -294,7 +294,7 @@ def redis_urls() -> list[str]:
     """The Redis shards that presence, the shared limits and topic histories
     use, in order ([] for none): REALTIME["REDIS_URL"] (a URL, a list of them,
     or URLs separated by commas), else the default channel layer's hosts.
-    Which shard holds what: django_realtime.redisconn. Read once (every
+    Which shard holds what: django_realtime.shards. Read once (every
     shared-limit hit asks), forgotten when either setting changes."""
     urls = _urls.get("redis")
     if urls is None:

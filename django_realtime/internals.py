@@ -48,7 +48,7 @@ ASGIREF_INTERNALS: list[Name] = [
 SOURCE_INTERNALS: list[Name] = [
     # bus.send_after_commit: the loop a thread inside async_to_sync came from.
     ("asgiref.sync", "SyncToAsync.thread_handler", "threadlocal.main_event_loop"),
-    # redisconn.layer_group_name: the list-based layer hashes the group itself.
+    # shards.layer_group_name: the list-based layer hashes the group itself.
     ("channels_redis.core", "RedisChannelLayer.group_add", "consistent_hash(group)"),
     # rest.exception_handler reads `_user`: the user, never authenticating again.
     ("rest_framework.request", "Request.user.fset", "_user"),
@@ -74,7 +74,7 @@ COPIED: dict[tuple[str, str], str] = {
     ("channels_redis.pubsub", "RedisSingleShardConnection.unsubscribe"): "e2b9f0f1ff880674",
     # channels 4.3.2; ours leaves out `await aclose_old_connections()`.
     ("channels.consumer", "AsyncConsumer.dispatch"): "39f34e7d4fb0f655",
-    # channels_redis 4.3.0: redisconn.shard_index is its ring, namespace
+    # channels_redis 4.3.0: shards.shard_index is its ring, namespace
     # names a group's channel as it does.
     ("channels_redis.utils", "_consistent_hash"): "a67f87dec0b0b75d",
     ("channels_redis.pubsub", "RedisPubSubLoopLayer._get_group_channel_name"): "c3139bae61c673aa",

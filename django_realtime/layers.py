@@ -19,8 +19,8 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 
+from .batching import Outbox, settle
 from .namespace import DEFAULT_PREFIX, channel_prefix
-from .redisconn import Outbox, settle
 
 logger = logging.getLogger(__name__)
 

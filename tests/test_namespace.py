@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 from django_realtime import checks, namespace
 from django_realtime.layers import ResilientRedisPubSubChannelLayer
 from django_realtime.limits import _key
-from django_realtime.redisconn import layer_group_name
+from django_realtime.shards import layer_group_name
 from django_realtime.topics.history import _keys
 from presence import conf as presence_conf
 

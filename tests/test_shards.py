@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from django_realtime import limits, redisconn
+from django_realtime import limits, shards
 from django_realtime.errors import RateLimited, Unavailable
 from django_realtime.topics.history import history
 from django_realtime.topics.names import Namespace
@@ -36,7 +36,7 @@ async def test_a_users_slots_live_on_the_users_shard_and_users_spread(servers):
         assert await slots.take(user_id, f"conn-{user_id}", cap=2)
     held = keys_by_shard(servers)
     for user_id in range(1, 16):
-        shard = redisconn.user_shard(user_id, 3)
+        shard = shards.user_shard(user_id, 3)
         assert f"limit:ws:{user_id}" in held[shard]
     assert all(held)  # every shard holds some
 
@@ -67,7 +67,7 @@ async def test_a_topics_history_lives_on_its_shard_and_a_dead_shard_costs_only_i
         )
     held = keys_by_shard(servers)
     for topic in topics:
-        shard = redisconn.topic_shard(topic, 3)
+        shard = shards.topic_shard(topic, 3)
         assert any(f"{{{topic}}}" in key for key in held[shard]), topic
         assert not any(
             f"{{{topic}}}" in key for i, keys in enumerate(held) if i != shard for key in keys
@@ -76,7 +76,7 @@ async def test_a_topics_history_lives_on_its_shard_and_a_dead_shard_costs_only_i
 
     servers[0].kill()
     for topic in topics:
-        if redisconn.topic_shard(topic, 3) == 0:
+        if shards.topic_shard(topic, 3) == 0:
             with pytest.raises(Unavailable):
                 await store.apublish(
                     topic, {"n": 2}, namespace=ns, key=None, idempotency_key=None, audience=None

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import namespace, redisconn
+from .. import namespace, redisconn, shards
 from ..conf import realtime_settings, redis_urls
 from ..errors import Unavailable
 from .names import Namespace
@@ -356,7 +356,7 @@ class RedisHistory:
 
     def url_of(self, topic: str) -> str:
         """The shard that holds `topic`."""
-        return redisconn.pick(self.urls, redisconn.topic_shard(topic, len(self.urls)))
+        return shards.pick(self.urls, shards.topic_shard(topic, len(self.urls)))
 
     def publish(
         self,
