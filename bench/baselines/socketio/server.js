@@ -10,6 +10,9 @@
 //                                that takes the room's next seq; the broadcast
 //                                carries the row's id and seq
 //
+// A room's posts are stored and broadcast one after another, so its members
+// get them in seq order (posts from different rooms run concurrently).
+//
 // Events: join "room3" -> joined {room}; message {room, content, client_id}
 // -> message {room, content[, id, seq]} to the room; a repeated client_id is
 // stored once and answered to its sender alone with ack {id, seq}; bad input
@@ -52,6 +55,20 @@ RETURNING id, seq`;
 const MAX_ROOM = 100;
 const MAX_CONTENT = 4000;
 
+// Each room's posts in turn: a task starts when the room's previous one is
+// done (each answers its own errors; anything else is logged, and the room
+// goes on).
+const tails = new Map();
+function inTurn(room, task) {
+  const next = (tails.get(room) || Promise.resolve())
+    .then(task)
+    .catch((err) => console.error("post:", err));
+  tails.set(room, next);
+  next.then(() => {
+    if (tails.get(room) === next) tails.delete(room);
+  });
+}
+
 async function acknowledge(pool, socket, clientId) {
   try {
     const { rows } = await pool.query("SELECT id, seq FROM messages WHERE client_id = $1", [
@@ -61,6 +78,25 @@ async function acknowledge(pool, socket, clientId) {
   } catch (err) {
     socket.emit("refused", { reason: "not stored" });
   }
+}
+
+async function store(pool, io, socket, room, content, clientId) {
+  let row;
+  try {
+    ({
+      rows: [row],
+    } = await pool.query(POST, [room, clientId, content]));
+  } catch (err) {
+    if (err.code === "23505" && err.constraint === "messages_client_id_key") {
+      // A retry of a stored post: its sender learns where it went; the room
+      // already had it.
+      await acknowledge(pool, socket, clientId);
+    } else {
+      socket.emit("refused", { reason: "not stored" });
+    }
+    return;
+  }
+  io.to(room).emit("message", { room, content, id: Number(row.id), seq: Number(row.seq) });
 }
 
 async function main() {
@@ -96,7 +132,7 @@ async function main() {
       socket.emit("joined", { room });
     });
 
-    socket.on("message", async (frame) => {
+    socket.on("message", (frame) => {
       const { room, content, client_id: clientId } = frame || {};
       if (typeof room !== "string" || !socket.rooms.has(room)) {
         socket.emit("refused", { reason: "join the room first" });
@@ -114,22 +150,7 @@ async function main() {
         socket.emit("refused", { reason: "client_id must be 1 to 64 characters" });
         return;
       }
-      let row;
-      try {
-        ({
-          rows: [row],
-        } = await pool.query(POST, [room, clientId, content]));
-      } catch (err) {
-        if (err.code === "23505" && err.constraint === "messages_client_id_key") {
-          // A retry of a stored post: its sender learns where it went; the
-          // room already had it.
-          await acknowledge(pool, socket, clientId);
-        } else {
-          socket.emit("refused", { reason: "not stored" });
-        }
-        return;
-      }
-      io.to(room).emit("message", { room, content, id: Number(row.id), seq: Number(row.seq) });
+      inTurn(room, () => store(pool, io, socket, room, content, clientId));
     });
   });
 
