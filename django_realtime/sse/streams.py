@@ -1,13 +1,11 @@
 """
-Provides Server-Sent Events as async Django views: the wire format, the
-authentication REST uses, the per-user stream cap, and `pump()`, which runs
-one `Stream` (notifications.sse, chat.sse) until its client goes.
-
-(docs/architecture.md, "Why the modules are as they are")
+Provides `Stream`, what one Server-Sent Events stream sends, and `pump()`,
+which runs one (notifications.sse, chat.sse, topics.views) until its client
+goes: groups joined first, then the backlog, live events, keep-alives and a
+catch-up at each refresh. Why: docs/architecture.md, "django_realtime.sse".
 """
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -16,59 +14,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import SyncToAsync
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
-from . import bus, credentials, metrics, servers
-from .conf import realtime_settings
-from .credentials import Credential
-from .errors import Unavailable
-from .limits import Slots
-from .servers import Output
-from .tokens import token_user_async
+from .. import bus, credentials, metrics, servers
+from ..conf import realtime_settings
+from ..credentials import Credential
+from ..errors import Unavailable
+from ..servers import Output
+from .admission import open_streams
+from .wire import KEEPALIVE
 
 logger = logging.getLogger(__name__)
 
-KEEPALIVE = b": keep-alive\n\n"
-# The reconnection delay suggested to EventSource: long enough that a restart
-# does not bring every client back within the same second.
-RETRY_MS = 3000
 # How often a stream checks whether Redis came back (the layer's epoch), the
 # same cadence as the WebSocket fan-out's refresher.
 EPOCH_POLL_SECONDS = 1.0
-MAX_EVENT_ID_DIGITS = 18  # below 2**63: anything longer is forged
-
-# Open streams per user (SSE_MAX_STREAMS_PER_USER), across processes with Redis.
-open_streams = Slots("sse")
-
-
-def sse_event(*, event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
-    """One event. json.dumps escapes newlines, so `data` is a single line.
-    An event without `id:` leaves the client's Last-Event-ID as it was."""
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"{head}event: {event}\ndata: {body}\n\n".encode()
-
-
-def stream_head(position: int | None) -> bytes:
-    """The first chunk: the retry hint and, on a fresh stream, a bare `id:`
-    that sets the client's Last-Event-ID to "now" without an event, so even a
-    first reconnect resumes with nothing lost."""
-    head = f"retry: {RETRY_MS}\n"
-    if position is not None:
-        head += f"id: {position}\n"
-    return (head + "\n").encode()
-
-
-def last_event_id(request: HttpRequest) -> int | None:
-    """Last-Event-ID (header, or ?last_event_id= for clients that cannot set
-    headers); None if absent or not a non-negative integer below 2**63."""
-    raw = request.headers.get("Last-Event-ID")
-    if raw is None:
-        raw = request.GET.get("last_event_id")
-    raw = (raw or "").strip()
-    if not raw.isdigit() or not raw.isascii() or len(raw) > MAX_EVENT_ID_DIGITS:
-        return None
-    return int(raw)
 
 
 def release_request_thread() -> None:
@@ -88,45 +48,6 @@ def release_request_thread() -> None:
     executor = SyncToAsync.context_to_thread_executor.pop(context, None)
     if executor is not None:
         executor.shutdown(wait=False)
-
-
-# --- authentication and responses --------------------------------------------------
-
-
-def error_response(status: int, detail: str, code: str | None = None) -> JsonResponse:
-    """The shape the REST API gives errors (django_realtime.rest.exception_handler)."""
-    body = {"detail": detail} if code is None else {"detail": detail, "code": code}
-    response = JsonResponse(body, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = "Token"
-    return response
-
-
-async def authenticate(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
-    """The user, as REST decides it: a Token header, else the session.
-    Raises Unavailable when the database is away."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "token":
-        user = await token_user_async(key.strip()) if key.strip() else None
-        if user is None:
-            return None, error_response(401, "Invalid token.")
-        return user, None
-    user = await request.auser()
-    if not user.is_authenticated:
-        return None, error_response(401, "Authentication credentials were not provided.")
-    return user, None
-
-
-async def take_stream_slot(user_id: int) -> tuple[str, HttpResponse | None]:
-    """A slot for a new stream of the user (its name, for the stream to give
-    back), or the 429 when the user has SSE_MAX_STREAMS_PER_USER open."""
-    slot = uuid.uuid4().hex
-    cap = realtime_settings.SSE_MAX_STREAMS_PER_USER
-    if not await open_streams.take(user_id, slot, cap):
-        response = error_response(429, f"at most {cap} open streams per user", "RATE_LIMITED")
-        response["Retry-After"] = "10"
-        return slot, response
-    return slot, None
 
 
 # --- the streams -----------------------------------------------------------------------
