@@ -256,7 +256,7 @@ class RealtimeConsumer(
         result = await services.message_send_async(
             user=self.user, slug=slug, content=content, client_id=client_id
         )
-        room = self.joined.get(result.message.room_id)
+        room = self.joined.get(result.room_id)
         if room is not None:
             async with self.delivery_lock:
                 await self._deliver(room, result.payload)
@@ -264,8 +264,8 @@ class RealtimeConsumer(
             "type": "ack",
             "room": slug,
             "client_id": result.payload["client_id"],
-            "id": result.message.pk,
-            "seq": result.message.seq,
+            "id": result.id,
+            "seq": result.seq,
         }
         await self.send_frame(frames.with_ref(ack, ref))
 

@@ -7,7 +7,9 @@ The layer is a doorbell: a lost event costs latency, never a message, because
 every connection fills a `seq` gap from the database.
 """
 
+import asyncio
 import time
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -61,10 +63,55 @@ def message_frame(
 
 
 def broadcast_message(*, room_id: int, payload: dict[str, Any]) -> None:
+    """Ring the room's doorbell for a stored message. On the event loop the
+    messages stored in one turn of it (a batch of posts) ring once per room;
+    from synchronous code (an on_commit callback) at once."""
     metrics.MESSAGES_STORED.inc()
-    event = {"type": MESSAGE, "room_id": room_id, "payload": payload, "sent_at": time.time()}
-    bus.send_sync(bus.room_group(room_id), event)
     signals.message_sent.send(sender=Message, room_id=room_id, message=payload)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        bus.send_sync(bus.room_group(room_id), _message_event(room_id, [payload]))
+        return
+    ringing = _ringing.get(loop)
+    if ringing is None:
+        ringing = _ringing[loop] = {}
+        loop.call_soon(_ring, loop)
+    ringing.setdefault(room_id, []).append(payload)
+
+
+def message_payloads(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages a MESSAGE event rings for, in seq order: `payload`, then
+    `more` when one event rang for several."""
+    more = event.get("more")
+    return [event["payload"], *more] if more else [event["payload"]]
+
+
+def _message_event(room_id: int, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    event = {"type": MESSAGE, "room_id": room_id, "payload": payloads[0], "sent_at": time.time()}
+    if len(payloads) > 1:
+        event["more"] = payloads[1:]
+    return event
+
+
+# Per event loop: the rooms whose messages wait for this turn's doorbells.
+_ringing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, list[dict]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ring(loop: asyncio.AbstractEventLoop) -> None:
+    rooms = _ringing.pop(loop, {})
+    bus.send_many_sync(
+        [
+            (bus.room_group(room_id), _message_event(room_id, sorted(payloads, key=_seq)))
+            for room_id, payloads in rooms.items()
+        ]
+    )
+
+
+def _seq(payload: dict[str, Any]) -> int:
+    return payload["seq"]
 
 
 def broadcast_receipt(*, room_id: int, room_slug: str, user: dict[str, Any], seq: int) -> None:

@@ -174,12 +174,11 @@ class RoomFanout(LoopHub):
             for member in list(members):
                 await _guarded(member.fanout_event(event))
             return
-        payload = event["payload"]
-        room_id, seq = event["room_id"], payload["seq"]
-        text = json.dumps(payload, ensure_ascii=False)
-        sent = 0
-        for member in list(members):
-            sent += bool(await _guarded(member.fanout_message(room_id, seq, payload, text)))
+        room_id, sent = event["room_id"], 0
+        for payload in events.message_payloads(event):
+            seq, text = payload["seq"], json.dumps(payload, ensure_ascii=False)
+            for member in list(members):
+                sent += bool(await _guarded(member.fanout_message(room_id, seq, payload, text)))
         metrics.FRAMES_OUT.inc(sent)  # those held for a gap fill count when sent
         if "sent_at" in event:
             metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))

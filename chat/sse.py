@@ -74,7 +74,13 @@ class RoomStream(Stream):
         if not isinstance(payload, dict):
             return []
         if kind == events.MESSAGE:
-            return self._chunks(await self.cursor.offer(payload["seq"], payload))
+            return self._chunks(
+                [
+                    frame
+                    for message in events.message_payloads(event)
+                    for frame in await self.cursor.offer(message["seq"], message)
+                ]
+            )
         if kind == events.MESSAGE_DELETED:
             # No id: a deletion must not move the client's Last-Event-ID back.
             return [sse_event(event="message_deleted", data=payload)]

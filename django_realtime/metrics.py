@@ -35,6 +35,15 @@ CONNECTIONS = Gauge("realtime_connections", "Open authenticated WebSocket connec
 FRAMES_IN = Counter("realtime_frames_in_total", "Client frames received", ["type"])
 FRAMES_OUT = LoopCounter("realtime_frames_out_total", "Frames sent to clients")
 MESSAGES_STORED = Counter("realtime_messages_stored_total", "Chat messages stored")
+POST_BATCH_SIZE = Histogram(
+    "realtime_post_batch_size",
+    "Posts stored by one statement (1: a post alone, with nothing in flight)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+POST_BATCHES_SPLIT = Counter(
+    "realtime_post_batches_split_total",
+    "Batches of posts that stored nothing (a racing retry, a deadlock) and went one by one",
+)
 FANOUT_SECONDS = Histogram(
     "realtime_fanout_latency_seconds",
     "From a message's broadcast to its delivery to one connection",

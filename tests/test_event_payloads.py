@@ -36,14 +36,14 @@ def test_every_event_type_survives_msgpack_unchanged(make_user, general):
     sent = services.message_send(
         user=alice, slug="general", content="hello @bob", client_id=uuid.uuid4()
     )  # a message, and a mention notification
-    services.read_mark(user=bob, slug="general", seq=sent.message.seq)
+    services.read_mark(user=bob, slug="general", seq=sent.seq)
     async_to_sync(presence_events.broadcast_typing)(
         room_id=general.pk, room_slug="general", user=user_payload(bob), is_typing=True
     )
     async_to_sync(presence_events.broadcast_typing_lapse)(
         TypingLapse(room_id=general.pk, room_slug="general", user_id=bob.pk, username="bob")
     )
-    services.message_delete(moderator=moderator, message_id=sent.message.pk, reason="spam")
+    services.message_delete(moderator=moderator, message_id=sent.id, reason="spam")
     services.member_ban(moderator=moderator, room=general, user=bob, reason="spam")
     notify(recipient=alice, kind="announcement", data={"text": "hi", "n": [1, 2]})
     async_to_sync(presence_events._send)(

@@ -37,7 +37,7 @@ again = services.message_send_async(
 )
 later = asyncio.run(again)
 offset = publish("public:news", {"n": 1})
-print("sent", sent.message.seq, later.message.seq, "published", offset)
+print("sent", sent.seq, later.seq, "published", offset)
 """
 
 

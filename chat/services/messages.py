@@ -15,24 +15,30 @@ from typing import Any
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from django_realtime import pgpool
 from django_realtime.asyncdb import db
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import BadRequest, Forbidden, NotFound
 from django_realtime.limits import limiter
+from django_realtime.payloads import user_payload
 from django_realtime.types import User
 
 from .. import events
 from ..mentions import may_mention, mentions_notify
 from ..models import Membership, Message, Room
 from ..selectors import access_rule, check_slug, room_access_by_slug
+from . import batches
 from .cleaning import clean_client_id, clean_content
 from .database import db_alias
 
 
 @dataclass(frozen=True)
 class SendResult:
-    message: Message
+    """A post's answer: the message's room, id and seq, whether this call
+    stored it (False: a retry's original), and its frame."""
+
+    room_id: int
+    id: int
+    seq: int
     created: bool
     payload: dict
 
@@ -64,9 +70,7 @@ def message_send(*, user: User, slug: str, content: object, client_id: object) -
         result = stored
     if result.created:
         transaction.on_commit(
-            partial(
-                events.broadcast_message, room_id=result.message.room_id, payload=result.payload
-            ),
+            partial(events.broadcast_message, room_id=result.room_id, payload=result.payload),
             using=db_alias(),
         )
     return result
@@ -76,8 +80,10 @@ async def message_send_async(
     *, user: User, slug: str, content: object, client_id: object
 ) -> SendResult:
     """message_send from the event loop (the WebSocket consumer): SEND_SQL over
-    django_realtime.pgpool, the ORM path and the lookup of a retry in a thread.
-    Each commits by itself, so the broadcast follows at once."""
+    django_realtime.pgpool, in a batch with the process's other posts while
+    one is in flight (chat.services.batches); the ORM path and the lookup of
+    a retry in a thread. Each commits by itself, so the broadcast follows at
+    once."""
     content, client_uuid = clean_content(content), clean_client_id(client_id)
     if not one_statement_applies(content):
         result = await db(
@@ -89,7 +95,7 @@ async def message_send_async(
         await limiter.ahit(rate_key, realtime_settings.CHAT_MESSAGE_RATE)
         params = _send_params(user=user, slug=slug, content=content, client_uuid=client_uuid)
         try:
-            row = await pgpool.fetchone(db_alias(), SEND_SQL, params)
+            row = await batches.store(db_alias(), SEND_SQL, params)
         except IntegrityError:
             row = RACED  # a racing twin stored this client_id first
         except Exception:  # nothing was stored: the hit does not count
@@ -101,7 +107,7 @@ async def message_send_async(
             stored = _original(found)
         result = stored
     if result.created:
-        events.broadcast_message(room_id=result.message.room_id, payload=result.payload)
+        events.broadcast_message(room_id=result.room_id, payload=result.payload)
     return result
 
 
@@ -233,21 +239,19 @@ def _stored(
     now: datetime,
     row: tuple,
 ) -> SendResult:
-    """The SendResult of a SEND_SQL row that stored a message."""
+    """The SendResult of a SEND_SQL row that stored a message (its frame
+    built from the row, with no model instance)."""
     room_id, message_id, seq = row[0], row[5], row[6]
-    message = Message(
+    payload = events.message_frame(
+        room_slug=slug,
         id=message_id,
-        room_id=room_id,
         seq=seq,
-        user=user,
         client_id=client_uuid,
+        user=user_payload(user),
         content=content,
         created_at=now,
-        is_deleted=False,
     )
-    message._state.adding, message._state.db = False, db_alias()
-    payload = events.message_payload(message, slug)
-    return SendResult(message=message, created=True, payload=payload)
+    return SendResult(room_id=room_id, id=message_id, seq=seq, created=True, payload=payload)
 
 
 def _send_general(*, user: User, slug: str, content: str, client_uuid: uuid.UUID) -> SendResult:
@@ -284,9 +288,7 @@ def _send_general(*, user: User, slug: str, content: str, client_uuid: uuid.UUID
             raise
         limiter.refund(rate_key)  # a retry is not a new message
         return existing
-    return SendResult(
-        message=message, created=True, payload=events.message_payload(message, room.slug)
-    )
+    return _result(message, created=True, slug=room.slug)
 
 
 def _message_by_client_id(*, user: User, client_id: uuid.UUID, slug: str) -> SendResult | None:
@@ -302,7 +304,17 @@ def _message_by_client_id(*, user: User, client_id: uuid.UUID, slug: str) -> Sen
         return None
     if message.room.slug != slug:
         raise BadRequest("client_id was already used for a message in another room")
-    return SendResult(message=message, created=False, payload=events.message_payload(message, slug))
+    return _result(message, created=False, slug=slug)
+
+
+def _result(message: Message, *, created: bool, slug: str) -> SendResult:
+    return SendResult(
+        room_id=message.room_id,
+        id=message.pk,
+        seq=message.seq,
+        created=created,
+        payload=events.message_payload(message, slug),
+    )
 
 
 def _next_seq(room_id: int) -> int:

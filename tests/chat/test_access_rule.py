@@ -8,9 +8,11 @@ import itertools
 import uuid
 
 import pytest
+from django.db import connection
 
 from chat import selectors, services
 from chat.models import Membership, Room
+from chat.services import batches
 from django_realtime.errors import ClientError
 
 pytestmark = pytest.mark.django_db
@@ -35,12 +37,14 @@ def outcome(call):
 
 
 @pytest.mark.parametrize(("is_private", "membership"), CASES)
-@pytest.mark.parametrize("path", ["one statement", "general path"])
+@pytest.mark.parametrize("path", ["one statement", "batch", "general path"])
 def test_the_sql_form_and_the_selector_agree(
     django_user_model, monkeypatch, is_private, membership, path
 ):
     if path == "general path":
         monkeypatch.setattr("chat.services.messages.one_statement_applies", lambda content: False)
+    if path == "batch":  # the one statement of a batch of posts (chat.services.batches)
+        monkeypatch.setattr("chat.services.messages._send_row", batch_row)
     owner = django_user_model.objects.create_user(username="owner", password="x")
     user = django_user_model.objects.create_user(username="someone", password="x")
     room = services.room_create(user=owner, slug="r", name="R", is_private=is_private)
@@ -68,6 +72,14 @@ def test_the_sql_form_and_the_selector_agree(
         assert sent == decided  # the same refusal, word for word
     room.refresh_from_db()
     assert room.last_seq == (1 if sent == ("ok", True) else 0)
+
+
+def batch_row(params):
+    """SEND_SQL's row for one post, from the batch statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(batches.BATCH_SQL, batches.batch_params([params]))
+        row = cursor.fetchone()
+    return None if row is None else row[1:]
 
 
 def test_every_case_is_covered():
