@@ -1,40 +1,29 @@
 """
-Provides `Subscriptions`: one WebSocket connection's topics, what it has been
-sent of each, and its outbound queue, where a newer publication with the same
-key replaces a waiting one while the connection is behind; past
-TOPICS_MAX_QUEUE it is closed (4413) and resumes with `since`. How:
-docs/architecture.md, "topics.subscriptions".
+Provides `Subscriptions`: one WebSocket connection's topics and what it has
+been sent of each (the subscribe and its replay, resyncs, gap fills, the
+hub's publications in offset order); what waits while it is behind is
+topics.outbound's. How: docs/architecture.md, "topics.subscriptions".
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import metrics
 from ..asyncdb import db
 from ..background import spawn
 from ..conf import realtime_settings
 from ..errors import BadRequest
-from ..rates import Rate
 from . import names, visibility
 from .history import Publication, history, replay
 from .hub import Round, batch_frames, hub
+from .outbound import OutboundQueue
 
 logger = logging.getLogger(__name__)
 
-# Where a publication waits in a connection's queue: by key, so a newer one
-# replaces it; a keyless one has a slot of its own.
-Slot = tuple[Any, ...]
-
-# How often a connection that is behind looks at its socket again.
-BEHIND_POLL_SECONDS = 0.02
 MAX_OFFSET = 2**63 - 1
 MAX_EPOCH_CHARS = 64
 
@@ -52,28 +41,8 @@ class Subscription:
     batch: bool = False  # `publications` frames
 
 
-class _Bucket:
-    """A token bucket for a namespace's max_rate, per connection."""
-
-    def __init__(self, rate: Rate):
-        self.capacity = float(rate.count)
-        self.per_second = rate.count / rate.period_seconds
-        self.tokens = self.capacity
-        self.at = time.monotonic()
-
-    def wait(self) -> float:
-        """0 if a publication may go now (and takes a token), else how long until one may."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.per_second)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.per_second
-
-
-class Subscriptions:
-    """The topics of one connection."""
+class Subscriptions(OutboundQueue):
+    """The topics of one connection; its queue is OutboundQueue's (topics.outbound)."""
 
     def __init__(
         self,
@@ -90,10 +59,8 @@ class Subscriptions:
         self.pending_output = pending_output
         self.overflow = overflow
         self.subs: dict[str, Subscription] = {}
-        self.queue: OrderedDict[tuple[str, Slot], tuple[Publication, str]] = OrderedDict()
-        self.buckets: dict[str, _Bucket] = {}
-        self.writer: asyncio.Task | None = None
         self.closed = False
+        self.start_queue()
 
     # --- the client's frames -------------------------------------------------------
     async def subscribe(self, frame: dict[str, Any], ref: Any) -> None:
@@ -289,83 +256,6 @@ class Subscriptions:
             await self.send_text(text)  # keeping up: straight out
             return
         self._enqueue(sub, publication, text)
-
-    # --- the queue ----------------------------------------------------------------------
-    def _behind(self, namespace: names.Namespace) -> bool:
-        """Whether a publication must wait (a token is taken when it need not)."""
-        probe = self.pending_output
-        if probe is not None and probe() > realtime_settings.TOPICS_BEHIND_BYTES:
-            return True
-        return namespace.max_rate is not None and self._bucket(namespace).wait() > 0
-
-    def _bucket(self, namespace: names.Namespace) -> _Bucket:
-        bucket = self.buckets.get(namespace.name)
-        if bucket is None:
-            assert namespace.max_rate is not None
-            bucket = self.buckets[namespace.name] = _Bucket(namespace.max_rate)
-        return bucket
-
-    def _enqueue(self, sub: Subscription, publication: Publication, text: str) -> None:
-        key: tuple[str, Slot] = (
-            publication.topic,
-            (publication.key,) if publication.key is not None else (None, publication.offset),
-        )
-        if self.queue.pop(key, None) is not None:
-            metrics.TOPIC_CONFLATED.inc()
-        self.queue[key] = (publication, text)
-        if len(self.queue) > realtime_settings.TOPICS_MAX_QUEUE:
-            logger.info("closing a connection of user %s: its topic queue is full", self.user.pk)
-            self.queue.clear()
-            self.closed = True
-            metrics.OUTPUT_OVERFLOWS.inc()
-            spawn(self.overflow())
-            return
-        if self.writer is None:
-            self.writer = asyncio.create_task(self._write())
-
-    async def _write(self) -> None:
-        """Send the queue in order as the socket and the rates allow."""
-        try:
-            while self.queue and not self.closed:
-                probe = self.pending_output
-                if probe is not None and probe() > realtime_settings.TOPICS_BEHIND_BYTES:
-                    await asyncio.sleep(BEHIND_POLL_SECONDS)
-                    continue
-                ready = self._send_next()
-                if ready is None:
-                    continue
-                if isinstance(ready, float):
-                    await asyncio.sleep(min(ready, 1.0))
-                else:
-                    for text in ready:
-                        await self.send_text(text)
-        finally:
-            self.writer = None
-
-    def _send_next(self) -> list[str] | float | None:
-        """Take the first queued publication whose namespace may send now,
-        with the rest of its topic's queue if it batches: the frames to send;
-        else the wait until one may (None: look again)."""
-        soonest = None
-        for key, (publication, text) in self.queue.items():
-            sub = self.subs.get(publication.topic)
-            if sub is None:
-                del self.queue[key]
-                return None  # dropped; look again
-            rate = sub.namespace.max_rate
-            wait = self._bucket(sub.namespace).wait() if rate is not None else 0.0
-            if wait == 0:
-                if not sub.batch:
-                    del self.queue[key]
-                    return [text]
-                taken = [k for k in self.queue if k[0] == publication.topic]
-                return batch_frames(publication.topic, [self.queue.pop(k)[0] for k in taken])
-            soonest = wait if soonest is None else min(soonest, wait)
-        return soonest
-
-    def _drop_queued(self, topic: str) -> None:
-        for key in [k for k in self.queue if k[0] == topic]:
-            del self.queue[key]
 
 
 async def _may_subscribe(namespace: names.Namespace, user: Any, topic: str) -> bool:
