@@ -23,7 +23,8 @@ from presence import tracking
 
 from ..slots import CountedConnection
 from . import protocol, quotas, services
-from .hub import LiveDocument, hub
+from .document import LiveDocument
+from .hub import hub
 
 logger = logging.getLogger(__name__)
 
