@@ -142,7 +142,7 @@ class RealtimeConsumer(
             log_room.set(room_name[:64] if isinstance(room_name, str) else "-")
             ref = frames.ref(frame)
             handler = self.handlers.get(frame["type"])
-            metrics.FRAMES_IN.labels(frame["type"] if handler else "unknown").inc()
+            metrics.frame_in(frame["type"] if handler else "unknown")
             if handler is None:
                 raise BadRequest(f"unknown frame type {frame['type'][:40]!r}")
             await handler(self, frame, ref)

@@ -71,7 +71,8 @@ def _failed(op: str, what: str, exc: BaseException) -> None:
 
 async def _bounded(op: str, what: str, call: Any) -> bool:
     try:
-        await asyncio.wait_for(call, timeout=realtime_settings.LAYER_SEND_TIMEOUT_SECONDS)
+        async with asyncio.timeout(realtime_settings.LAYER_SEND_TIMEOUT_SECONDS):
+            await call  # no task of its own, as wait_for would make
         return True
     except asyncio.CancelledError:
         raise
@@ -91,6 +92,9 @@ async def send(group: str, event: Event) -> bool:
 
 async def send_many(sends: list[tuple[str, Event]]) -> None:
     """send() to many groups, SEND_BATCH at a time."""
+    if len(sends) == 1:  # a post's doorbell: no task to gather
+        await send(*sends[0])
+        return
     for start in range(0, len(sends), SEND_BATCH):
         batch = sends[start : start + SEND_BATCH]
         await asyncio.gather(*(send(group, event) for group, event in batch))

@@ -7,6 +7,7 @@ scraper's instance). Names follow Prometheus conventions (units in names,
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -33,6 +34,17 @@ class LoopCounter(Collector):
 
 CONNECTIONS = Gauge("realtime_connections", "Open authenticated WebSocket connections")
 FRAMES_IN = Counter("realtime_frames_in_total", "Client frames received", ["type"])
+_frames_in: dict[str, Any] = {}
+
+
+def frame_in(kind: str) -> None:
+    """FRAMES_IN for one frame of `kind` (its child kept: labels() is a lock and a lookup)."""
+    child = _frames_in.get(kind)
+    if child is None:
+        child = _frames_in[kind] = FRAMES_IN.labels(kind)
+    child.inc()
+
+
 FRAMES_OUT = LoopCounter("realtime_frames_out_total", "Frames sent to clients")
 MESSAGES_STORED = Counter("realtime_messages_stored_total", "Chat messages stored")
 POST_BATCH_SIZE = Histogram(

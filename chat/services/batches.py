@@ -6,11 +6,13 @@ lone post runs SEND_SQL at once, as it would without batching.
 """
 
 import asyncio
+import functools
+import json
 import logging
 import weakref
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import IntegrityError, connections
 
 from django_realtime import metrics, pgpool
 from django_realtime.background import spawn
@@ -77,7 +79,7 @@ class _Batches:
         metrics.POST_BATCH_SIZE.observe(len(posts))
         if len(posts) > 1:
             try:
-                rows = await pgpool.fetchall(self.alias, BATCH_SQL, batch_params(posts))
+                rows = await pgpool.fetchall(self.alias, batch_sql(self.alias), batch_params(posts))
             except Unavailable as exc:
                 if not _deadlocked(exc):
                     return [Unavailable(exc.message) for _ in posts]
@@ -109,16 +111,20 @@ def _deadlocked(exc: Unavailable) -> bool:
 
 
 def batch_params(posts: list[dict]) -> dict:
-    """The batch's parameters, one array per column (unnest's input)."""
-    return {
-        "ord": list(range(len(posts))),
-        "user_id": [p["user_id"] for p in posts],
-        "slug": [p["slug"] for p in posts],
-        "client_id": [p["client_id"] for p in posts],
-        "content": [p["content"] for p in posts],
-        "now": [p["now"] for p in posts],
-        "role": posts[0]["role"],
-    }
+    """The batch's parameters: its posts as one JSON text (encoded in C;
+    psycopg dumps arrays element by element in Python)."""
+    rows = [
+        {
+            "ord": index,
+            "user_id": p["user_id"],
+            "slug": p["slug"],
+            "client_id": str(p["client_id"]),
+            "content": p["content"],
+            "now": p["now"].isoformat(),
+        }
+        for index, p in enumerate(posts)
+    ]
+    return {"posts": json.dumps(rows, ensure_ascii=False), "role": posts[0]["role"]}
 
 
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Batches]] = (
@@ -146,12 +152,19 @@ _ROOM, _MEMBERSHIP, _MESSAGE = (
     Membership._meta.db_table,
     Message._meta.db_table,
 )
+
+
+@functools.cache
+def batch_sql(alias: str) -> str:
+    """BATCH_SQL for database `alias`, its user ids typed as the site's user model's."""
+    user_id = Membership._meta.get_field("user").db_type(connections[alias])
+    return BATCH_SQL.replace("user_id bigint", f"user_id {user_id}")
+
+
 BATCH_SQL = f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        %(ord)s::int[], %(user_id)s::bigint[], %(slug)s::text[], %(client_id)s::uuid[],
-        %(content)s::text[], %(now)s::timestamptz[]
-    ) AS i(ord, user_id, slug, client_id, content, now)
+    SELECT * FROM json_to_recordset(%(posts)s::json)
+        AS i(ord int, user_id bigint, slug text, client_id uuid, content text, now timestamptz)
 ), access AS (
     SELECT i.*, r.id AS room_id, r.is_private, m.id AS membership_id,
            coalesce(m.is_banned, false) AS is_banned, coalesce(m.is_muted, false) AS is_muted

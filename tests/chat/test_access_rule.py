@@ -77,7 +77,7 @@ def test_the_sql_form_and_the_selector_agree(
 def batch_row(params):
     """SEND_SQL's row for one post, from the batch statement."""
     with connection.cursor() as cursor:
-        cursor.execute(batches.BATCH_SQL, batches.batch_params([params]))
+        cursor.execute(batches.batch_sql("default"), batches.batch_params([params]))
         row = cursor.fetchone()
     return None if row is None else row[1:]
 
