@@ -118,18 +118,22 @@ def message_delete(*, moderator: User, message_id: int, reason: str = "") -> Mes
     return message
 
 
+# What each act sets on the membership: the field and its new value.
+_FLAGS = {
+    ModerationAction.Action.BAN: ("is_banned", True),
+    ModerationAction.Action.UNBAN: ("is_banned", False),
+    ModerationAction.Action.MUTE: ("is_muted", True),
+    ModerationAction.Action.UNMUTE: ("is_muted", False),
+}
+
+
 def _member_flag(
-    *,
-    moderator: User,
-    room: Room,
-    user: User,
-    field: str,
-    value: bool,
-    action: str,
-    reason: object,
+    action: ModerationAction.Action, *, moderator: User, room: Room, user: User, reason: object
 ) -> Membership | None:
-    """Set `field` on the user's membership and record it; None when there is
-    nothing to change (no membership to lift a ban or mute from)."""
+    """Set the flag `action` sets on the user's membership and record it;
+    None when there is nothing to change (no membership to lift a ban or
+    mute from)."""
+    field, value = _FLAGS[action]
     reason = _clean_reason(reason)
     _require_moderator(moderator=moderator, room=room, target=user)
     with transaction.atomic(using=db_alias()):
@@ -150,73 +154,51 @@ def _member_flag(
         membership.save(update_fields=[field])
         _audit(moderator=moderator, action=action, room=room, target_user=user, reason=reason)
         if action == ModerationAction.Action.BAN:
-            transaction.on_commit(
-                using=db_alias(),
-                func=partial(
-                    events.notify_kicked,
-                    user_id=user.pk,
-                    room_id=room.pk,
-                    room_slug=room.slug,
-                    reason=reason,
-                ),
-            )
+            _kick_after_commit(room=room, user=user, reason=reason)
     return membership
+
+
+def _kick_after_commit(*, room: Room, user: User, reason: str) -> None:
+    """Once the transaction commits, the user's open connections get `kicked`
+    and leave the room."""
+    transaction.on_commit(
+        using=db_alias(),
+        func=partial(
+            events.notify_kicked,
+            user_id=user.pk,
+            room_id=room.pk,
+            room_slug=room.slug,
+            reason=reason,
+        ),
+    )
 
 
 def member_ban(*, moderator: User, room: Room, user: User, reason: str = "") -> Membership | None:
     """Ban a user from a room: each of their open connections gets
     `{"type":"kicked","room","reason"}` and leaves the room; from then on
     joining, posting and reading there are FORBIDDEN."""
-    return _member_flag(
-        moderator=moderator,
-        room=room,
-        user=user,
-        field="is_banned",
-        value=True,
-        action=ModerationAction.Action.BAN,
-        reason=reason,
-    )
+    act = ModerationAction.Action.BAN
+    return _member_flag(act, moderator=moderator, room=room, user=user, reason=reason)
 
 
 def member_unban(*, moderator: User, room: Room, user: User, reason: str = "") -> Membership | None:
     """Lift a ban; the user may join the room again (nothing is sent)."""
-    return _member_flag(
-        moderator=moderator,
-        room=room,
-        user=user,
-        field="is_banned",
-        value=False,
-        action=ModerationAction.Action.UNBAN,
-        reason=reason,
-    )
+    act = ModerationAction.Action.UNBAN
+    return _member_flag(act, moderator=moderator, room=room, user=user, reason=reason)
 
 
 def member_mute(*, moderator: User, room: Room, user: User, reason: str = "") -> Membership | None:
     """Mute a member: they still read the room, but their next post is FORBIDDEN."""
-    return _member_flag(
-        moderator=moderator,
-        room=room,
-        user=user,
-        field="is_muted",
-        value=True,
-        action=ModerationAction.Action.MUTE,
-        reason=reason,
-    )
+    act = ModerationAction.Action.MUTE
+    return _member_flag(act, moderator=moderator, room=room, user=user, reason=reason)
 
 
 def member_unmute(
     *, moderator: User, room: Room, user: User, reason: str = ""
 ) -> Membership | None:
     """Let a muted member post again."""
-    return _member_flag(
-        moderator=moderator,
-        room=room,
-        user=user,
-        field="is_muted",
-        value=False,
-        action=ModerationAction.Action.UNMUTE,
-        reason=reason,
-    )
+    act = ModerationAction.Action.UNMUTE
+    return _member_flag(act, moderator=moderator, room=room, user=user, reason=reason)
 
 
 def member_remove(*, moderator: User, room: Room, user: User, reason: str = "") -> bool:
@@ -238,14 +220,5 @@ def member_remove(*, moderator: User, room: Room, user: User, reason: str = "") 
             reason=reason,
         )
         if room.is_private:
-            transaction.on_commit(
-                using=db_alias(),
-                func=partial(
-                    events.notify_kicked,
-                    user_id=user.pk,
-                    room_id=room.pk,
-                    room_slug=room.slug,
-                    reason=reason,
-                ),
-            )
+            _kick_after_commit(room=room, user=user, reason=reason)
     return True
