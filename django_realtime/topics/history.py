@@ -400,11 +400,7 @@ class RedisHistory:
 
     async def state(self, topic: str, *, namespace: Namespace) -> State:
         try:
-            reply = await _STATE.arun(
-                self.url_of(topic),
-                _keys(topic, None)[:2],
-                [new_epoch(), int(max(META_TTL_SECONDS, namespace.history_ttl))],
-            )
+            reply = await _STATE.arun(*self._read(topic, namespace))
         except redisconn.ERRORS as exc:
             raise _unavailable(exc) from exc
         return _state(topic, namespace, reply)
@@ -413,14 +409,16 @@ class RedisHistory:
         """(epoch, offset) where the topic stands, without its publications
         (a page's render: {% realtime_stream %}); the epoch is made if new."""
         try:
-            epoch, offset = _POSITION.run(
-                self.url_of(topic),
-                _keys(topic, None)[:2],
-                [new_epoch(), int(max(META_TTL_SECONDS, namespace.history_ttl))],
-            )
+            epoch, offset = _POSITION.run(*self._read(topic, namespace))
         except redisconn.ERRORS as exc:
             raise _unavailable(exc) from exc
         return _text(epoch), int(offset or 0)
+
+    def _read(self, topic: str, namespace: Namespace) -> tuple[str, list[str], list[Any]]:
+        """A read's script call (STATE, POSITION): the topic's shard, its
+        meta and stream keys, and the epoch to make if it has none."""
+        ttl = int(max(META_TTL_SECONDS, namespace.history_ttl))
+        return self.url_of(topic), _keys(topic, None)[:2], [new_epoch(), ttl]
 
 
 _memory = MemoryHistory()
