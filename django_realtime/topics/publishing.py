@@ -124,7 +124,6 @@ def publish(
         pass
     else:
         raise RuntimeError("publish() would block the event loop: use `await apublish(...)`")
-    check(topic, data, key, idempotency_key)  # refuse now, not after the commit
     if _after_commit(using, topic, data, key, idempotency_key):
         return None
     return publish_now(topic, data, key=key, idempotency_key=idempotency_key).publication.offset
@@ -142,7 +141,6 @@ async def apublish(
     `using` is open (sync code in `atomic()` awaiting this through
     `async_to_sync`), the publication waits for the commit and None is
     returned; otherwise the publication's offset."""
-    check(topic, data, key, idempotency_key)
     deferred = await sync_to_async(_after_commit, thread_sensitive=True)(
         using, topic, data, key, idempotency_key
     )
@@ -156,7 +154,9 @@ def _after_commit(
     using: str, topic: str, data: Any, key: str | None, idempotency_key: str | None
 ) -> bool:
     """Whether a transaction is open on this thread's `using` connection; if
-    so the publication is registered to follow its commit."""
+    so the publication is registered to follow its commit. Either way it is
+    checked first: refused now, not after the commit."""
+    check(topic, data, key, idempotency_key)
     if not transaction.get_connection(using).in_atomic_block:
         return False
     transaction.on_commit(
