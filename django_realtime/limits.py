@@ -226,6 +226,22 @@ async def _arefund(url: str, name: str) -> None:
 limiter = SharedLimiter()
 
 
+async def arun_shared(script: redisconn.Script, kind: str, owner: Any, args: list[Any]) -> Any:
+    """Run `script` on the shared key of (`kind`, `owner`), on the shard of its
+    name, for a limit of another module's own (chat.collab.quotas): its reply;
+    None without Redis, or while Redis does not answer (a fail-open, counted
+    and logged as the limits' own): the caller then counts in the process."""
+    name = _key(kind, owner)
+    url = _rate_url(name)
+    if not url:
+        return None
+    try:
+        return await script.arun(url, [name], args)
+    except redisconn.ERRORS as exc:
+        _failed_open(kind, exc)
+        return None
+
+
 # --- slots ------------------------------------------------------------------------------
 def lease_seconds() -> float:
     """A slot nobody renews is free again after this (a dead process's)."""

@@ -70,15 +70,11 @@ async def spend(user_id: int, size: int) -> None:
     cap, period = rate.count, rate.period_seconds
     if size > cap:
         raise _refused(period)
-    name = limits._key("docbytes", user_id)
-    url = limits._rate_url(name)
-    if not url:
+    args = [cap, math.ceil(period * 1000), size]
+    reply = await limits.arun_shared(_SPEND, "docbytes", user_id, args)
+    if reply is None:  # no Redis, or it did not answer: this process counts
         return _spend_here(user_id, cap, period, size)
-    try:
-        taken, wait_ms = await _SPEND.arun(url, [name], [cap, math.ceil(period * 1000), size])
-    except redisconn.ERRORS as exc:
-        limits._failed_open("docbytes", exc)
-        return _spend_here(user_id, cap, period, size)
+    taken, wait_ms = reply
     if not taken:
         raise _refused(int(wait_ms) / 1000)
     return None
