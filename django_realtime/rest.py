@@ -1,14 +1,8 @@
 """
-Provides RealtimeAPIView, the base of every REST view of the package, and the
-pieces it declares for itself so that a site's REST_FRAMEWORK defaults
-neither break nor loosen it: token then session authentication, authenticated
-users only, JSON in (StrictJSONParser) and out, throttles with the package's
-own scopes and rates (counted by django_realtime.limits, across processes with
-Redis, per client address as client_address() reads it), drf-spectacular's
-schema, and an exception handler that turns a ClientError into the code a
-WebSocket client sees in its `error` frame and a database outage into 503.
-
-(docs/architecture.md, "Why the modules are as they are")
+Provides RealtimeAPIView, the base of every REST view of the package: its own
+authentication, permissions, JSON, throttles, schema and exception handler,
+so a site's REST_FRAMEWORK neither breaks nor loosens it (docs/integration.md,
+"Your own code"; docs/architecture.md, "django_realtime.rest").
 """
 
 from __future__ import annotations

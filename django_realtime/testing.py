@@ -1,15 +1,7 @@
 """
 Provides `capture()`: what a site's own tests published, notified and sent,
-as `django.core.mail.outbox` holds what they mailed.
-
-    from django_realtime.testing import capture
-
-    with capture() as captured:
-        place_order(owner=bob, item="tea")      # the site's code
-    assert captured.notifications[0].kind == "order"
-    assert captured.publications[0].topic == "orders:user-7"
-
-(docs/architecture.md, "Why the modules are as they are")
+as `django.core.mail.outbox` holds what they mailed. Use: docs/integration.md,
+"Ten-minute start"; how: docs/architecture.md, "django_realtime.testing".
 """
 
 from __future__ import annotations
