@@ -2,6 +2,7 @@
 Provides rates as settings spell them: "20/10s", "1/1s", "60/min", "off".
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ class Rate:
     period_seconds: float
 
 
+@functools.lru_cache(maxsize=256)  # read on every limited frame; settings rarely change
 def parse_rate(text: str) -> Rate | None:
     """'20/10s' -> Rate(20, 10.0); 'off' -> None (no limit)."""
     if text.strip().lower() in {"off", "none", "0", ""}:
