@@ -19,7 +19,8 @@ logger = logging.getLogger("chat.consumers")
 
 
 class SessionChecks(HeldOutput):
-    """A mixin for RealtimeConsumer: its credential's re-checks."""
+    """A mixin for a WebSocket consumer (RealtimeConsumer, DocConsumer): its
+    credential's re-checks."""
 
     user: Any
     waiting: set[asyncio.Task]

@@ -14,13 +14,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_realtime import bus, credentials, drain
 from django_realtime.asyncdb import db
-from django_realtime.closecodes import SESSION_ENDED, SESSION_MOVED, CloseCode
+from django_realtime.closecodes import CloseCode
 from django_realtime.conf import realtime_settings
 from django_realtime.errors import Forbidden, NotFound, Unavailable
-from django_realtime.output import HeldOutput
 from django_realtime.rates import parse_rate
 from presence import tracking
 
+from ..session_checks import SessionChecks
 from ..slots import CountedConnection
 from . import protocol, quotas, services
 from .document import LiveDocument
@@ -29,8 +29,9 @@ from .hub import hub
 logger = logging.getLogger(__name__)
 
 
-class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
-    """One editor of one document."""
+class DocConsumer(CountedConnection, SessionChecks, AsyncWebsocketConsumer):
+    """One editor of one document; its credential is checked again as /ws/'s
+    is (chat.session_checks), at the document's refresh once due."""
 
     user: Any
     live: LiveDocument | None = None
@@ -60,16 +61,19 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
 
     # --- connection ------------------------------------------------------------
     async def renew(self) -> None:
-        """Keep this connection's slot (the document's refresh calls it)."""
+        """Keep this connection's slot and re-check its credential once
+        SESSION_RECHECK_SECONDS passed (the document's refresh calls it)."""
+        self._recheck_when_due()
         await self.renew_slot()
 
     async def connect(self) -> None:
         """Authenticate, apply the room's access rule, then sync."""
         self.live, self.closing, self.present = None, False, False
         self.aware_times: list[float] = []
+        self.waiting: set[asyncio.Task] = set()  # re-checks under way
         self.start_output()
         self.user = self.scope.get("user")
-        self.credential = self.scope.get("realtime_credential")
+        self.start_session_checks()
         if self.user is None or not self.user.is_authenticated:
             await self._refuse(CloseCode.UNAUTHENTICATED, "authentication required")
             return
@@ -121,6 +125,8 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         """Leave the document, its awareness and the room's presence."""
         drain.unregister(self)
+        for task in list(getattr(self, "waiting", ())):
+            task.cancel()
         self.stop_output()
         if self.live is not None:
             live, self.live = self.live, None
@@ -200,14 +206,11 @@ class DocConsumer(CountedConnection, HeldOutput, AsyncWebsocketConsumer):
     async def session_end(self, event: dict) -> None:
         """The credential this connection was opened with ended: 4401."""
         if credentials.ends(event, self.credential):
-            await self._refuse(CloseCode.UNAUTHENTICATED, SESSION_ENDED)
+            await self._end_session()
 
     async def session_recheck(self, event: dict) -> None:
-        verdict = await credentials.verdict_async(user_id=self.user.pk, credential=self.credential)
-        if verdict is credentials.Verdict.ENDED:
-            await self._refuse(CloseCode.UNAUTHENTICATED, SESSION_ENDED)
-        elif verdict is credentials.Verdict.MOVED:  # re-keyed, or gone: the reconnect decides
-            await self._refuse(CloseCode.SERVICE_RESTART, SESSION_MOVED)
+        """The user changed: check again (ended: 4401; re-keyed: 1012)."""
+        await self._recheck()
 
     async def chat_kicked(self, event: dict) -> None:
         """Banned from the document's room: 4404, as a stranger."""

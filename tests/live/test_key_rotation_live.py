@@ -50,14 +50,14 @@ def alice(make_user):
     return make_user("alice")
 
 
-def login(server) -> str:
+def login(server, username: str = "alice") -> str:
     """The session key a browser gets from the login form of `server`."""
     with httpx.Client(base_url=server.http, timeout=10) as client:
         page = client.get("/accounts/login/")
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
         done = client.post(
             "/accounts/login/",
-            data={"username": "alice", "password": "pw", "csrfmiddlewaretoken": csrf},
+            data={"username": username, "password": "pw", "csrfmiddlewaretoken": csrf},
         )
         assert done.status_code == 302
         return client.cookies["sessionid"]
@@ -78,6 +78,19 @@ async def socket(server, key: str) -> Ws:
         additional_headers={"Cookie": f"sessionid={key}"},
         open_timeout=10,
     )
+    return Ws(conn)
+
+
+async def document_socket(server, key: str) -> Ws:
+    """A shared document's editor on this session cookie, synced once."""
+    conn = await websockets.connect(
+        f"{server.ws}docs/general/notes",
+        origin=server.http,
+        additional_headers={"Cookie": f"sessionid={key}"},
+        open_timeout=10,
+    )
+    await conn.send(b"\x00\x00\x01\x00")  # sync step 1, an empty state vector
+    await asyncio.wait_for(conn.recv(), 10)  # the server's step 2: it is open
     return Ws(conn)
 
 
@@ -162,14 +175,7 @@ async def test_a_document_socket_on_a_session_django_re_keys_is_told_to_reconnec
     the user asks for) closes it with 1012 (reconnect), not 4401."""
     key = await asyncio.to_thread(login, sites["old"])
     rotated = sites["rotated"]
-    conn = await websockets.connect(
-        f"{rotated.ws}docs/general/notes",
-        origin=rotated.http,
-        additional_headers={"Cookie": f"sessionid={key}"},
-        open_timeout=10,
-    )
-    await conn.send(b"\x00\x00\x01\x00")  # sync step 1, an empty state vector
-    await asyncio.wait_for(conn.recv(), 10)  # the server's step 2: it is open
+    ws = await document_socket(rotated, key)
     assert (await page(rotated, key)).status_code == 200  # Django re-keys the session
     await asyncio.to_thread(
         manage_shell,
@@ -177,4 +183,22 @@ async def test_a_document_socket_on_a_session_django_re_keys_is_told_to_reconnec
         "u = get_user_model().objects.get(username='alice'); u.first_name = 'Al'; u.save()",
         redis_url=redis_url,
     )
-    assert await close_code(Ws(conn)) == (1012, "session changed: reconnect")
+    assert await close_code(ws) == (1012, "session changed: reconnect")
+
+
+async def test_a_document_socket_checks_its_session_again_with_nobody_asking(
+    sites, alice, make_user
+):
+    """With no layer event to ask it, the document socket re-checks its
+    session every SESSION_RECHECK_SECONDS (here 1 s), as /ws/ does: one the
+    site re-keyed closes it with 1012, one that no longer authenticates (a
+    password set behind Django's back, no signal sent) with 4401."""
+    rotated = sites["rotated"]
+    bob = await asyncio.to_thread(make_user, "bob")
+    rekeyed = await asyncio.to_thread(login, sites["old"])
+    moved = await document_socket(rotated, rekeyed)
+    ended = await document_socket(rotated, await asyncio.to_thread(login, rotated, "bob"))
+    assert (await page(rotated, rekeyed)).status_code == 200  # Django re-keys the session
+    await type(bob).objects.filter(pk=bob.pk).aupdate(password=make_password("new"))
+    assert await close_code(moved) == (1012, "session changed: reconnect")
+    assert await close_code(ended) == (4401, "session ended")
