@@ -50,6 +50,25 @@ class RoomDelivery(HeldOutput):
         self.delivery_lock = asyncio.Lock()
 
     # --- room events, from the process's fan-out -------------------------------------
+    def fanout_message_now(self, room_id: int, seq: int, text: str) -> bool | None:
+        """fanout_message without a coroutine, for the common case: True when
+        sent (the next seq, nothing else being sent, the socket taking it at
+        once), False when not for this connection; None: take fanout_message."""
+        if self.closing:
+            return False
+        if room_id in self.joining:
+            return None
+        room = self.joined.get(room_id)
+        if room is None:
+            return False
+        cursor = room.cursor
+        if seq <= cursor.delivered:
+            return False
+        if seq == cursor.delivered + 1 and not self.delivery_lock.locked() and self.send_now(text):
+            cursor.delivered = seq
+            return True
+        return None
+
     async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> bool:
         """A message stored in a joined room, serialised once for the process:
         sent at once when it is the next seq and nothing else is being sent

@@ -41,6 +41,8 @@ class Member(Protocol):
     channel_name: str
     counted_user: int | None  # whose slot of open_connections it holds, if any
 
+    def fanout_message_now(self, room_id: int, seq: int, text: str) -> bool | None: ...
+
     async def fanout_message(self, room_id: int, seq: int, payload: dict, text: str) -> bool: ...
 
     async def fanout_event(self, event: dict) -> None: ...
@@ -178,7 +180,14 @@ class RoomFanout(LoopHub):
         for payload in events.message_payloads(event):
             seq, text = payload["seq"], json.dumps(payload, ensure_ascii=False)
             for member in list(members):
-                sent += bool(await _guarded(member.fanout_message(room_id, seq, payload, text)))
+                try:  # most connections take it at once: no coroutine each
+                    done = member.fanout_message_now(room_id, seq, text)
+                except Exception as exc:  # noqa: BLE001 - its socket just went
+                    logger.debug("fan-out to a connection failed: %r", exc)
+                    continue
+                if done is None:
+                    done = await _guarded(member.fanout_message(room_id, seq, payload, text))
+                sent += bool(done)
         metrics.FRAMES_OUT.inc(sent)  # those held for a gap fill count when sent
         if "sent_at" in event:
             metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))

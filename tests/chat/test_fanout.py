@@ -11,10 +11,19 @@ from presence import events as presence_events
 
 
 class Member:
-    def __init__(self, fail: bool = False):
-        self.fail = fail
+    def __init__(self, fail: bool = False, at_once: bool = False):
+        self.fail, self.at_once = fail, at_once
         self.messages: list[tuple[int, int, str]] = []
         self.events: list[dict] = []
+
+    def fanout_message_now(self, room_id, seq, text):
+        """at_once: the socket took it (no coroutine); else the coroutine's way."""
+        if not self.at_once:
+            return None
+        if self.fail:
+            raise ConnectionError("the socket just went")
+        self.messages.append((room_id, seq, text))
+        return True
 
     async def fanout_message(self, room_id, seq, payload, text):
         if self.fail:
@@ -38,8 +47,9 @@ def hub():
     return RoomFanout()
 
 
-async def test_a_message_is_serialised_once_and_reaches_every_member(hub):
-    members = [Member(), Member(fail=True), Member()]
+@pytest.mark.parametrize("at_once", [False, True])
+async def test_a_message_is_serialised_once_and_reaches_every_member(hub, at_once):
+    members = [Member(at_once=at_once), Member(fail=True, at_once=at_once), Member()]
     hub.members[7] = set(members)
     before = metrics.FRAMES_OUT.value
     await hub.dispatch(message_event(7, 1))
