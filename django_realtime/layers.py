@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import uuid
+from typing import Any
 
 from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import (
@@ -194,6 +195,15 @@ def _dead_link_bounded(host: dict) -> dict:
     return {"socket_keepalive": True, "socket_keepalive_options": options, **host}
 
 
+def _checkout(pool: Any) -> Any:
+    """A connection of `pool` to keep (redis-py 5.3+ takes no command name;
+    5.2 requires one)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("PUBLISH")
+
+
 class _WatchedShard(RedisSingleShardConnection):
     """A shard whose receive loop reports failures and recoveries to the layer,
     and whose publishes and (un)subscribes go out together.
@@ -205,7 +215,7 @@ class _WatchedShard(RedisSingleShardConnection):
     time under the shard's lock, and every other caller of the process waits
     its turn for a whole round trip. Here a call joins the shard's outbox and waits;
     one sender task takes everything queued by then and sends it with one
-    round trip per run of like operations (the publishes in one pipeline, the
+    round trip per run of like operations (the publishes written together, the
     subscribes in one SUBSCRIBE), in the order they were called. Alone, a
     call costs what it did; under load the runs grow (a join storm's presence
     diffs, a busy process's messages) and a publish costs a fraction of one
@@ -216,6 +226,10 @@ class _WatchedShard(RedisSingleShardConnection):
         super().__init__(_dead_link_bounded(host), loop_layer)
         self.watcher = watcher
         self._outbox = Outbox(self._send_queued)
+        # The connection the shard's publishes go out on, and its pool's
+        # (a reset shard has a new pool: then a new connection).
+        self._publisher: Any = None
+        self._publisher_pool: Any = None
 
     async def publish(self, channel, message):
         await self._outbox.put((_PUBLISH, channel, message))
@@ -240,10 +254,7 @@ class _WatchedShard(RedisSingleShardConnection):
         try:
             self._ensure_redis()
             if op == _PUBLISH:
-                pipe = self._redis.pipeline(transaction=False)
-                for (_, channel, message), _ in run:
-                    pipe.publish(channel, message)
-                await pipe.execute()
+                await self._publish(run)
             else:
                 self._ensure_receiver()
                 subscribing = op == _SUBSCRIBE
@@ -268,6 +279,31 @@ class _WatchedShard(RedisSingleShardConnection):
             outcome = exc
         for _, future in run:
             settle(future, outcome)
+
+    async def _publish(self, run: list[tuple[tuple, asyncio.Future]]) -> None:
+        """The run's PUBLISHes written at once on the shard's own connection
+        and their replies read in turn: one round trip, without the pipeline
+        object, the pool's checkout and the retry wrapper redis-py spends on
+        every call (a post's doorbell is one). Any failure ends the
+        connection; the next run opens another."""
+        pool = self._redis.connection_pool
+        conn = self._publisher if self._publisher_pool is pool else None
+        if conn is None:
+            conn = await _checkout(pool)
+            self._publisher, self._publisher_pool = conn, pool
+        try:
+            await conn.send_packed_command(
+                conn.pack_commands(
+                    [("PUBLISH", channel, message) for (_, channel, message), _ in run]
+                )
+            )
+            for _ in run:
+                await conn.read_response()
+        except BaseException:
+            self._publisher = None
+            await conn.disconnect()
+            await pool.release(conn)
+            raise
 
     async def _do_receiving(self):
         failed = False
