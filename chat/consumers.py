@@ -181,21 +181,21 @@ class RealtimeConsumer(
             previous = self.joined.get(room.pk)
             if previous is not None and since is None:
                 since = previous.cursor.delivered  # a repeated join resumes where it was
-            # Announce the join to the others (the pub/sub layer may deliver the
-            # diff after the group_add below; the joiner's `joined` has itself).
-            await tracking.enter(
+            last_seq = room.last_seq if early == room.pk else None
+            if last_seq is None:  # not subscribed before the join: read it after
+                self.joining.setdefault(room.pk, [])
+                await hub.subscribe(room.pk, self)
+            # Enter the room and read who is in it in one step, once subscribed:
+            # any later change reaches `joining` as a diff. The others are told
+            # of the join; the joiner's `joined` lists it.
+            present = await tracking.join(
                 room_id=room.pk,
                 room_slug=room.slug,
                 user=self.user,
                 channel=self.channel_name,
                 status=self.status,
-                announce_self=False,
             )
-            last_seq = room.last_seq if early == room.pk else None
-            if last_seq is None:  # not subscribed before the join: read it after
-                self.joining.setdefault(room.pk, [])
-                await hub.subscribe(room.pk, self)
-            await self._join_room(room, since, previous, ref, last_seq)
+            await self._join_room(room, since, previous, ref, last_seq, present)
         finally:
             if room is None:
                 hub.forget(slug)  # refused or gone: no early subscription next time
@@ -212,12 +212,12 @@ class RealtimeConsumer(
         previous: JoinedRoom | None,
         ref: Any,
         last_seq: int | None,
+        presence: list[dict[str, Any]],
     ) -> None:
         if last_seq is None:
             last_seq = await streams.last_seq(room_id=room.pk)
         if since is not None:
             metrics.RESUMES.inc()
-        presence = await tracking.members(room_id=room.pk)
         async with self.delivery_lock:
             state = previous or JoinedRoom(
                 room_id=room.pk,

@@ -98,6 +98,26 @@ class LocalPresenceStore:
             after = entry.status
         return None if before == after else Change(room_id, user_id, username, after, room_slug)
 
+    async def join(
+        self,
+        *,
+        room_id: int,
+        room_slug: str,
+        user_id: int,
+        username: str,
+        channel: str,
+        status: str,
+    ) -> tuple[Change | None, list[dict[str, Any]]]:
+        change = await self.enter(
+            room_id=room_id,
+            room_slug=room_slug,
+            user_id=user_id,
+            username=username,
+            channel=channel,
+            status=status,
+        )
+        return change, await self.members(room_id=room_id)
+
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
         with self._lock:
             connection = self._connections.get(channel)

@@ -135,6 +135,20 @@ class Leases:
     async def _join(
         self, entry: Connection, channel: str, room_id: int, slug: str, status: str
     ) -> list[Change]:
+        return changes_of(await self._room_join(entry, channel, room_id, slug, status))
+
+    async def _room_join(
+        self,
+        entry: Connection,
+        channel: str,
+        room_id: int,
+        slug: str,
+        status: str,
+        *,
+        listed: bool = False,
+    ) -> Any:
+        """The room_join script's reply (presence.scripts.ROOM_JOIN); failed,
+        no change (and, `listed`, an empty list)."""
         ttl_ms = self._ttl_ms()
         args: list[str | int] = [
             room_id,
@@ -146,13 +160,14 @@ class Leases:
             ttl_ms,
             2 * ttl_ms,
         ]
-        flat: list[Any] = await self.shards.call(
+        if listed:
+            args.append(1)
+        return await self.shards.call(
             "join",
             self.room_shard(room_id),
             lambda c: c.run("room_join", keys=[self.room_key(room_id), self.due_key], args=args),
-            [],
+            [[], []] if listed else [],
         )
-        return changes_of(flat)
 
     async def _exit(self, room_id: int, channel: str) -> list[Any]:
         flat: list[Any] = await self.shards.call(

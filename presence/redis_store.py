@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django_realtime.payloads import user_payload_of
@@ -24,6 +24,15 @@ from .redis_typing import TypingLeases
 from .store import Change, Departure, Reaper, Upkeep
 
 __all__ = ["RedisPresenceStore"]
+
+
+def members_of(listed: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """members() from a room's list, (uid, "status:username") pairs."""
+    members = []
+    for uid, value in listed:
+        status, _, username = value.partition(":")
+        members.append({"user": user_payload_of(int(uid), username), "status": status})
+    return sorted(members, key=lambda m: (m["user"]["username"], m["user"]["id"]))
 
 
 class RedisPresenceStore(TypingLeases, Sweeping):
@@ -103,6 +112,29 @@ class RedisPresenceStore(TypingLeases, Sweeping):
             changes = await self._join(entry, channel, room_id, room_slug, status)
         return changes[0] if changes else None
 
+    async def join(
+        self,
+        *,
+        room_id: int,
+        room_slug: str,
+        user_id: int,
+        username: str,
+        channel: str,
+        status: str,
+    ) -> tuple[Change | None, list[dict[str, Any]]]:
+        """enter(), and the room's members after it: one script."""
+        entry = self._entry(channel, user_id, username)
+        entry.rooms[room_id] = (room_slug, status)
+        self._ensure_upkeep()
+        async with entry.lock:
+            flat, listed = await self._room_join(
+                entry, channel, room_id, room_slug, status, listed=True
+            )
+        changes = changes_of(flat)
+        return (changes[0] if changes else None), members_of(
+            zip(listed[::2], listed[1::2], strict=True)
+        )
+
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
         entry = self._connections.get(channel)
         if entry is not None:
@@ -119,11 +151,7 @@ class RedisPresenceStore(TypingLeases, Sweeping):
             lambda c: c.batch.call("HGETALL", self.room_key(room_id)),
             {},
         )
-        members = []
-        for uid, value in listed.items():
-            status, _, username = value.partition(":")
-            members.append({"user": user_payload_of(int(uid), username), "status": status})
-        return sorted(members, key=lambda m: (m["user"]["username"], m["user"]["id"]))
+        return members_of(listed.items())
 
     async def aclose(self) -> None:
         task, self._upkeep = self._upkeep, None

@@ -92,9 +92,11 @@ local function due_member(uid, ch) return 'u:' .. uid .. ':' .. ch end
 """
 )
 
-# KEYS: room, due. ARGV: rid, slug, channel, uid, username, status, ttl_ms, keep_ms.
-# The connection joins the room or sets its status there (also a heartbeat's
-# re-registration of a lease that was lost). Returns the changes.
+# KEYS: room, due. ARGV: rid, slug, channel, uid, username, status, ttl_ms,
+# keep_ms, and optionally listed ('1'). The connection joins the room or sets
+# its status there (also a heartbeat's re-registration of a lease that was
+# lost). Returns the changes; listed, {changes, the room's list after it}
+# (flat uid, "status:username" pairs): a join's one call.
 ROOM_JOIN = (
     ROOM_PRELUDE
     + r"""
@@ -110,6 +112,7 @@ redis.call('ZADD', DUE, expiry, due_member(rid, ch))
 local changes = {}
 settle(changes, rid, slug, uid, name, before)
 for _, key in ipairs({seat, LIST, CONNS, LEASES, DUE}) do keep(key, keep_ms) end
+if ARGV[9] == '1' then return {changes, redis.call('HGETALL', LIST)} end
 return changes
 """
 )

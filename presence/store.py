@@ -76,6 +76,19 @@ class PresenceStore(Protocol):
     ) -> Change | None:
         """The connection joined the room, or set its status there."""
 
+    async def join(
+        self,
+        *,
+        room_id: int,
+        room_slug: str,
+        user_id: int,
+        username: str,
+        channel: str,
+        status: str,
+    ) -> tuple[Change | None, list[dict[str, Any]]]:
+        """enter(), and members() just after it, in one step: a join's list
+        holds the joiner and every change before it."""
+
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
         """The connection left the room."""
 

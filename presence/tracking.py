@@ -19,7 +19,16 @@ from . import events, transitions
 from .backends import store
 from .store import STATUSES
 
-__all__ = ["STATUSES", "Typist", "connect", "disconnect", "enter", "exit", "members"]
+__all__ = [
+    "STATUSES",
+    "Typist",
+    "connect",
+    "disconnect",
+    "enter",
+    "exit",
+    "join",
+    "members",
+]
 
 TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
 
@@ -57,6 +66,27 @@ async def enter(
             changes=[change],
             skip_channel=None if announce_self else channel,
         )
+
+
+async def join(
+    *, room_id: int, room_slug: str, user: Any, channel: str, status: str
+) -> list[dict[str, Any]]:
+    """The connection joined the room: enter() without telling it of its own
+    join, and the room's members just after it (the `joined` frame's list,
+    in the same step: every change after it comes as a diff)."""
+    change, present = await store.join(
+        room_id=room_id,
+        room_slug=room_slug,
+        user_id=user.pk,
+        username=user.get_username(),
+        channel=channel,
+        status=status,
+    )
+    if change is not None:
+        await events.broadcast_changes(
+            room_id=room_id, room_slug=room_slug, changes=[change], skip_channel=channel
+        )
+    return present
 
 
 async def exit(*, room_id: int, room_slug: str, user: Any, channel: str) -> None:

@@ -171,24 +171,45 @@ async def test_leave_stops_delivery(alice, bob, general):
     await ws.disconnect()
 
 
+@pytest.mark.parametrize("known", [False, True], ids=["first-join-here", "room-known-here"])
 async def test_a_message_stored_while_a_join_reads_its_backlog_is_delivered_at_once(
-    alice, bob, general, monkeypatch
+    alice, bob, general, monkeypatch, known
 ):
-    """The join has read the backlog (last_seq 0) when alice posts; the
+    """The join has read where the backlog ends (last_seq 0) when alice
+    posts: its own read of the last seq, or, for a room the process knows
+    already, the join's statement (which read it) and its presence; the
     doorbell rings before the join has finished. bob gets the message right
     after `joined`, not at the next message or refresh."""
+    from chat import streams
+    from chat.fanout import fanout
     from presence import tracking
 
-    members = tracking.members
-
-    async def members_while_alice_posts(**kwargs):
+    async def alice_posts():
         await sync_to_async(services.message_send)(
             user=alice, slug="general", content="during the join", client_id=str(uuid.uuid4())
         )
         await asyncio.sleep(0.2)  # the doorbell reaches bob's fan-out meanwhile
-        return await members(**kwargs)
 
-    monkeypatch.setattr(tracking, "members", members_while_alice_posts)
+    if known:
+        fanout().know("general", general.pk)
+        join = tracking.join
+
+        async def join_while_alice_posts(**kwargs):
+            present = await join(**kwargs)
+            await alice_posts()
+            return present
+
+        monkeypatch.setattr(tracking, "join", join_while_alice_posts)
+    else:
+        fanout().forget("general")
+        last_seq = streams.last_seq
+
+        async def last_seq_while_alice_posts(**kwargs):
+            seq = await last_seq(**kwargs)
+            await alice_posts()
+            return seq
+
+        monkeypatch.setattr(streams, "last_seq", last_seq_while_alice_posts)
     ws = await connect(bob)
     await ws.send_json_to({"type": "join", "room": "general"})
     frames = await frames_until(ws, "message")
