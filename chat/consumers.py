@@ -25,6 +25,7 @@ from django_realtime.logcontext import log_room, log_user
 from django_realtime.output import HeldOutput
 from django_realtime.topics.subscriptions import Subscriptions
 from presence import tracking
+from presence.present import Present
 
 from . import frames, services, streams
 from .delivery import JoinedRoom, RoomDelivery
@@ -212,7 +213,7 @@ class RealtimeConsumer(
         previous: JoinedRoom | None,
         ref: Any,
         last_seq: int | None,
-        presence: list[dict[str, Any]],
+        presence: Present,
     ) -> None:
         if last_seq is None:
             last_seq = await streams.last_seq(room_id=room.pk)
@@ -231,10 +232,11 @@ class RealtimeConsumer(
                 "type": "joined",
                 "room": room.slug,
                 "last_seq": last_seq,
-                "presence": presence,
                 "truncated": streams.truncated(since=since, last_seq=last_seq),
             }
-            await self.send_frame(frames.with_ref(joined, ref))
+            # The presence list goes in as the text presence keeps it as.
+            text = json.dumps(frames.with_ref(joined, ref), ensure_ascii=False)
+            await self.send_text(f'{text[:-1]}, "presence": {presence.json()}}}')
             if not await self._replay(state, last_seq, counted=since is not None):
                 return  # closed (4413): the client resumes again
             for event in self.joining.pop(room.pk, []):

@@ -14,6 +14,7 @@ from typing import Any
 
 from django_realtime.payloads import user_payload_of
 
+from .present import Present, entry
 from .store import AWAY, ONLINE, Change, Departure, Reaper
 
 
@@ -107,7 +108,7 @@ class LocalPresenceStore:
         username: str,
         channel: str,
         status: str,
-    ) -> tuple[Change | None, list[dict[str, Any]]]:
+    ) -> tuple[Change | None, Present]:
         change = await self.enter(
             room_id=room_id,
             room_slug=room_slug,
@@ -116,7 +117,9 @@ class LocalPresenceStore:
             channel=channel,
             status=status,
         )
-        return change, await self.members(room_id=room_id)
+        with self._lock:
+            users = self._rooms.get(room_id, {}).items()
+            return change, Present([entry(uid, e.status, e.username) for uid, e in users])
 
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
         with self._lock:

@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from django_realtime.payloads import user_payload_of
-
+from .present import Present
 from .redis_leases import Connection, changes_of
 from .redis_sweep import Sweeping
 from .redis_typing import TypingLeases
 from .store import Change, Departure, Reaper, Upkeep
 
 __all__ = ["RedisPresenceStore"]
-
-
-def members_of(listed: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-    """members() from a room's list, (uid, "status:username") pairs."""
-    members = []
-    for uid, value in listed:
-        status, _, username = value.partition(":")
-        members.append({"user": user_payload_of(int(uid), username), "status": status})
-    return sorted(members, key=lambda m: (m["user"]["username"], m["user"]["id"]))
 
 
 class RedisPresenceStore(TypingLeases, Sweeping):
@@ -121,7 +111,7 @@ class RedisPresenceStore(TypingLeases, Sweeping):
         username: str,
         channel: str,
         status: str,
-    ) -> tuple[Change | None, list[dict[str, Any]]]:
+    ) -> tuple[Change | None, Present]:
         """enter(), and the room's members after it: one script."""
         entry = self._entry(channel, user_id, username)
         entry.rooms[room_id] = (room_slug, status)
@@ -131,9 +121,7 @@ class RedisPresenceStore(TypingLeases, Sweeping):
                 entry, channel, room_id, room_slug, status, listed=True
             )
         changes = changes_of(flat)
-        return (changes[0] if changes else None), members_of(
-            zip(listed[::2], listed[1::2], strict=True)
-        )
+        return (changes[0] if changes else None), Present.from_list(listed)
 
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
         entry = self._connections.get(channel)
@@ -151,7 +139,7 @@ class RedisPresenceStore(TypingLeases, Sweeping):
             lambda c: c.batch.call("HGETALL", self.room_key(room_id)),
             {},
         )
-        return members_of(listed.items())
+        return Present.from_pairs(listed.items()).members()
 
     async def aclose(self) -> None:
         task, self._upkeep = self._upkeep, None

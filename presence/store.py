@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .present import Present
+
 ONLINE = "online"
 AWAY = "away"
 STATUSES = (ONLINE, AWAY)
@@ -85,7 +87,7 @@ class PresenceStore(Protocol):
         username: str,
         channel: str,
         status: str,
-    ) -> tuple[Change | None, list[dict[str, Any]]]:
+    ) -> tuple[Change | None, Present]:
         """enter(), and members() just after it, in one step: a join's list
         holds the joiner and every change before it."""
 

@@ -17,6 +17,7 @@ from django_realtime.payloads import user_payload
 
 from . import events, transitions
 from .backends import store
+from .present import Present
 from .store import STATUSES
 
 __all__ = [
@@ -68,12 +69,10 @@ async def enter(
         )
 
 
-async def join(
-    *, room_id: int, room_slug: str, user: Any, channel: str, status: str
-) -> list[dict[str, Any]]:
+async def join(*, room_id: int, room_slug: str, user: Any, channel: str, status: str) -> Present:
     """The connection joined the room: enter() without telling it of its own
-    join, and the room's members just after it (the `joined` frame's list,
-    in the same step: every change after it comes as a diff)."""
+    join, and the room's members just after it, in the same step (the
+    `joined` frame's list: every change after it comes as a diff)."""
     change, present = await store.join(
         room_id=room_id,
         room_slug=room_slug,

@@ -6,6 +6,7 @@ die.
 """
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -123,17 +124,19 @@ async def test_members_lists_everyone_present_by_username(store):
 
 async def test_a_join_enters_and_lists_the_room_as_it_is_just_after(store):
     """join() is enter() and members() in one step: the list holds the joiner
-    and everyone before them, by username; a second tab is no change."""
-    await store.enter(**enter(user_id=3, username="carol", channel="c3", status="away"))
+    and everyone before them, by username, as the `joined` frame's JSON too;
+    a second tab is no change."""
+    await store.enter(**enter(user_id=3, username='carol "c" ü', channel="c3", status="away"))
     await store.enter(**enter(room_id=2, user_id=4, username="dave", channel="c4"))
     change, present = await store.join(**enter(user_id=2, username="bob", channel="c2"))
     assert change == Change(1, 2, "bob", "online", "general")
-    assert present == [
+    assert present.members() == [
         {"user": {"id": 2, "username": "bob"}, "status": "online"},
-        {"user": {"id": 3, "username": "carol"}, "status": "away"},
+        {"user": {"id": 3, "username": 'carol "c" ü'}, "status": "away"},
     ]
+    assert json.loads(present.json()) == present.members()
     assert await store.join(**enter(user_id=2, username="bob", channel="c2b")) == (None, present)
-    assert await store.members(room_id=1) == present
+    assert await store.members(room_id=1) == present.members()
     assert await store.exit(room_id=1, user_id=2, channel="c2") is None
     assert await store.exit(room_id=1, user_id=2, channel="c2b") == Change(
         1, 2, "bob", None, "general"
