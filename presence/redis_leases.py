@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from django_realtime import redisconn
 
 from . import conf
+from .redis_joins import Joins
 from .redis_shards import Client, Shards
 from .store import Change
 
@@ -89,6 +91,10 @@ class Leases:
         self.prefix = prefix
         self.shards = Shards(self.urls)
         self._connections: dict[str, Connection] = {}
+        # Each shard's joins, sent together, per event loop (as the clients).
+        self._joins_by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[int, Joins]
+        ] = weakref.WeakKeyDictionary()
 
     # --- where things are ----------------------------------------------------------
     def room_key(self, room_id: int) -> str:
@@ -147,27 +153,24 @@ class Leases:
         *,
         listed: bool = False,
     ) -> Any:
-        """The room_join script's reply (presence.scripts.ROOM_JOIN); failed,
-        no change (and, `listed`, an empty list)."""
-        ttl_ms = self._ttl_ms()
-        args: list[str | int] = [
-            room_id,
-            slug,
-            channel,
-            entry.user_id,
-            entry.username,
-            status,
-            ttl_ms,
-            2 * ttl_ms,
-        ]
-        if listed:
-            args.append(1)
+        """The join's part of the ROOM_JOINS reply (presence.scripts), sent
+        with the shard's other joins of this loop turn; failed, no change
+        (and, `listed`, an empty list)."""
+        args = [room_id, slug, channel, entry.user_id, entry.username, status, int(listed)]
+        shard = self.room_shard(room_id)
         return await self.shards.call(
             "join",
-            self.room_shard(room_id),
-            lambda c: c.run("room_join", keys=[self.room_key(room_id), self.due_key], args=args),
+            shard,
+            lambda c: self._joins(shard, c).put(self.room_key(room_id), args),
             [[], []] if listed else [],
         )
+
+    def _joins(self, shard: int, client: Client) -> Joins:
+        joins = self._joins_by_loop.setdefault(asyncio.get_running_loop(), {})
+        held = joins.get(shard)
+        if held is None or held.client is not client:
+            held = joins[shard] = Joins(client, self.due_key)
+        return held
 
     async def _exit(self, room_id: int, channel: str) -> list[Any]:
         flat: list[Any] = await self.shards.call(

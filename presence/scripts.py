@@ -29,14 +29,10 @@ local DUE = KEYS[2]
     + CLOCK
 )
 
-ROOM_PRELUDE = (
-    PRELUDE
-    + r"""
-local LIST = R
-local LEASES = R .. ':leases'
-local CONNS = R .. ':conns'
-local TYPING = R .. ':typing'
-local function seat_key(uid) return R .. ':user:' .. uid end
+# The room functions, for any room key R (its list; every key of the room
+# starts with it). DUE, the shard's sweep index, is bound before them.
+ROOM_FUNCTIONS = r"""
+local function seat_key(R, uid) return R .. ':user:' .. uid end
 local function due_member(rid, ch) return 'r:' .. rid .. ':' .. ch end
 
 -- A user's status in the room from their connections there; '' when none.
@@ -52,35 +48,56 @@ end
 -- After a user's connections in the room changed: update the room's list and
 -- append {rid, slug, uid, username, status} to `changes` if the user's status
 -- moved ('' is a leave).
-local function settle(changes, rid, slug, uid, name, before)
-  local after = status_of(seat_key(uid))
+local function settle(R, changes, rid, slug, uid, name, before)
+  local after = status_of(seat_key(R, uid))
   if after == before then return end
   if name == '' then
-    local listed = redis.call('HGET', LIST, uid)
+    local listed = redis.call('HGET', R, uid)
     if listed then name = string.match(listed, '^[^:]*:(.*)$') or '' end
   end
   if after == '' then
-    redis.call('HDEL', LIST, uid)
+    redis.call('HDEL', R, uid)
   else
-    redis.call('HSET', LIST, uid, after .. ':' .. name)
+    redis.call('HSET', R, uid, after .. ':' .. name)
   end
   for _, v in ipairs({rid, slug, uid, name, after}) do table.insert(changes, v) end
 end
 
+-- The connection joins the room or sets its status there, its lease
+-- expiring at `expiry`.
+local function join(R, changes, rid, slug, ch, uid, name, status, expiry, keep_ms)
+  local seat = seat_key(R, uid)
+  local before = status_of(seat)
+  redis.call('HSET', seat, ch, status)
+  redis.call('HSET', R .. ':conns', ch, uid .. ':' .. slug)
+  redis.call('ZADD', R .. ':leases', expiry, ch)
+  redis.call('ZADD', DUE, expiry, due_member(rid, ch))
+  settle(R, changes, rid, slug, uid, name, before)
+  for _, key in ipairs({seat, R, R .. ':conns', R .. ':leases', DUE}) do keep(key, keep_ms) end
+end
+
 -- The connection leaves the room: its seat, lease and index entry go.
-local function leave(changes, rid, ch)
-  local held = redis.call('HGET', CONNS, ch)
-  redis.call('HDEL', CONNS, ch)
-  redis.call('ZREM', LEASES, ch)
+local function leave(R, changes, rid, ch)
+  local held = redis.call('HGET', R .. ':conns', ch)
+  redis.call('HDEL', R .. ':conns', ch)
+  redis.call('ZREM', R .. ':leases', ch)
   redis.call('ZREM', DUE, due_member(rid, ch))
   if not held then return end
   local uid, slug = string.match(held, '^([^:]*):(.*)$')
-  local seat = seat_key(uid)
+  local seat = seat_key(R, uid)
   if redis.call('HEXISTS', seat, ch) == 0 then return end
   local before = status_of(seat)
   redis.call('HDEL', seat, ch)
-  settle(changes, rid, slug, uid, '', before)
+  settle(R, changes, rid, slug, uid, '', before)
 end
+"""
+
+ROOM_PRELUDE = (
+    PRELUDE
+    + ROOM_FUNCTIONS
+    + r"""
+local LEASES = R .. ':leases'
+local TYPING = R .. ':typing'
 """
 )
 
@@ -92,28 +109,36 @@ local function due_member(uid, ch) return 'u:' .. uid .. ':' .. ch end
 """
 )
 
-# KEYS: room, due. ARGV: rid, slug, channel, uid, username, status, ttl_ms,
-# keep_ms, and optionally listed ('1'). The connection joins the room or sets
-# its status there (also a heartbeat's re-registration of a lease that was
-# lost). Returns the changes; listed, {changes, the room's list after it}
-# (flat uid, "status:username" pairs): a join's one call.
-ROOM_JOIN = (
-    ROOM_PRELUDE
+# KEYS: due, then the room of each join. ARGV: ttl_ms, keep_ms, then per
+# join: rid, slug, channel, uid, username, status, listed ('1' or '0').
+# Each connection joins its room or sets its status there, in turn (also a
+# heartbeat's re-registration of a lease that was lost): the joins a process
+# made meanwhile, in one call. Returns per join its changes; listed,
+# {changes, the room's list just after it} (flat uid, "status:username").
+ROOM_JOINS = (
+    r"""
+local DUE = KEYS[1]
+"""
+    + CLOCK
+    + ROOM_FUNCTIONS
     + r"""
-local rid, slug, ch, uid, name, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ttl, keep_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local ttl, keep_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local expiry = now_ms() + ttl
-local seat = seat_key(uid)
-local before = status_of(seat)
-redis.call('HSET', seat, ch, status)
-redis.call('HSET', CONNS, ch, uid .. ':' .. slug)
-redis.call('ZADD', LEASES, expiry, ch)
-redis.call('ZADD', DUE, expiry, due_member(rid, ch))
-local changes = {}
-settle(changes, rid, slug, uid, name, before)
-for _, key in ipairs({seat, LIST, CONNS, LEASES, DUE}) do keep(key, keep_ms) end
-if ARGV[9] == '1' then return {changes, redis.call('HGETALL', LIST)} end
-return changes
+local replies = {}
+local a = 3
+for k = 2, #KEYS do
+  local R = KEYS[k]
+  local changes = {}
+  join(R, changes, ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+       expiry, keep_ms)
+  if ARGV[a + 6] == '1' then
+    replies[k - 1] = {changes, redis.call('HGETALL', R)}
+  else
+    replies[k - 1] = changes
+  end
+  a = a + 7
+end
+return replies
 """
 )
 
@@ -122,7 +147,7 @@ ROOM_EXIT = (
     ROOM_PRELUDE
     + r"""
 local changes = {}
-leave(changes, ARGV[1], ARGV[2])
+leave(R, changes, ARGV[1], ARGV[2])
 return changes
 """
 )
@@ -141,7 +166,7 @@ for i = 3, 2 + n do
   local ch = ARGV[i]
   local expiry = tonumber(redis.call('ZSCORE', LEASES, ch))
   if not expiry or expiry <= now then
-    leave(changes, rid, ch)
+    leave(R, changes, rid, ch)
   end
 end
 for i = 3 + n, #ARGV do
@@ -294,7 +319,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 """
 
 ALL = {
-    "room_join": ROOM_JOIN,
+    "room_joins": ROOM_JOINS,
     "room_exit": ROOM_EXIT,
     "room_sweep": ROOM_SWEEP,
     "typing_start": TYPING_START,

@@ -178,6 +178,41 @@ async def test_concurrent_joins_and_leaves_on_two_processes_are_announced_once(t
     assert await a.members(room_id=1) == await b.members(room_id=1) == []
 
 
+async def test_joins_made_at_once_go_in_one_call_and_each_lists_the_room_just_after_it(
+    prefix, monkeypatch
+):
+    """A storm's joins on one process share a script call; each still gets
+    its own change, and the room as it was just after its own join."""
+    from presence.redis_joins import Joins
+
+    calls = []
+    send = Joins._send
+
+    async def counted(self, queued):
+        calls.append(len(queued))
+        await send(self, queued)
+
+    monkeypatch.setattr(Joins, "_send", counted)
+    store = redis_store(prefix)
+    try:
+        users = [(1, "dave"), (2, "carol"), (3, "bob"), (4, "alice")]
+        joined = await asyncio.gather(
+            *(store.join(**enter(user_id=u, username=name, channel=f"c{u}")) for u, name in users)
+        )
+        assert calls == [4]
+        assert [change for change, _ in joined] == [
+            Change(1, u, name, "online", "general") for u, name in users
+        ]
+        assert [[m["user"]["username"] for m in p.members()] for _, p in joined] == [
+            ["dave"],
+            ["carol", "dave"],
+            ["bob", "carol", "dave"],
+            ["alice", "bob", "carol", "dave"],
+        ]
+    finally:
+        await store.aclose()
+
+
 async def test_one_process_sees_the_presence_another_process_wrote(two_processes):
     a, b = two_processes
     await a.enter(**enter(user_id=1, username="alice", channel="on-a"))
