@@ -15,9 +15,9 @@ Action = ModerationAction.Action
 
 
 def send(user, slug="general", content="hi"):
-    return services.message_send(
-        user=user, slug=slug, content=content, client_id=str(uuid.uuid4())
-    ).message
+    """The stored message (its row)."""
+    sent = services.message_send(user=user, slug=slug, content=content, client_id=str(uuid.uuid4()))
+    return Message.objects.get(pk=sent.id)
 
 
 @pytest.fixture

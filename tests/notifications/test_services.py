@@ -91,11 +91,11 @@ def test_a_bad_kind_is_refused(bob, kind):
 
 def test_a_mention_notifies_the_named_user_with_room_message_and_excerpt(alice, bob, general):
     long = "@bob look at this: " + "x" * 300
-    message = send(alice, long).message
+    message = send(alice, long)
     (notification,) = mentions_of(bob)
     assert notification.data == {
         "room": "general",
-        "message_id": message.pk,
+        "message_id": message.id,
         "seq": message.seq,
         "from": {"id": alice.pk, "username": "alice"},
         "excerpt": long[:200],
