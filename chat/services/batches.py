@@ -16,8 +16,8 @@ from django.db import IntegrityError, connections
 
 from django_realtime import metrics, pgpool
 from django_realtime.background import spawn
+from django_realtime.batching import settle
 from django_realtime.errors import Unavailable
-from django_realtime.redisconn import settle
 
 from ..models import Membership, Message, Room
 
