@@ -183,19 +183,33 @@ class RealtimeConsumer(
             if previous is not None and since is None:
                 since = previous.cursor.delivered  # a repeated join resumes where it was
             last_seq = room.last_seq if early == room.pk else None
-            if last_seq is None:  # not subscribed before the join: read it after
+            if last_seq is not None:
+                # Subscribed already: enter the room and read who is in it in
+                # one step; any later change reaches `joining` as a diff. The
+                # others are told of the join; the joiner's `joined` lists it.
+                present = await tracking.join(
+                    room_id=room.pk,
+                    room_slug=room.slug,
+                    user=self.user,
+                    channel=self.channel_name,
+                    status=self.status,
+                )
+            else:
+                # Not subscribed before the join: announce it first (the
+                # pub/sub layer may deliver the diff after the group_add
+                # below, late even for the joins after this one), then read
+                # who is in it, and the last seq, once subscribed.
+                await tracking.enter(
+                    room_id=room.pk,
+                    room_slug=room.slug,
+                    user=self.user,
+                    channel=self.channel_name,
+                    status=self.status,
+                    announce_self=False,
+                )
                 self.joining.setdefault(room.pk, [])
                 await hub.subscribe(room.pk, self)
-            # Enter the room and read who is in it in one step, once subscribed:
-            # any later change reaches `joining` as a diff. The others are told
-            # of the join; the joiner's `joined` lists it.
-            present = await tracking.join(
-                room_id=room.pk,
-                room_slug=room.slug,
-                user=self.user,
-                channel=self.channel_name,
-                status=self.status,
-            )
+                present = await tracking.present(room_id=room.pk)
             await self._join_room(room, since, previous, ref, last_seq, present)
         finally:
             if room is None:

@@ -117,9 +117,7 @@ class LocalPresenceStore:
             channel=channel,
             status=status,
         )
-        with self._lock:
-            users = self._rooms.get(room_id, {}).items()
-            return change, Present([entry(uid, e.status, e.username) for uid, e in users])
+        return change, await self.present(room_id=room_id)
 
     async def exit(self, *, room_id: int, user_id: int, channel: str) -> Change | None:
         with self._lock:
@@ -158,6 +156,11 @@ class LocalPresenceStore:
             return [
                 {"user": user_payload_of(uid, e.username), "status": e.status} for uid, e in users
             ]
+
+    async def present(self, *, room_id: int) -> Present:
+        with self._lock:
+            users = self._rooms.get(room_id, {}).items()
+            return Present([entry(uid, e.status, e.username) for uid, e in users])
 
     # The typist's own consumer announces the lapse; with one process there is
     # nobody else who could have to.

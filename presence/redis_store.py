@@ -133,13 +133,16 @@ class RedisPresenceStore(TypingLeases, Sweeping):
         return changes[0] if changes else None
 
     async def members(self, *, room_id: int) -> list[dict[str, Any]]:
+        return (await self.present(room_id=room_id)).members()
+
+    async def present(self, *, room_id: int) -> Present:
         listed: dict[Any, Any] = await self.shards.call(
             "members",
             self.room_shard(room_id),
             lambda c: c.batch.call("HGETALL", self.room_key(room_id)),
             {},
         )
-        return Present.from_pairs(listed.items()).members()
+        return Present.from_pairs(listed.items())
 
     async def aclose(self) -> None:
         task, self._upkeep = self._upkeep, None

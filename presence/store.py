@@ -97,6 +97,9 @@ class PresenceStore(Protocol):
     async def members(self, *, room_id: int) -> list[dict[str, Any]]:
         """`[{"user": {"id", "username"}, "status"}]`, ordered by username."""
 
+    async def present(self, *, room_id: int) -> Present:
+        """members() as the `joined` frame carries them."""
+
     async def typing_start(
         self, *, room_id: int, room_slug: str, user_id: int, username: str, ttl_seconds: float
     ) -> None:

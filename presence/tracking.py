@@ -29,6 +29,7 @@ __all__ = [
     "exit",
     "join",
     "members",
+    "present",
 ]
 
 TYPING_LAPSE_SECONDS = 6.0  # the contract: typing lapses 6 s after the last `true`
@@ -98,6 +99,11 @@ async def exit(*, room_id: int, room_slug: str, user: Any, channel: str) -> None
 async def members(*, room_id: int) -> list[dict[str, Any]]:
     """`[{"user", "status"}]` of the room, by username: the `joined` frame's list."""
     return await store.members(room_id=room_id)
+
+
+async def present(*, room_id: int) -> Present:
+    """members() as the `joined` frame carries them."""
+    return await store.present(room_id=room_id)
 
 
 class Typist:

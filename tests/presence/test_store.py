@@ -136,6 +136,7 @@ async def test_a_join_enters_and_lists_the_room_as_it_is_just_after(store):
     ]
     assert json.loads(present.json()) == present.members()
     assert await store.join(**enter(user_id=2, username="bob", channel="c2b")) == (None, present)
+    assert await store.present(room_id=1) == present
     assert await store.members(room_id=1) == present.members()
     assert await store.exit(room_id=1, user_id=2, channel="c2") is None
     assert await store.exit(room_id=1, user_id=2, channel="c2b") == Change(
