@@ -19,7 +19,7 @@ from typing import Any
 from django_realtime import redisconn
 
 from . import conf
-from .redis_joins import Joins
+from .redis_batches import Batch
 from .redis_shards import Client, Shards
 from .store import Change
 
@@ -91,9 +91,9 @@ class Leases:
         self.prefix = prefix
         self.shards = Shards(self.urls)
         self._connections: dict[str, Connection] = {}
-        # Each shard's joins, sent together, per event loop (as the clients).
-        self._joins_by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[int, Joins]
+        # Each shard's joins and opens, sent together, per event loop (as the clients).
+        self._batches: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[int, str], Batch]
         ] = weakref.WeakKeyDictionary()
 
     # --- where things are ----------------------------------------------------------
@@ -125,15 +125,12 @@ class Leases:
         return int(conf.ttl_seconds() * 1000)
 
     async def _open(self, user_id: int, channel: str) -> None:
-        ttl_ms = self._ttl_ms()
+        shard = self.user_shard(user_id)
         await self.shards.call(
             "connect",
-            self.user_shard(user_id),
-            lambda c: c.run(
-                "user_open",
-                keys=[self.user_key(user_id), self.due_key],
-                # Keys outlive the lease by a TTL: the safety net for an abandoned Redis.
-                args=[user_id, channel, ttl_ms, 2 * ttl_ms],
+            shard,
+            lambda c: self._batch(shard, c, "user_opens").put(
+                self.user_key(user_id), [user_id, channel]
             ),
             None,
         )
@@ -154,22 +151,22 @@ class Leases:
         listed: bool = False,
     ) -> Any:
         """The join's part of the ROOM_JOINS reply (presence.scripts), sent
-        with the shard's other joins of this loop turn; failed, no change
-        (and, `listed`, an empty list)."""
+        with the shard's other joins of this loop turn (presence.redis_batches);
+        failed, no change (and, `listed`, an empty list)."""
         args = [room_id, slug, channel, entry.user_id, entry.username, status, int(listed)]
         shard = self.room_shard(room_id)
         return await self.shards.call(
             "join",
             shard,
-            lambda c: self._joins(shard, c).put(self.room_key(room_id), args),
+            lambda c: self._batch(shard, c, "room_joins").put(self.room_key(room_id), args),
             [[], []] if listed else [],
         )
 
-    def _joins(self, shard: int, client: Client) -> Joins:
-        joins = self._joins_by_loop.setdefault(asyncio.get_running_loop(), {})
-        held = joins.get(shard)
+    def _batch(self, shard: int, client: Client, script: str) -> Batch:
+        batches = self._batches.setdefault(asyncio.get_running_loop(), {})
+        held = batches.get((shard, script))
         if held is None or held.client is not client:
-            held = joins[shard] = Joins(client, self.due_key)
+            held = batches[(shard, script)] = Batch(client, script, self.due_key)
         return held
 
     async def _exit(self, room_id: int, channel: str) -> list[Any]:

@@ -206,16 +206,30 @@ return redis.call('ZREM', TYPING, ARGV[2])
 """
 )
 
-# KEYS: user, due. ARGV: uid, channel, ttl_ms, keep_ms. A connection of the
-# user opened (or its lost lease is registered again).
-USER_OPEN = (
-    USER_PRELUDE
+# KEYS: due, then the user of each connection. ARGV: ttl_ms, keep_ms, then
+# per connection: uid, channel. Connections of the users opened (or their
+# lost leases registered again): those a process opened meanwhile, in one
+# call. Returns a 1 per connection.
+USER_OPENS = (
+    r"""
+local DUE = KEYS[1]
+"""
+    + CLOCK
     + r"""
-local expiry = now_ms() + tonumber(ARGV[3])
-redis.call('ZADD', CONNS, expiry, ARGV[2])
-redis.call('ZADD', DUE, expiry, due_member(ARGV[1], ARGV[2]))
-keep(CONNS, tonumber(ARGV[4])); keep(DUE, tonumber(ARGV[4]))
-return 1
+local ttl, keep_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local expiry = now_ms() + ttl
+local replies = {}
+local a = 3
+for k = 2, #KEYS do
+  local conns = KEYS[k] .. ':conns'
+  redis.call('ZADD', conns, expiry, ARGV[a + 1])
+  redis.call('ZADD', DUE, expiry, 'u:' .. ARGV[a] .. ':' .. ARGV[a + 1])
+  keep(conns, keep_ms)
+  replies[k - 1] = 1
+  a = a + 2
+end
+keep(DUE, keep_ms)
+return replies
 """
 )
 
@@ -324,7 +338,7 @@ ALL = {
     "room_sweep": ROOM_SWEEP,
     "typing_start": TYPING_START,
     "typing_stop": TYPING_STOP,
-    "user_open": USER_OPEN,
+    "user_opens": USER_OPENS,
     "user_close": USER_CLOSE,
     "heartbeat": HEARTBEAT,
     "user_sweep": USER_SWEEP,

@@ -179,28 +179,32 @@ async def test_concurrent_joins_and_leaves_on_two_processes_are_announced_once(t
     assert await a.members(room_id=1) == await b.members(room_id=1) == []
 
 
-async def test_joins_made_at_once_go_in_one_call_and_each_lists_the_room_just_after_it(
+async def test_connections_and_joins_made_at_once_go_in_one_call_each_join_listing_its_room(
     prefix, monkeypatch
 ):
-    """A storm's joins on one process share a script call; each still gets
-    its own change, and the room as it was just after its own join."""
-    from presence.redis_joins import Joins
+    """A storm's connections, and its joins, on one process share a script
+    call; each join still gets its own change, and the room as it was just
+    after its own join."""
+    from presence.redis_batches import Batch
 
     calls = []
-    send = Joins._send
+    send = Batch._send
 
     async def counted(self, queued):
-        calls.append(len(queued))
+        calls.append((self.name, len(queued)))
         await send(self, queued)
 
-    monkeypatch.setattr(Joins, "_send", counted)
+    monkeypatch.setattr(Batch, "_send", counted)
     store = redis_store(prefix)
     try:
         users = [(1, "dave"), (2, "carol"), (3, "bob"), (4, "alice")]
+        await asyncio.gather(
+            *(store.connect(user_id=u, username=name, channel=f"c{u}") for u, name in users)
+        )
         joined = await asyncio.gather(
             *(store.join(**enter(user_id=u, username=name, channel=f"c{u}")) for u, name in users)
         )
-        assert calls == [4]
+        assert calls == [("user_opens", 4), ("room_joins", 4)]
         assert [change for change, _ in joined] == [
             Change(1, u, name, "online", "general") for u, name in users
         ]
