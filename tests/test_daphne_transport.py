@@ -1,4 +1,4 @@
-"""django_realtime/daphne_transport.py's pieces that run without a server."""
+"""django_realtime/daphne_transport.py's and daphne_output.py's pieces that run without a server."""
 
 import os
 import subprocess
@@ -7,7 +7,8 @@ from pprint import pformat
 
 import pytest
 
-from django_realtime.daphne_transport import lazily, text_frame
+from django_realtime.daphne_output import text_frame
+from django_realtime.daphne_transport import lazily
 
 
 def test_a_lazy_log_argument_is_computed_only_when_formatted():
@@ -144,7 +145,7 @@ def test_a_live_frame_goes_at_once_or_to_the_asgi_send(settings):
     """send_text_now: the plain case writes the frame and counts it; a
     connection not open is left to daphne's send (False, nothing written);
     one over its output cap is closed with 4413 and the frame dropped."""
-    from django_realtime.daphne_transport import send_text_now
+    from django_realtime.daphne_output import send_text_now
 
     settings.REALTIME = {**settings.REALTIME, "WS_MAX_PENDING_OUTPUT_BYTES": 1000}
     plain = FakeProtocol()
