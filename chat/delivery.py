@@ -73,8 +73,9 @@ class RoomDelivery(HeldOutput):
         """A message stored in a joined room, serialised once for the process:
         sent at once when it is the next seq and nothing else is being sent
         (True; the fan-out counts those frames), else held or dropped by seq."""
-        if self.closing:
-            return False
+        done = self.fanout_message_now(room_id, seq, text)
+        if done is not None:
+            return done
         if room_id in self.joining:
             held = self.joining[room_id]
             if held and held[-1]["type"] == events.MESSAGE:
@@ -82,16 +83,10 @@ class RoomDelivery(HeldOutput):
             else:
                 held.append(message_event(room_id, payload))
             return False
-        room = self.joined.get(room_id)
-        if room is None:
-            return False
-        cursor = room.cursor  # the hottest path there is: attributes, no calls
-        if seq <= cursor.delivered:
-            return False
+        cursor = self.joined[room_id].cursor  # joined, and this seq not sent yet
         if seq == cursor.delivered + 1 and not self.delivery_lock.locked():
-            cursor.delivered = seq
-            if not self.send_now(text):
-                await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
+            cursor.delivered = seq  # the socket did not take it at once: it waits
+            await self.send_bounded({"type": "websocket.send", "text": text}, len(text))
             return True
         self._queue(message_event(room_id, payload))
         return False
